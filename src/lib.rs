@@ -1,0 +1,12 @@
+//! dino-curate: self-supervised DINO features learned on a user's own photos, used to curate them.
+//!
+//! The library holds everything the binary runs: the ViT and DINO head in candle
+//! ([`model`]) and the DINO training maths ([`train`]). Storage and search live in the
+//! separate `dino-curate-index` crate.
+
+pub mod atomic;
+pub mod error;
+pub mod model;
+pub mod train;
+
+pub use error::{Error, Result};

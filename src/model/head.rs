@@ -1,0 +1,95 @@
+//! The DINO projection head (`DINOHead` of the official `vision_transformer.py`).
+
+use candle_core::{Tensor, D};
+use serde::{Deserialize, Serialize};
+
+use super::layers::{gelu, l2_normalize, Linear};
+use super::params::{Init, ParamBuilder};
+use crate::{Error, Result};
+
+/// Shape of the head. The official defaults are hidden 2048, bottleneck 256, three
+/// layers, out_dim 65536 and a fixed-norm last layer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeadConfig {
+    /// Width of the backbone output it reads.
+    pub in_dim: usize,
+    /// Number of prototypes (`K`).
+    pub out_dim: usize,
+    /// Hidden width of the MLP.
+    pub hidden_dim: usize,
+    /// Width before the L2 normalisation and the weight-normed layer.
+    pub bottleneck_dim: usize,
+    /// Keep the weight-norm magnitude `g` fixed at 1 (not trained).
+    pub norm_last_layer: bool,
+}
+
+impl HeadConfig {
+    /// The official head for a backbone of width `in_dim` with `out_dim` prototypes.
+    pub fn official(in_dim: usize, out_dim: usize) -> Self {
+        Self {
+            in_dim,
+            out_dim,
+            hidden_dim: 2048,
+            bottleneck_dim: 256,
+            norm_last_layer: true,
+        }
+    }
+}
+
+/// Linear → GELU → Linear → GELU → Linear → L2-normalise → weight-normed Linear (no bias).
+#[derive(Debug, Clone)]
+pub struct DinoHead {
+    mlp: [Linear; 3],
+    weight_g: Tensor,
+    weight_v: Tensor,
+}
+
+impl DinoHead {
+    /// Creates the head's parameters under `pb` with official names
+    /// (`mlp.0/2/4.*`, `last_layer.weight_g`, `last_layer.weight_v`) and init.
+    pub fn new(pb: &ParamBuilder, cfg: &HeadConfig) -> Result<Self> {
+        if cfg.out_dim == 0 || cfg.bottleneck_dim == 0 || cfg.hidden_dim == 0 {
+            return Err(Error::Config(format!("head dimensions must be positive: {cfg:?}")));
+        }
+        let mlp = pb.push("mlp");
+        let mlp = [
+            Linear::new(&mlp.push(0), cfg.in_dim, cfg.hidden_dim, true)?,
+            Linear::new(&mlp.push(2), cfg.hidden_dim, cfg.hidden_dim, true)?,
+            Linear::new(&mlp.push(4), cfg.hidden_dim, cfg.bottleneck_dim, true)?,
+        ];
+        let last = pb.push("last_layer");
+        let g_shape = (cfg.out_dim, 1);
+        let weight_g = if cfg.norm_last_layer {
+            last.fixed_param("weight_g", g_shape, Init::Ones)?
+        } else {
+            last.param("weight_g", g_shape, Init::Ones)?
+        };
+        // nn.Linear's default init: the official _init_weights runs before last_layer exists.
+        let bound = 1.0 / (cfg.bottleneck_dim as f64).sqrt();
+        let weight_v = last.param(
+            "weight_v",
+            (cfg.out_dim, cfg.bottleneck_dim),
+            Init::Uniform(bound),
+        )?;
+        Ok(Self {
+            mlp,
+            weight_g,
+            weight_v,
+        })
+    }
+
+    /// The L2-normalised bottleneck `F.normalize(mlp(x))`, `[B, bottleneck]`.
+    pub fn bottleneck(&self, x: &Tensor) -> Result<Tensor> {
+        let x = gelu(&self.mlp[0].forward(x)?)?;
+        let x = gelu(&self.mlp[1].forward(&x)?)?;
+        l2_normalize(&self.mlp[2].forward(&x)?)
+    }
+
+    /// Logits over the prototypes, `[B, out_dim]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let z = self.bottleneck(x)?;
+        let v_norm = self.weight_v.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?;
+        let weight = self.weight_v.broadcast_mul(&self.weight_g.div(&v_norm)?)?;
+        Ok(z.matmul(&weight.t()?)?)
+    }
+}

@@ -1,0 +1,97 @@
+//! Small differentiable layers shared by the ViT and the DINO head.
+//!
+//! candle's fused `LayerNorm`, `ops::layer_norm` and `ops::softmax_last_dim` have no
+//! backward pass and silently cut the graph, so everything here is either composed of
+//! differentiable primitives or a custom op with its own backward (see [`super::ops`]).
+
+use candle_core::{Tensor, D};
+
+use super::ops;
+use super::params::{Init, ParamBuilder};
+use crate::Result;
+
+/// LayerNorm epsilon of the official ViT (`partial(nn.LayerNorm, eps=1e-6)`).
+pub const LAYER_NORM_EPS: f64 = 1e-6;
+
+/// `y = x Wᵀ + b` over the last dimension, PyTorch weight layout `[out, in]`.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// A linear layer with the official ViT/DINO-head init: weights truncated normal
+    /// (std 0.02), bias zero.
+    pub fn new(pb: &ParamBuilder, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
+        let weight = pb.param("weight", (out_dim, in_dim), Init::TruncNormal(0.02))?;
+        let bias = if bias {
+            Some(pb.param("bias", out_dim, Init::Zeros)?)
+        } else {
+            None
+        };
+        Ok(Self { weight, bias })
+    }
+
+    /// Applies the layer to `[..., in]`, giving `[..., out]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims();
+        let in_dim = dims[dims.len() - 1];
+        let rows = x.elem_count() / in_dim.max(1);
+        let flat = x.reshape((rows, in_dim))?;
+        let mut y = flat.matmul(&self.weight.t()?)?;
+        if let Some(bias) = &self.bias {
+            y = y.broadcast_add(bias)?;
+        }
+        let mut out_dims = dims.to_vec();
+        let last = out_dims.len() - 1;
+        out_dims[last] = self.weight.dim(0)?;
+        Ok(y.reshape(out_dims)?)
+    }
+}
+
+/// LayerNorm over the last dimension with learned scale and shift.
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl LayerNorm {
+    /// A LayerNorm initialised to the identity (scale 1, shift 0).
+    pub fn new(pb: &ParamBuilder, dim: usize) -> Result<Self> {
+        Ok(Self {
+            weight: pb.param("weight", dim, Init::Ones)?,
+            bias: pb.param("bias", dim, Init::Zeros)?,
+        })
+    }
+
+    /// Normalises `x` over its last dimension (biased variance, eps 1e-6).
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        ops::layer_norm(x, &self.weight, &self.bias, LAYER_NORM_EPS)
+    }
+}
+
+/// GELU with the exact erf formulation (`nn.GELU()`'s default).
+pub fn gelu(x: &Tensor) -> Result<Tensor> {
+    Ok(x.gelu_erf()?)
+}
+
+/// Softmax over the last dimension, differentiable.
+pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    ops::softmax_last_dim(x)
+}
+
+/// Log-softmax over the last dimension, differentiable.
+pub fn log_softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let shifted = x.broadcast_sub(&max)?;
+    let log_sum = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
+    Ok(shifted.broadcast_sub(&log_sum)?)
+}
+
+/// `x / max(‖x‖₂, 1e-12)` over the last dimension (`F.normalize(x, dim=-1)`).
+pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
+    let norm = x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.maximum(1e-12)?;
+    Ok(x.broadcast_div(&norm)?)
+}

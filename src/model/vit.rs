@@ -1,0 +1,365 @@
+//! Vision Transformer as in the official DINO `vision_transformer.py`.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+
+use candle_core::{Device, IndexOp, Tensor};
+use rand::rngs::StdRng;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use super::interp::pos_embed_resize_matrix;
+use super::layers::{gelu, softmax_last_dim, LayerNorm, Linear};
+use super::params::{Init, ParamBuilder};
+use crate::{Error, Result};
+
+/// The three official sizes. All use 12 blocks, 64-d heads and an MLP ratio of 4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VitArch {
+    /// ViT-Tiny: 192-d, 3 heads.
+    VitTiny,
+    /// ViT-Small: 384-d, 6 heads.
+    VitSmall,
+    /// ViT-Base: 768-d, 12 heads.
+    VitBase,
+}
+
+impl VitArch {
+    /// Embedding width and number of heads.
+    pub fn dims(self) -> (usize, usize) {
+        match self {
+            VitArch::VitTiny => (192, 3),
+            VitArch::VitSmall => (384, 6),
+            VitArch::VitBase => (768, 12),
+        }
+    }
+}
+
+/// Shape of a ViT. `img_size` fixes the learned positional grid (`img_size / patch_size`
+/// per side); other input sizes interpolate it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VitConfig {
+    /// Token width.
+    pub embed_dim: usize,
+    /// Number of transformer blocks.
+    pub depth: usize,
+    /// Attention heads per block.
+    pub num_heads: usize,
+    /// Hidden width of the MLP as a multiple of `embed_dim`.
+    pub mlp_ratio: usize,
+    /// Side of a square patch in pixels (8 or 16 for the official models).
+    pub patch_size: usize,
+    /// Side of the image the positional grid was made for (224).
+    pub img_size: usize,
+    /// Stochastic-depth rate of the last block (linearly 0 → rate over depth); students only.
+    pub drop_path_rate: f64,
+}
+
+impl VitConfig {
+    /// An official preset with the given patch size.
+    pub fn preset(arch: VitArch, patch_size: usize) -> Self {
+        let (embed_dim, num_heads) = arch.dims();
+        Self {
+            embed_dim,
+            depth: 12,
+            num_heads,
+            mlp_ratio: 4,
+            patch_size,
+            img_size: 224,
+            drop_path_rate: 0.0,
+        }
+    }
+
+    /// Patches per side of the learned positional grid.
+    pub fn grid_side(&self) -> usize {
+        self.img_size / self.patch_size
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.patch_size == 0 || self.img_size < self.patch_size {
+            return Err(Error::Config(format!(
+                "patch size {} does not fit image size {}",
+                self.patch_size, self.img_size
+            )));
+        }
+        if self.num_heads == 0 || self.embed_dim % self.num_heads != 0 {
+            return Err(Error::Config(format!(
+                "embed_dim {} is not a multiple of {} heads",
+                self.embed_dim, self.num_heads
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Attention {
+    qkv: Linear,
+    proj: Linear,
+    num_heads: usize,
+    scale: f64,
+}
+
+impl Attention {
+    fn new(pb: &ParamBuilder, dim: usize, num_heads: usize) -> Result<Self> {
+        let head_dim = dim / num_heads;
+        Ok(Self {
+            qkv: Linear::new(&pb.push("qkv"), dim, 3 * dim, true)?,
+            proj: Linear::new(&pb.push("proj"), dim, dim, true)?,
+            num_heads,
+            scale: (head_dim as f64).powf(-0.5),
+        })
+    }
+
+    /// Returns the block output and the attention probabilities `[B, heads, N, N]`.
+    fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (b, n, c) = x.dims3()?;
+        let head_dim = c / self.num_heads;
+        let qkv = self
+            .qkv
+            .forward(x)?
+            .reshape((b, n, 3, self.num_heads, head_dim))?
+            .permute((2, 0, 3, 1, 4))?;
+        let q = qkv.i(0)?.contiguous()?;
+        let k = qkv.i(1)?.contiguous()?;
+        let v = qkv.i(2)?.contiguous()?;
+        let scores = (q.matmul(&k.t()?)? * self.scale)?;
+        let attn = softmax_last_dim(&scores)?;
+        let out = attn.matmul(&v)?.transpose(1, 2)?.reshape((b, n, c))?;
+        Ok((self.proj.forward(&out)?, attn))
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Mlp {
+    fc1: Linear,
+    fc2: Linear,
+}
+
+impl Mlp {
+    fn new(pb: &ParamBuilder, dim: usize, hidden: usize) -> Result<Self> {
+        Ok(Self {
+            fc1: Linear::new(&pb.push("fc1"), dim, hidden, true)?,
+            fc2: Linear::new(&pb.push("fc2"), hidden, dim, true)?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.fc2.forward(&gelu(&self.fc1.forward(x)?)?)
+    }
+}
+
+/// Per-sample stochastic depth: zero a residual branch with probability `rate` and
+/// scale the kept ones by `1 / (1 - rate)`.
+fn drop_path(x: &Tensor, rate: f64, rng: Option<&mut StdRng>) -> Result<Tensor> {
+    let Some(rng) = rng else {
+        return Ok(x.clone());
+    };
+    if rate <= 0.0 {
+        return Ok(x.clone());
+    }
+    let keep = 1.0 - rate;
+    let b = x.dim(0)?;
+    let mask: Vec<f32> = (0..b)
+        .map(|_| if rng.random::<f64>() < keep { (1.0 / keep) as f32 } else { 0.0 })
+        .collect();
+    let mask = Tensor::from_vec(mask, (b, 1, 1), x.device())?;
+    Ok(x.broadcast_mul(&mask)?)
+}
+
+#[derive(Debug, Clone)]
+struct Block {
+    norm1: LayerNorm,
+    attn: Attention,
+    norm2: LayerNorm,
+    mlp: Mlp,
+    drop_path: f64,
+}
+
+impl Block {
+    fn new(pb: &ParamBuilder, cfg: &VitConfig, drop_path: f64) -> Result<Self> {
+        let dim = cfg.embed_dim;
+        Ok(Self {
+            norm1: LayerNorm::new(&pb.push("norm1"), dim)?,
+            attn: Attention::new(&pb.push("attn"), dim, cfg.num_heads)?,
+            norm2: LayerNorm::new(&pb.push("norm2"), dim)?,
+            mlp: Mlp::new(&pb.push("mlp"), dim, dim * cfg.mlp_ratio)?,
+            drop_path,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, mut rng: Option<&mut StdRng>) -> Result<(Tensor, Tensor)> {
+        let (y, attn) = self.attn.forward(&self.norm1.forward(x)?)?;
+        let x = (x + drop_path(&y, self.drop_path, rng.as_deref_mut())?)?;
+        let y = self.mlp.forward(&self.norm2.forward(&x)?)?;
+        let x = (&x + drop_path(&y, self.drop_path, rng)?)?;
+        Ok((x, attn))
+    }
+}
+
+/// The ViT backbone: patch embedding, CLS token, positional embedding, blocks, final norm.
+#[derive(Debug)]
+pub struct Vit {
+    cfg: VitConfig,
+    patch_weight: Tensor,
+    patch_bias: Tensor,
+    cls_token: Tensor,
+    pos_embed: Tensor,
+    blocks: Vec<Block>,
+    norm: LayerNorm,
+    resize_matrices: Mutex<HashMap<(usize, usize), Tensor>>,
+}
+
+impl Vit {
+    /// Creates the backbone's parameters under `pb` with the official names and init.
+    pub fn new(pb: &ParamBuilder, cfg: &VitConfig) -> Result<Self> {
+        cfg.validate()?;
+        let dim = cfg.embed_dim;
+        let patch = cfg.patch_size;
+        let fan_in = 3 * patch * patch;
+        let bound = 1.0 / (fan_in as f64).sqrt();
+        // Creation order = PyTorch's named_parameters order (own parameters first).
+        let cls_token = pb.param("cls_token", (1, 1, dim), Init::TruncNormal(0.02))?;
+        let num_patches = cfg.grid_side() * cfg.grid_side();
+        let pos_embed = pb.param("pos_embed", (1, num_patches + 1, dim), Init::TruncNormal(0.02))?;
+        let proj = pb.push("patch_embed").push("proj");
+        let patch_weight = proj.param("weight", (dim, 3, patch, patch), Init::Uniform(bound))?;
+        let patch_bias = proj.param("bias", dim, Init::Uniform(bound))?;
+        let blocks = (0..cfg.depth)
+            .map(|i| {
+                let rate = if cfg.depth > 1 {
+                    cfg.drop_path_rate * i as f64 / (cfg.depth - 1) as f64
+                } else {
+                    0.0
+                };
+                Block::new(&pb.push("blocks").push(i), cfg, rate)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let norm = LayerNorm::new(&pb.push("norm"), dim)?;
+        Ok(Self {
+            cfg: cfg.clone(),
+            patch_weight: patch_weight.reshape((dim, fan_in))?,
+            patch_bias,
+            cls_token,
+            pos_embed,
+            blocks,
+            norm,
+            resize_matrices: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The configuration the backbone was built with.
+    pub fn config(&self) -> &VitConfig {
+        &self.cfg
+    }
+
+    /// Patch tokens `[B, rows·cols, D]` of an NCHW image batch; trailing pixels that do
+    /// not fill a whole patch are dropped, as a strided convolution does.
+    fn embed_patches(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, c, h, w) = x.dims4()?;
+        let p = self.cfg.patch_size;
+        let (rows, cols) = (h / p, w / p);
+        if rows == 0 || cols == 0 || c != 3 {
+            return Err(Error::Config(format!(
+                "input {h}x{w} with {c} channels is smaller than one {p}-pixel RGB patch"
+            )));
+        }
+        let x = x.narrow(2, 0, rows * p)?.narrow(3, 0, cols * p)?;
+        let patches = x
+            .reshape((b, c, rows, p, cols, p))?
+            .permute((0, 2, 4, 1, 3, 5))?
+            .contiguous()?
+            .reshape((b * rows * cols, c * p * p))?;
+        let tokens = patches
+            .matmul(&self.patch_weight.t()?)?
+            .broadcast_add(&self.patch_bias)?
+            .reshape((b, rows * cols, self.cfg.embed_dim))?;
+        Ok(tokens)
+    }
+
+    /// The positional embedding for an `height × width` pixel input, CLS position first,
+    /// exactly as the official `interpolate_pos_encoding`: the learned grid as is when the
+    /// image is square and has as many patches as the grid, otherwise resized bicubically
+    /// to `(height / patch) × (width / patch)`.
+    pub fn interpolate_pos_encoding(&self, height: usize, width: usize) -> Result<Tensor> {
+        let side = self.cfg.grid_side();
+        let (rows, cols) = (height / self.cfg.patch_size, width / self.cfg.patch_size);
+        if rows * cols == side * side && height == width {
+            return Ok(self.pos_embed.clone());
+        }
+        let dim = self.cfg.embed_dim;
+        let cls_pos = self.pos_embed.narrow(1, 0, 1)?;
+        let grid = self.pos_embed.narrow(1, 1, side * side)?.reshape((side * side, dim))?;
+        let matrix = self.resize_matrix(rows, cols, self.pos_embed.device())?;
+        let resized = matrix.matmul(&grid)?.reshape((1, rows * cols, dim))?;
+        Ok(Tensor::cat(&[&cls_pos, &resized], 1)?)
+    }
+
+    fn resize_matrix(&self, rows: usize, cols: usize, device: &Device) -> Result<Tensor> {
+        let mut cache = self
+            .resize_matrices
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(m) = cache.get(&(rows, cols)) {
+            return Ok(m.clone());
+        }
+        let side = self.cfg.grid_side();
+        let values = pos_embed_resize_matrix(side, rows, cols);
+        let m = Tensor::from_vec(values, (rows * cols, side * side), device)?;
+        cache.insert((rows, cols), m.clone());
+        Ok(m)
+    }
+
+    /// Tokens entering the first block: `[CLS; patches] + pos_embed`.
+    fn prepare_tokens(&self, x: &Tensor) -> Result<Tensor> {
+        let patches = self.embed_patches(x)?;
+        let (b, _, height, width) = x.dims4()?;
+        let cls = self.cls_token.broadcast_as((b, 1, self.cfg.embed_dim))?;
+        let tokens = Tensor::cat(&[&cls, &patches], 1)?;
+        let pos = self.interpolate_pos_encoding(height, width)?;
+        Ok(tokens.broadcast_add(&pos)?)
+    }
+
+    /// Normalised tokens of the last block `[B, 1 + patches, D]`. With `rng`, the
+    /// student's stochastic depth is applied; without, the network runs in eval mode.
+    pub fn forward_tokens(&self, x: &Tensor, mut rng: Option<&mut StdRng>) -> Result<Tensor> {
+        let mut h = self.prepare_tokens(x)?;
+        for block in &self.blocks {
+            h = block.forward(&h, rng.as_deref_mut())?.0;
+        }
+        self.norm.forward(&h)
+    }
+
+    /// The CLS output `[B, D]` (the official `model(x)`).
+    pub fn forward(&self, x: &Tensor, rng: Option<&mut StdRng>) -> Result<Tensor> {
+        Ok(self.forward_tokens(x, rng)?.i((.., 0))?)
+    }
+
+    /// Softmax attention of the last block `[B, heads, N, N]` (`get_last_selfattention`).
+    pub fn last_self_attention(&self, x: &Tensor) -> Result<Tensor> {
+        let mut h = self.prepare_tokens(x)?;
+        let (last, rest) = self
+            .blocks
+            .split_last()
+            .ok_or_else(|| Error::Config("a ViT needs at least one block".into()))?;
+        for block in rest {
+            h = block.forward(&h, None)?.0;
+        }
+        Ok(last.attn.forward(&last.norm1.forward(&h)?)?.1)
+    }
+
+    /// Normalised outputs of the last `n` blocks, oldest first (`get_intermediate_layers`).
+    pub fn intermediate_layers(&self, x: &Tensor, n: usize) -> Result<Vec<Tensor>> {
+        let mut h = self.prepare_tokens(x)?;
+        let first_kept = self.blocks.len().saturating_sub(n);
+        let mut outputs = Vec::with_capacity(n);
+        for (i, block) in self.blocks.iter().enumerate() {
+            h = block.forward(&h, None)?.0;
+            if i >= first_kept {
+                outputs.push(self.norm.forward(&h)?);
+            }
+        }
+        Ok(outputs)
+    }
+}

@@ -1,0 +1,174 @@
+//! Reading and writing weights with the official DINO key names.
+//!
+//! Accepted inputs:
+//! - safetensors files (ours, or converted official ones);
+//! - PyTorch `.pth` zip archives: a plain state_dict (the released backbone files such
+//!   as `dino_deitsmall16_pretrain.pth`), or a full `main_dino.py` checkpoint
+//!   (`{"student", "teacher", "optimizer", "epoch", "args", "dino_loss"}`), whose
+//!   teacher is used. `module.` prefixes left by DistributedDataParallel are stripped.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+
+use super::params::ParamBuilder;
+use super::vit::{Vit, VitConfig};
+use crate::atomic::write_atomically;
+use crate::{Error, Result};
+
+/// Keys of a full checkpoint under which a state_dict may sit, in order of preference.
+const STATE_DICT_KEYS: [&str; 3] = ["teacher", "state_dict", "model"];
+
+fn weights_error(path: &Path, reason: impl Into<String>) -> Error {
+    Error::Weights {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+/// The container format of a weights file, told by its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Safetensors,
+    PthZip,
+}
+
+fn sniff_format(path: &Path) -> Result<Format> {
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut head = [0u8; 9];
+    let n = file.read(&mut head).map_err(|e| Error::io(path, e))?;
+    if n >= 4 && head[..4] == *b"PK\x03\x04" {
+        return Ok(Format::PthZip);
+    }
+    if n == 9 && head[8] == b'{' {
+        return Ok(Format::Safetensors);
+    }
+    if n >= 2 && head[0] == 0x80 {
+        return Err(weights_error(
+            path,
+            "a legacy (pre-1.6) PyTorch pickle; re-save it with torch.save in the zip format",
+        ));
+    }
+    Err(weights_error(path, "neither a safetensors file nor a PyTorch .pth archive"))
+}
+
+/// All tensors of a weights file, with the names as stored (the teacher's for a full
+/// official checkpoint), on the CPU.
+pub fn read_weights(path: &Path) -> Result<HashMap<String, Tensor>> {
+    let tensors = match sniff_format(path)? {
+        Format::Safetensors => candle_core::safetensors::load(path, &Device::Cpu)
+            .map_err(|e| weights_error(path, e.to_string()))?,
+        Format::PthZip => read_pth(path)?,
+    };
+    if tensors.is_empty() {
+        return Err(weights_error(path, "holds no tensors"));
+    }
+    Ok(tensors)
+}
+
+fn read_pth(path: &Path) -> Result<HashMap<String, Tensor>> {
+    for key in STATE_DICT_KEYS {
+        if let Ok(pth) = candle_core::pickle::PthTensors::new(path, Some(key)) {
+            if !pth.tensor_infos().is_empty() {
+                return pth_tensors(path, &pth);
+            }
+        }
+    }
+    let pth = candle_core::pickle::PthTensors::new(path, None)
+        .map_err(|e| weights_error(path, e.to_string()))?;
+    pth_tensors(path, &pth)
+}
+
+fn pth_tensors(path: &Path, pth: &candle_core::pickle::PthTensors) -> Result<HashMap<String, Tensor>> {
+    let mut out = HashMap::new();
+    for name in pth.tensor_infos().keys() {
+        let tensor = pth
+            .get(name)
+            .map_err(|e| weights_error(path, format!("{name}: {e}")))?
+            .ok_or_else(|| weights_error(path, format!("{name} listed but not stored")))?;
+        out.insert(name.clone(), tensor);
+    }
+    Ok(out)
+}
+
+/// The backbone's tensors under their plain official names (`cls_token`, `blocks.0.…`).
+///
+/// Looks, in order, for `teacher.backbone.*` (our checkpoints), `backbone.*` (a
+/// `MultiCropWrapper` state_dict) and plain names; `module.` prefixes are dropped first
+/// and projection-head tensors are left out.
+pub fn backbone_tensors(tensors: HashMap<String, Tensor>) -> HashMap<String, Tensor> {
+    let unwrapped: HashMap<String, Tensor> = tensors
+        .into_iter()
+        .map(|(k, v)| (k.strip_prefix("module.").map(str::to_owned).unwrap_or(k), v))
+        .collect();
+    for prefix in ["teacher.backbone.", "backbone."] {
+        if unwrapped.keys().any(|k| k.starts_with(prefix)) {
+            return unwrapped
+                .into_iter()
+                .filter_map(|(k, v)| k.strip_prefix(prefix).map(|s| (s.to_owned(), v)))
+                .collect();
+        }
+    }
+    unwrapped
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("head.") && !k.starts_with("student."))
+        .collect()
+}
+
+fn dims_of<'a>(tensors: &'a HashMap<String, Tensor>, name: &str) -> Result<&'a [usize]> {
+    tensors
+        .get(name)
+        .map(|t| t.dims())
+        .ok_or_else(|| Error::ParamMismatch(format!("no {name} among the backbone tensors")))
+}
+
+/// The ViT shape that backbone tensors describe. Heads are 64-d as in every official
+/// model; the positional grid gives the native image size.
+pub fn vit_config_from_tensors(tensors: &HashMap<String, Tensor>) -> Result<VitConfig> {
+    let patch = dims_of(tensors, "patch_embed.proj.weight")?;
+    let (embed_dim, patch_size) = match patch {
+        [d, 3, p, q] if p == q => (*d, *p),
+        other => return Err(Error::ParamMismatch(format!("patch_embed.proj.weight {other:?}"))),
+    };
+    let depth = (0..)
+        .take_while(|i| tensors.contains_key(&format!("blocks.{i}.norm1.weight")))
+        .count();
+    let hidden = dims_of(tensors, "blocks.0.mlp.fc1.weight")?[0];
+    let positions = dims_of(tensors, "pos_embed")?[1].saturating_sub(1);
+    let side = (positions as f64).sqrt().round() as usize;
+    if side * side != positions || positions == 0 {
+        return Err(Error::ParamMismatch(format!(
+            "pos_embed has {positions} patch positions, not a square grid"
+        )));
+    }
+    Ok(VitConfig {
+        embed_dim,
+        depth,
+        num_heads: (embed_dim / 64).max(1),
+        mlp_ratio: hidden / embed_dim.max(1),
+        patch_size,
+        img_size: side * patch_size,
+        drop_path_rate: 0.0,
+    })
+}
+
+/// Loads a backbone for inference from any accepted weights file.
+pub fn load_backbone(path: &Path, device: &Device) -> Result<Vit> {
+    let tensors = backbone_tensors(read_weights(path)?);
+    let cfg = vit_config_from_tensors(&tensors).map_err(|e| weights_error(path, e.to_string()))?;
+    let pb = ParamBuilder::frozen(device, 0);
+    let vit = Vit::new(&pb, &cfg)?;
+    pb.store()
+        .load(&tensors, false)
+        .map_err(|e| weights_error(path, e.to_string()))?;
+    Ok(vit)
+}
+
+/// Writes tensors to a safetensors file atomically (temporary file + rename).
+pub fn save_safetensors(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
+    write_atomically(path, |tmp| {
+        candle_core::safetensors::save(tensors, tmp).map_err(|e| weights_error(tmp, e.to_string()))
+    })
+}

@@ -1,0 +1,23 @@
+//! The momentum teacher: `teacher ← m·teacher + (1 − m)·student` over every parameter,
+//! fixed weight-norm magnitudes included, as the official loop does.
+
+use crate::model::ParamStore;
+use crate::{Error, Result};
+
+/// Moves every teacher parameter towards the student parameter of the same position.
+pub fn ema_update(teacher: &ParamStore, student: &ParamStore, momentum: f64) -> Result<()> {
+    if teacher.params().len() != student.params().len() {
+        return Err(Error::ParamMismatch(
+            "teacher and student have different parameter lists".into(),
+        ));
+    }
+    for (t, s) in teacher.params().iter().zip(student.params()) {
+        if t.name != s.name {
+            return Err(Error::ParamMismatch(format!("{} paired with {}", t.name, s.name)));
+        }
+        let blended = ((t.var.as_detached_tensor() * momentum)?
+            + (s.var.as_detached_tensor() * (1.0 - momentum))?)?;
+        t.var.set(&blended)?;
+    }
+    Ok(())
+}

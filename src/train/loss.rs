@@ -1,0 +1,210 @@
+//! The DINO loss (`DINOLoss` of the official `main_dino.py`): cross-entropy between the
+//! centred, sharpened teacher distribution of each global view and the student
+//! distribution of every other view, with the centre updated after the loss.
+
+use candle_core::{DType, Device, Tensor};
+
+use super::schedule::teacher_temp_schedule;
+use crate::model::layers::{log_softmax_last_dim, softmax_last_dim};
+use crate::{Error, Result};
+
+/// Settings of the loss; the official defaults are in [`LossConfig::official`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct LossConfig {
+    /// Number of prototypes (head output width).
+    pub out_dim: usize,
+    /// Views the student sees per image (global + local).
+    pub ncrops: usize,
+    /// Teacher temperature at epoch 0.
+    pub warmup_teacher_temp: f64,
+    /// Teacher temperature after the warm-up.
+    pub teacher_temp: f64,
+    /// Epochs of linear teacher-temperature warm-up.
+    pub warmup_teacher_temp_epochs: usize,
+    /// Total epochs of the run (length of the temperature schedule).
+    pub epochs: usize,
+    /// Student temperature.
+    pub student_temp: f64,
+    /// Momentum of the centre's moving average.
+    pub center_momentum: f64,
+}
+
+impl LossConfig {
+    /// The official defaults for `out_dim` prototypes, `ncrops` views and `epochs`.
+    pub fn official(out_dim: usize, ncrops: usize, epochs: usize) -> Self {
+        Self {
+            out_dim,
+            ncrops,
+            warmup_teacher_temp: 0.04,
+            teacher_temp: 0.04,
+            warmup_teacher_temp_epochs: 0,
+            epochs,
+            student_temp: 0.1,
+            center_momentum: 0.9,
+        }
+    }
+}
+
+/// The loss with its running centre.
+#[derive(Debug, Clone)]
+pub struct DinoLoss {
+    cfg: LossConfig,
+    teacher_temps: Vec<f64>,
+    center: Tensor,
+}
+
+impl DinoLoss {
+    /// A loss with a zero centre on `device`.
+    pub fn new(cfg: LossConfig, device: &Device) -> Result<Self> {
+        if cfg.ncrops < 2 || cfg.out_dim == 0 {
+            return Err(Error::Config(format!(
+                "the DINO loss needs at least 2 views and 1 prototype, got {} and {}",
+                cfg.ncrops, cfg.out_dim
+            )));
+        }
+        let teacher_temps = teacher_temp_schedule(
+            cfg.warmup_teacher_temp,
+            cfg.teacher_temp,
+            cfg.warmup_teacher_temp_epochs,
+            cfg.epochs,
+        );
+        let center = Tensor::zeros((1, cfg.out_dim), DType::F32, device)?;
+        Ok(Self {
+            cfg,
+            teacher_temps,
+            center,
+        })
+    }
+
+    /// The running centre `[1, out_dim]`.
+    pub fn center(&self) -> &Tensor {
+        &self.center
+    }
+
+    /// Replaces the centre (when resuming a run).
+    pub fn set_center(&mut self, center: Tensor) -> Result<()> {
+        if center.dims() != [1, self.cfg.out_dim] {
+            return Err(Error::ParamMismatch(format!(
+                "centre of shape {:?}, expected [1, {}]",
+                center.dims(),
+                self.cfg.out_dim
+            )));
+        }
+        self.center = center;
+        Ok(())
+    }
+
+    /// The teacher temperature used at `epoch` (the last one past the schedule's end).
+    pub fn teacher_temp(&self, epoch: usize) -> f64 {
+        let last = self.teacher_temps.len().saturating_sub(1);
+        self.teacher_temps
+            .get(epoch.min(last))
+            .copied()
+            .unwrap_or(self.cfg.teacher_temp)
+    }
+
+    /// The teacher's target distributions `softmax((t - center) / τt)`, detached.
+    pub fn teacher_targets(&self, teacher_output: &Tensor, epoch: usize) -> Result<Tensor> {
+        let centred = teacher_output.broadcast_sub(&self.center)?;
+        let sharpened = (centred / self.teacher_temp(epoch))?;
+        Ok(softmax_last_dim(&sharpened)?.detach())
+    }
+
+    /// The loss for `student_output` (`[ncrops·B, K]`, view-major) against
+    /// `teacher_output` (`[n_global·B, K]`), then the centre update on the raw teacher
+    /// outputs. Differentiable with respect to the student output.
+    pub fn forward(
+        &mut self,
+        student_output: &Tensor,
+        teacher_output: &Tensor,
+        epoch: usize,
+    ) -> Result<Tensor> {
+        let targets = self.teacher_targets(teacher_output, epoch)?;
+        let loss = cross_view_entropy(student_output, &targets, &self.cfg)?;
+        self.update_center(teacher_output)?;
+        Ok(loss)
+    }
+
+    /// `center ← m·center + (1 − m)·mean(teacher_output)` over the batch.
+    pub fn update_center(&mut self, teacher_output: &Tensor) -> Result<()> {
+        let rows = teacher_output.dim(0)?;
+        let batch_center = (teacher_output.detach().sum_keepdim(0)? / rows as f64)?;
+        let m = self.cfg.center_momentum;
+        self.center = ((&self.center * m)? + (batch_center * (1.0 - m))?)?;
+        Ok(())
+    }
+}
+
+/// Mean over (teacher view i, student view v ≠ i) of `mean_b Σ_k −q_i log softmax(s_v/τs)`.
+///
+/// Summing the student log-probabilities over views once makes it linear in the number
+/// of views: the pairs of teacher view i are `Σ_v ls_v − ls_i`.
+fn cross_view_entropy(student_output: &Tensor, targets: &Tensor, cfg: &LossConfig) -> Result<Tensor> {
+    let (student_rows, k) = student_output.dims2()?;
+    let batch = student_rows / cfg.ncrops;
+    let teacher_rows = targets.dim(0)?;
+    if batch == 0 || student_rows % cfg.ncrops != 0 || teacher_rows % batch != 0 {
+        return Err(Error::Config(format!(
+            "{student_rows} student rows and {teacher_rows} teacher rows do not split into {} views",
+            cfg.ncrops
+        )));
+    }
+    let n_teacher = teacher_rows / batch;
+    if n_teacher > cfg.ncrops {
+        return Err(Error::Config("more teacher views than student views".into()));
+    }
+    let log_probs = log_softmax_last_dim(&(student_output / cfg.student_temp)?)?
+        .reshape((cfg.ncrops, batch, k))?;
+    let all_views = log_probs.sum(0)?;
+    let targets = targets.reshape((n_teacher, batch, k))?;
+    let others = all_views
+        .unsqueeze(0)?
+        .broadcast_sub(&log_probs.narrow(0, 0, n_teacher)?)?;
+    let cross = (targets * others)?.sum_all()?;
+    let n_pairs = n_teacher * cfg.ncrops - n_teacher;
+    Ok((cross.neg()? / (batch * n_pairs) as f64)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairwise_reference(student: &[Vec<f32>], teacher: &[Vec<f32>], tt: f32) -> f32 {
+        let softmax = |x: &[f32], t: f32| {
+            let m = x.iter().cloned().fold(f32::MIN, f32::max);
+            let e: Vec<f32> = x.iter().map(|v| ((v - m) / t).exp()).collect();
+            let s: f32 = e.iter().sum();
+            e.into_iter().map(|v| v / s).collect::<Vec<_>>()
+        };
+        let mut total = 0.0;
+        let mut n = 0;
+        for (i, t) in teacher.iter().enumerate() {
+            let q = softmax(t, tt);
+            for (v, s) in student.iter().enumerate() {
+                if v == i {
+                    continue;
+                }
+                let p = softmax(s, 0.1);
+                total += q.iter().zip(&p).map(|(q, p)| -q * p.ln()).sum::<f32>();
+                n += 1;
+            }
+        }
+        total / n as f32
+    }
+
+    #[test]
+    fn matches_a_direct_pairwise_sum() -> Result<()> {
+        let dev = Device::Cpu;
+        // batch 1, 3 student views, 2 teacher views, 4 prototypes
+        let student = vec![vec![0.1, 0.5, -0.2, 0.3], vec![0.0, 0.2, 0.4, -0.1], vec![0.3, -0.3, 0.1, 0.2]];
+        let teacher = vec![vec![0.2, 0.1, 0.0, -0.1], vec![-0.2, 0.3, 0.1, 0.0]];
+        let flat = |rows: &[Vec<f32>]| rows.concat();
+        let s = Tensor::from_vec(flat(&student), (3, 4), &dev)?;
+        let t = Tensor::from_vec(flat(&teacher), (2, 4), &dev)?;
+        let mut loss = DinoLoss::new(LossConfig::official(4, 3, 1), &dev)?;
+        let got = loss.forward(&s, &t, 0)?.to_scalar::<f32>()?;
+        let want = pairwise_reference(&student, &teacher, 0.04);
+        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+        Ok(())
+    }
+}

@@ -1,0 +1,104 @@
+//! One DINO training step: teacher and student forward, loss, backward, per-tensor
+//! clipping, last-layer freeze, AdamW, EMA — the official `train_one_epoch` body.
+
+use candle_core::Tensor;
+use rand::rngs::StdRng;
+
+use super::ema::ema_update;
+use super::loss::DinoLoss;
+use super::optim::{cancel_last_layer, clip_gradients, collect_gradients, AdamW};
+use crate::model::DinoNet;
+use crate::{Error, Result};
+
+/// Settings that stay fixed during a run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepConfig {
+    /// Number of global views (the teacher sees these only); they come first.
+    pub n_global: usize,
+    /// Per-tensor gradient clipping threshold; 0 disables it.
+    pub clip_grad: f64,
+    /// Epochs during which the head's last layer is not trained.
+    pub freeze_last_layer: usize,
+}
+
+/// Scheduled values for one step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepSchedule {
+    /// Epoch (for the teacher temperature and the last-layer freeze).
+    pub epoch: usize,
+    /// Learning rate.
+    pub lr: f64,
+    /// Weight decay of the decay group.
+    pub weight_decay: f64,
+    /// Teacher EMA momentum.
+    pub momentum: f64,
+}
+
+/// What one step measured.
+#[derive(Debug, Clone)]
+pub struct StepReport {
+    /// The loss before the update.
+    pub loss: f32,
+    /// Gradient norm of each student parameter before clipping (`None`: no gradient).
+    pub grad_norms: Vec<Option<f64>>,
+}
+
+/// Student, teacher, loss and optimizer: everything a step changes.
+#[derive(Debug)]
+pub struct DinoState {
+    /// The trained network.
+    pub student: DinoNet,
+    /// The EMA of the student, which provides the targets.
+    pub teacher: DinoNet,
+    /// The loss and its centre.
+    pub loss: DinoLoss,
+    /// AdamW moments of the student.
+    pub optimizer: AdamW,
+    /// Fixed settings.
+    pub cfg: StepConfig,
+}
+
+impl DinoState {
+    /// Teacher outputs on the global views and student outputs on all views.
+    pub fn forward(&self, views: &[Tensor], rng: Option<&mut StdRng>) -> Result<(Tensor, Tensor)> {
+        if views.len() < self.cfg.n_global || self.cfg.n_global == 0 {
+            return Err(Error::Config(format!(
+                "{} views for {} global views",
+                views.len(),
+                self.cfg.n_global
+            )));
+        }
+        let teacher_output = self
+            .teacher
+            .forward_views(&views[..self.cfg.n_global], None)?
+            .detach();
+        let student_output = self.student.forward_views(views, rng)?;
+        Ok((teacher_output, student_output))
+    }
+
+    /// Gradients of `loss` for the student, clipped and with the frozen last layer
+    /// dropped, aligned with the student's parameters; also the norms before clipping.
+    pub fn gradients(&self, loss: &Tensor, epoch: usize) -> Result<(Vec<Option<Tensor>>, Vec<Option<f64>>)> {
+        let grad_store = loss.backward()?;
+        let params = self.student.params();
+        let mut grads = collect_gradients(params, &grad_store);
+        let norms = clip_gradients(&mut grads, self.cfg.clip_grad)?;
+        cancel_last_layer(&mut grads, params.params(), epoch, self.cfg.freeze_last_layer);
+        Ok((grads, norms))
+    }
+
+    /// One full step on `views` (global views first, each `[B, 3, H, W]`).
+    pub fn step(&mut self, views: &[Tensor], sched: StepSchedule, rng: &mut StdRng) -> Result<StepReport> {
+        let (teacher_output, student_output) = self.forward(views, Some(rng))?;
+        let loss = self.loss.forward(&student_output, &teacher_output, sched.epoch)?;
+        let loss_value = loss.to_scalar::<f32>()?;
+        let (grads, grad_norms) = self.gradients(&loss, sched.epoch)?;
+        self.optimizer
+            .step(self.student.params().params(), &grads, sched.lr, sched.weight_decay)?;
+        ema_update(self.teacher.params(), self.student.params(), sched.momentum)?;
+        Ok(StepReport {
+            loss: loss_value,
+            grad_norms,
+        })
+    }
+}
