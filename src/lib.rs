@@ -5,6 +5,8 @@
 //! separate `dino-curate-index` crate.
 
 pub mod atomic;
+pub mod bench;
+pub mod device;
 pub mod error;
 pub mod model;
 pub mod train;

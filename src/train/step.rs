@@ -1,7 +1,9 @@
 //! One DINO training step: teacher and student forward, loss, backward, per-tensor
 //! clipping, last-layer freeze, AdamW, EMA — the official `train_one_epoch` body.
 
-use candle_core::Tensor;
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
 use rand::rngs::StdRng;
 
 use super::ema::ema_update;
@@ -34,6 +36,26 @@ pub struct StepSchedule {
     pub momentum: f64,
 }
 
+/// Wall-clock seconds of each phase of a step (the device is synchronised between them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct StepTimes {
+    /// Teacher forward on the global views.
+    pub teacher_s: f64,
+    /// Student forward on all views and the loss.
+    pub student_s: f64,
+    /// Backward pass, clipping and last-layer freeze.
+    pub backward_s: f64,
+    /// AdamW and the EMA update.
+    pub update_s: f64,
+}
+
+impl StepTimes {
+    /// The whole step.
+    pub fn total_s(&self) -> f64 {
+        self.teacher_s + self.student_s + self.backward_s + self.update_s
+    }
+}
+
 /// What one step measured.
 #[derive(Debug, Clone)]
 pub struct StepReport {
@@ -41,6 +63,17 @@ pub struct StepReport {
     pub loss: f32,
     /// Gradient norm of each student parameter before clipping (`None`: no gradient).
     pub grad_norms: Vec<Option<f64>>,
+    /// Time spent in each phase.
+    pub times: StepTimes,
+}
+
+/// Seconds since `start`, after waiting for the device to finish queued work.
+fn lap(start: &mut Instant, device: &Device) -> Result<f64> {
+    device.synchronize()?;
+    let now = Instant::now();
+    let secs = now.duration_since(*start).as_secs_f64();
+    *start = now;
+    Ok(secs)
 }
 
 /// Student, teacher, loss and optimizer: everything a step changes.
@@ -61,6 +94,12 @@ pub struct DinoState {
 impl DinoState {
     /// Teacher outputs on the global views and student outputs on all views.
     pub fn forward(&self, views: &[Tensor], rng: Option<&mut StdRng>) -> Result<(Tensor, Tensor)> {
+        let teacher_output = self.teacher_forward(views)?;
+        let student_output = self.student.forward_views(views, rng)?;
+        Ok((teacher_output, student_output))
+    }
+
+    fn teacher_forward(&self, views: &[Tensor]) -> Result<Tensor> {
         if views.len() < self.cfg.n_global || self.cfg.n_global == 0 {
             return Err(Error::Config(format!(
                 "{} views for {} global views",
@@ -68,12 +107,10 @@ impl DinoState {
                 self.cfg.n_global
             )));
         }
-        let teacher_output = self
+        Ok(self
             .teacher
             .forward_views(&views[..self.cfg.n_global], None)?
-            .detach();
-        let student_output = self.student.forward_views(views, rng)?;
-        Ok((teacher_output, student_output))
+            .detach())
     }
 
     /// Gradients of `loss` for the student, clipped and with the frozen last layer
@@ -89,16 +126,25 @@ impl DinoState {
 
     /// One full step on `views` (global views first, each `[B, 3, H, W]`).
     pub fn step(&mut self, views: &[Tensor], sched: StepSchedule, rng: &mut StdRng) -> Result<StepReport> {
-        let (teacher_output, student_output) = self.forward(views, Some(rng))?;
+        let device = self.student.params().device().clone();
+        let mut clock = Instant::now();
+        let mut times = StepTimes::default();
+        let teacher_output = self.teacher_forward(views)?;
+        times.teacher_s = lap(&mut clock, &device)?;
+        let student_output = self.student.forward_views(views, Some(rng))?;
         let loss = self.loss.forward(&student_output, &teacher_output, sched.epoch)?;
         let loss_value = loss.to_scalar::<f32>()?;
+        times.student_s = lap(&mut clock, &device)?;
         let (grads, grad_norms) = self.gradients(&loss, sched.epoch)?;
+        times.backward_s = lap(&mut clock, &device)?;
         self.optimizer
             .step(self.student.params().params(), &grads, sched.lr, sched.weight_decay)?;
         ema_update(self.teacher.params(), self.student.params(), sched.momentum)?;
+        times.update_s = lap(&mut clock, &device)?;
         Ok(StepReport {
             loss: loss_value,
             grad_norms,
+            times,
         })
     }
 }
