@@ -55,7 +55,10 @@ mod tests {
         write_atomically(&target, |tmp| {
             std::fs::write(tmp, b"new").map_err(|e| Error::io(tmp, e))
         })?;
-        assert_eq!(std::fs::read(&target).map_err(|e| Error::io(&target, e))?, b"new");
+        assert_eq!(
+            std::fs::read(&target).map_err(|e| Error::io(&target, e))?,
+            b"new"
+        );
         let entries = std::fs::read_dir(dir.path()).map_err(|e| Error::io(dir.path(), e))?;
         assert_eq!(entries.count(), 1);
         Ok(())
@@ -71,8 +74,16 @@ mod tests {
             Err(Error::Config("simulated failure".into()))
         });
         assert!(failed.is_err());
-        assert_eq!(std::fs::read(&target).map_err(|e| Error::io(&target, e))?, b"old");
-        assert_eq!(std::fs::read_dir(dir.path()).map_err(|e| Error::io(dir.path(), e))?.count(), 1);
+        assert_eq!(
+            std::fs::read(&target).map_err(|e| Error::io(&target, e))?,
+            b"old"
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path())
+                .map_err(|e| Error::io(dir.path(), e))?
+                .count(),
+            1
+        );
         Ok(())
     }
 }

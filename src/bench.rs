@@ -106,7 +106,9 @@ pub fn bench_train(
     mut progress: impl FnMut(usize, usize, f64),
 ) -> Result<TrainBenchReport> {
     if cfg.steps == 0 || cfg.batch_size == 0 {
-        return Err(Error::Config("bench needs at least one step and one image".into()));
+        return Err(Error::Config(
+            "bench needs at least one step and one image".into(),
+        ));
     }
     let mut state = bench_state(cfg, device)?;
     let views = synthetic_views(cfg, device)?;

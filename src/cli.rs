@@ -90,17 +90,23 @@ impl From<DeviceArg> for DeviceChoice {
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum ArchArg {
-    VitTiny,
-    VitSmall,
-    VitBase,
+    /// ViT-Tiny: 192-d, 3 heads.
+    #[value(name = "vit-tiny")]
+    Tiny,
+    /// ViT-Small: 384-d, 6 heads.
+    #[value(name = "vit-small")]
+    Small,
+    /// ViT-Base: 768-d, 12 heads.
+    #[value(name = "vit-base")]
+    Base,
 }
 
 impl From<ArchArg> for VitArch {
     fn from(arch: ArchArg) -> Self {
         match arch {
-            ArchArg::VitTiny => VitArch::VitTiny,
-            ArchArg::VitSmall => VitArch::VitSmall,
-            ArchArg::VitBase => VitArch::VitBase,
+            ArchArg::Tiny => VitArch::VitTiny,
+            ArchArg::Small => VitArch::VitSmall,
+            ArchArg::Base => VitArch::VitBase,
         }
     }
 }

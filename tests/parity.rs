@@ -56,7 +56,10 @@ fn assert_close(label: &str, got: &Tensor, want: &Tensor, atol: f64, rtol: f64) 
         "parity {label}: max_abs_err {max_err:.3e}, max_abs_err/max|ref| {:.3e}, bound {bound:.1e}",
         max_err / max_ref.max(f64::MIN_POSITIVE)
     );
-    assert!(max_err <= bound, "{label}: max error {max_err:e} > {bound:e}");
+    assert!(
+        max_err <= bound,
+        "{label}: max error {max_err:e} > {bound:e}"
+    );
 }
 
 fn tiny_vit_config() -> VitConfig {
@@ -97,10 +100,24 @@ fn vit_outputs_match_at_224_and_96() -> Res {
     for size in ["224", "96"] {
         let x = get(&io, &format!("x{size}"));
         let tokens = vit.forward_tokens(x, None)?;
-        assert_forward(&format!("cls_x{size}"), &tokens.i((.., 0))?, get(&io, &format!("cls_x{size}")));
-        assert_forward(&format!("tokens_last_x{size}"), &tokens, get(&io, &format!("tokens_last_x{size}")));
+        assert_forward(
+            &format!("cls_x{size}"),
+            &tokens.i((.., 0))?,
+            get(&io, &format!("cls_x{size}")),
+        );
+        assert_forward(
+            &format!("tokens_last_x{size}"),
+            &tokens,
+            get(&io, &format!("tokens_last_x{size}")),
+        );
         let attn = vit.last_self_attention(x)?;
-        assert_close(&format!("attn_last_x{size}"), &attn, get(&io, &format!("attn_last_x{size}")), 1e-6, 0.0);
+        assert_close(
+            &format!("attn_last_x{size}"),
+            &attn,
+            get(&io, &format!("attn_last_x{size}")),
+            1e-6,
+            0.0,
+        );
     }
     Ok(())
 }
@@ -110,9 +127,19 @@ fn vit_outputs_match_on_a_non_square_input() -> Res {
     let vit = fixture_vit();
     let io = fixture("vit_io.safetensors");
     let x = get(&io, "x224").narrow(3, 0, 160)?;
-    assert_forward("cls_x224x160", &vit.forward(&x, None)?, get(&io, "cls_x224x160"));
+    assert_forward(
+        "cls_x224x160",
+        &vit.forward(&x, None)?,
+        get(&io, "cls_x224x160"),
+    );
     let cls_row = vit.last_self_attention(&x)?.i((.., .., 0))?;
-    assert_close("attn_last_x224x160_cls_row", &cls_row, get(&io, "attn_last_x224x160_cls_row"), 1e-6, 0.0);
+    assert_close(
+        "attn_last_x224x160_cls_row",
+        &cls_row,
+        get(&io, "attn_last_x224x160_cls_row"),
+        1e-6,
+        0.0,
+    );
     Ok(())
 }
 
@@ -122,7 +149,13 @@ fn interpolated_pos_embed_matches_official_bicubic() -> Res {
     let io = fixture("vit_io.safetensors");
     for (h, w) in [(96, 96), (224, 160), (64, 64), (32, 32)] {
         let name = format!("pos_embed_interp_{h}x{w}");
-        assert_close(&name, &vit.interpolate_pos_encoding(h, w)?, get(&io, &name), 1e-6, 0.0);
+        assert_close(
+            &name,
+            &vit.interpolate_pos_encoding(h, w)?,
+            get(&io, &name),
+            1e-6,
+            0.0,
+        );
     }
     Ok(())
 }
@@ -131,10 +164,15 @@ fn interpolated_pos_embed_matches_official_bicubic() -> Res {
 fn head_output_matches() -> Res {
     let pb = ParamBuilder::frozen(&Device::Cpu, 0);
     let head = DinoHead::new(&pb, &fixture_head_config())?;
-    pb.store().load(&fixture("head_weights.safetensors"), false)?;
+    pb.store()
+        .load(&fixture("head_weights.safetensors"), false)?;
     let io = fixture("head_io.safetensors");
     let input = get(&io, "input");
-    assert_forward("head bottleneck_normalized", &head.bottleneck(input)?, get(&io, "bottleneck_normalized"));
+    assert_forward(
+        "head bottleneck_normalized",
+        &head.bottleneck(input)?,
+        get(&io, "bottleneck_normalized"),
+    );
     assert_forward("head output", &head.forward(input)?, get(&io, "output"));
     Ok(())
 }
@@ -160,18 +198,54 @@ fn loss_centre_and_gradient_match_at_epochs_0_and_5() -> Res {
     let mut loss = DinoLoss::new(fixture_loss_config(), &Device::Cpu)?;
 
     let temps: Vec<f64> = (0..10).map(|e| loss.teacher_temp(e)).collect();
-    assert_eq!(temps, values(get(&f, "teacher_temp_schedule")), "teacher temperature schedule");
+    assert_eq!(
+        temps,
+        values(get(&f, "teacher_temp_schedule")),
+        "teacher temperature schedule"
+    );
 
     let l0 = loss.forward(student.as_tensor(), teacher, 0)?;
-    assert_close("loss_epoch0", &l0.reshape(1)?, get(&f, "loss_epoch0"), 0.0, 1e-5);
-    assert_close("center_after_epoch0_call", loss.center(), get(&f, "center_after_epoch0_call"), 1e-7, 0.0);
+    assert_close(
+        "loss_epoch0",
+        &l0.reshape(1)?,
+        get(&f, "loss_epoch0"),
+        0.0,
+        1e-5,
+    );
+    assert_close(
+        "center_after_epoch0_call",
+        loss.center(),
+        get(&f, "center_after_epoch0_call"),
+        1e-7,
+        0.0,
+    );
     let grads = l0.backward()?;
-    let grad = grads.get(student.as_tensor()).ok_or("no gradient for the student output")?;
-    assert_close("grad_student_output_epoch0", grad, get(&f, "grad_student_output_epoch0"), 1e-6, 0.0);
+    let grad = grads
+        .get(student.as_tensor())
+        .ok_or("no gradient for the student output")?;
+    assert_close(
+        "grad_student_output_epoch0",
+        grad,
+        get(&f, "grad_student_output_epoch0"),
+        1e-6,
+        0.0,
+    );
 
     let l5 = loss.forward(student.as_tensor(), teacher, 5)?;
-    assert_close("loss_epoch5", &l5.reshape(1)?, get(&f, "loss_epoch5"), 0.0, 1e-5);
-    assert_close("center_after_epoch5_call", loss.center(), get(&f, "center_after_epoch5_call"), 1e-7, 0.0);
+    assert_close(
+        "loss_epoch5",
+        &l5.reshape(1)?,
+        get(&f, "loss_epoch5"),
+        0.0,
+        1e-5,
+    );
+    assert_close(
+        "center_after_epoch5_call",
+        loss.center(),
+        get(&f, "center_after_epoch5_call"),
+        1e-7,
+        0.0,
+    );
     Ok(())
 }
 
@@ -186,7 +260,10 @@ fn schedules_match_exactly() -> Res {
     for (name, ours) in cases {
         let want = values(get(&f, name));
         assert_eq!(ours.len(), want.len(), "{name} length");
-        let err = ours.iter().zip(&want).fold(0f64, |m, (a, b)| m.max((a - b).abs()));
+        let err = ours
+            .iter()
+            .zip(&want)
+            .fold(0f64, |m, (a, b)| m.max((a - b).abs()));
         println!("parity schedule {name}: max_abs_err {err:.3e}");
         assert!(err <= 1e-15, "{name}: {err:e}");
     }
@@ -195,7 +272,9 @@ fn schedules_match_exactly() -> Res {
 
 #[test]
 fn backbone_only_pth_loads_the_released_layout() -> Res {
-    let want = read_weights(&fixture_path("full_checkpoint_teacher_backbone.safetensors"))?;
+    let want = read_weights(&fixture_path(
+        "full_checkpoint_teacher_backbone.safetensors",
+    ))?;
     let got = backbone_tensors(read_weights(&fixture_path("backbone_only.pth"))?);
     assert_same_tensors("backbone_only.pth", &got, &want)?;
     // and it builds a working backbone of the right shape
@@ -207,7 +286,9 @@ fn backbone_only_pth_loads_the_released_layout() -> Res {
 
 #[test]
 fn full_official_checkpoint_yields_its_teacher_backbone() -> Res {
-    let want = read_weights(&fixture_path("full_checkpoint_teacher_backbone.safetensors"))?;
+    let want = read_weights(&fixture_path(
+        "full_checkpoint_teacher_backbone.safetensors",
+    ))?;
     let got = backbone_tensors(read_weights(&fixture_path("full_checkpoint.pth"))?);
     assert_same_tensors("full_checkpoint.pth teacher", &got, &want)?;
     let vit = load_backbone(&fixture_path("full_checkpoint.pth"), &Device::Cpu)?;
@@ -216,7 +297,11 @@ fn full_official_checkpoint_yields_its_teacher_backbone() -> Res {
     Ok(())
 }
 
-fn assert_same_tensors(label: &str, got: &HashMap<String, Tensor>, want: &HashMap<String, Tensor>) -> Res {
+fn assert_same_tensors(
+    label: &str,
+    got: &HashMap<String, Tensor>,
+    want: &HashMap<String, Tensor>,
+) -> Res {
     let mut got_names: Vec<_> = got.keys().collect();
     let mut want_names: Vec<_> = want.keys().collect();
     got_names.sort();
@@ -255,20 +340,39 @@ fn fixture_state() -> Result<DinoState, Box<dyn std::error::Error>> {
     let teacher_pb = ParamBuilder::frozen(&Device::Cpu, 1);
     let teacher = DinoNet::new(&teacher_pb, &tiny_vit_config(), &fixture_head_config())?;
     teacher.params().copy_from(student.params())?;
-    let loss = DinoLoss::new(LossConfig { ncrops: 4, ..fixture_loss_config() }, &Device::Cpu)?;
+    let loss = DinoLoss::new(
+        LossConfig {
+            ncrops: 4,
+            ..fixture_loss_config()
+        },
+        &Device::Cpu,
+    )?;
     let optimizer = AdamW::new(AdamWConfig::default(), student.params().params().len());
     let cfg = StepConfig {
         n_global: 2,
         clip_grad: 3.0,
         freeze_last_layer: 1,
     };
-    Ok(DinoState { student, teacher, loss, optimizer, cfg })
+    Ok(DinoState {
+        student,
+        teacher,
+        loss,
+        optimizer,
+        cfg,
+    })
 }
 
 /// Compares `(after - init) / scale` with the reference where the reference gradient is
 /// not tiny (atol 1e-3), and allows up to 1.0 where it is (AdamW's first step is
 /// ~lr·sign(g): ill-conditioned for |g| < 1e-6; manifest: train_step).
-fn assert_update_close(label: &str, got: &Tensor, want: &Tensor, init: &Tensor, grad: Option<&Tensor>, scale: f64) {
+fn assert_update_close(
+    label: &str,
+    got: &Tensor,
+    want: &Tensor,
+    init: &Tensor,
+    grad: Option<&Tensor>,
+    scale: f64,
+) {
     let (g, w, i) = (values(got), values(want), values(init));
     let grad = grad.map(values);
     let mut worst: f64 = 0.0;
@@ -276,7 +380,10 @@ fn assert_update_close(label: &str, got: &Tensor, want: &Tensor, init: &Tensor, 
         let err = ((g[k] - i[k]) - (w[k] - i[k])).abs() / scale;
         let well_conditioned = grad.as_ref().is_none_or(|gr| gr[k].abs() > 1e-6);
         let bound = if well_conditioned { 1e-3 } else { 1.0 };
-        assert!(err <= bound, "{label}[{k}]: update error {err:e} lr > {bound}");
+        assert!(
+            err <= bound,
+            "{label}[{k}]: update error {err:e} lr > {bound}"
+        );
         if well_conditioned {
             worst = worst.max(err);
         }
@@ -289,39 +396,79 @@ fn one_training_step_matches_the_official_step() -> Res {
     let f = fixture("train_step.safetensors");
     let mut state = fixture_state()?;
     let init = state.student.params().tensors()?;
-    let views: Vec<Tensor> = ["input_global0", "input_global1", "input_local0", "input_local1"]
-        .iter()
-        .map(|n| get(&f, n).clone())
-        .collect();
+    let views: Vec<Tensor> = [
+        "input_global0",
+        "input_global1",
+        "input_local0",
+        "input_local1",
+    ]
+    .iter()
+    .map(|n| get(&f, n).clone())
+    .collect();
 
     let (teacher_output, student_output) = state.forward(&views, None)?;
-    assert_close("train teacher_output", &teacher_output, get(&f, "teacher_output"), 1e-6, 0.0);
-    assert_close("train student_output", &student_output, get(&f, "student_output"), 1e-6, 0.0);
+    assert_close(
+        "train teacher_output",
+        &teacher_output,
+        get(&f, "teacher_output"),
+        1e-6,
+        0.0,
+    );
+    assert_close(
+        "train student_output",
+        &student_output,
+        get(&f, "student_output"),
+        1e-6,
+        0.0,
+    );
     let loss = state.loss.forward(&student_output, &teacher_output, 0)?;
     assert_close("train loss", &loss.reshape(1)?, get(&f, "loss"), 0.0, 1e-5);
-    assert_close("train center_after", state.loss.center(), get(&f, "center_after"), 1e-7, 0.0);
+    assert_close(
+        "train center_after",
+        state.loss.center(),
+        get(&f, "center_after"),
+        1e-7,
+        0.0,
+    );
 
     let (grads, norms) = state.gradients(&loss, 0)?;
     let params = state.student.params().params().to_vec();
     let norm_ref = values(get(&f, "stats.grad_norm_before_clip"));
     let used_ref = values(get(&f, "stats.grad_norm_used"));
     for (k, p) in params.iter().enumerate() {
-        check_norm(&format!("grad_norm_before_clip {}", p.name), norms[k], norm_ref[k]);
+        check_norm(
+            &format!("grad_norm_before_clip {}", p.name),
+            norms[k],
+            norm_ref[k],
+        );
         let used = grads[k].as_ref().map(l2).transpose()?;
         check_norm(&format!("grad_norm_used {}", p.name), used, used_ref[k]);
         if let Some(want) = f.get(&format!("grad.{}", p.name)) {
-            let got = grads[k].as_ref().ok_or(format!("no gradient for {}", p.name))?;
+            let got = grads[k]
+                .as_ref()
+                .ok_or(format!("no gradient for {}", p.name))?;
             assert_close(&format!("grad.{}", p.name), got, want, 0.0, 1e-5);
         }
     }
 
     state.optimizer.step(&params, &grads, STEP_LR, STEP_WD)?;
-    ema_update(state.teacher.params(), state.student.params(), STEP_MOMENTUM)?;
+    ema_update(
+        state.teacher.params(),
+        state.student.params(),
+        STEP_MOMENTUM,
+    )?;
 
     let student_after = state.student.params().tensors()?;
     let teacher_after = state.teacher.params().tensors()?;
-    for (name, after) in [("student_after", &student_after), ("teacher_after", &teacher_after)] {
-        let scale = if name == "teacher_after" { (1.0 - STEP_MOMENTUM) * STEP_LR } else { STEP_LR };
+    for (name, after) in [
+        ("student_after", &student_after),
+        ("teacher_after", &teacher_after),
+    ] {
+        let scale = if name == "teacher_after" {
+            (1.0 - STEP_MOMENTUM) * STEP_LR
+        } else {
+            STEP_LR
+        };
         for (key, want) in f.iter().filter(|(k, _)| k.starts_with(&format!("{name}."))) {
             let pname = &key[name.len() + 1..];
             let (pname, rows) = match pname.strip_suffix("[:8]") {
@@ -350,7 +497,10 @@ fn l2(t: &Tensor) -> candle_core::Result<f64> {
 fn check_norm(label: &str, got: Option<f64>, want: f64) {
     match got {
         None => assert!(want.is_nan(), "{label}: no gradient, reference {want}"),
-        Some(g) => assert!((g - want).abs() <= 1e-4 * want.abs(), "{label}: {g} vs {want}"),
+        Some(g) => assert!(
+            (g - want).abs() <= 1e-4 * want.abs(),
+            "{label}: {g} vs {want}"
+        ),
     }
 }
 
@@ -365,13 +515,22 @@ fn check_stats(
 ) -> Res {
     let sums = values(get(f, &format!("stats.{which}.sum")));
     let abs_sums = values(get(f, &format!("stats.{which}.abs_sum")));
-    let delta_key = if which == "student_after" { "stats.student_delta.l2" } else { "stats.teacher_delta.l2" };
+    let delta_key = if which == "student_after" {
+        "stats.student_delta.l2"
+    } else {
+        "stats.teacher_delta.l2"
+    };
     let deltas = values(get(f, delta_key));
     let mut worst_delta: f64 = 0.0;
     for (k, p) in params.iter().enumerate() {
         let t = &after[&p.name];
         let sum = f64::from(t.sum_all()?.to_scalar::<f32>()?);
-        assert!((sum - sums[k]).abs() <= 1e-3 * abs_sums[k] + 1e-6, "{which}.sum {}: {sum} vs {}", p.name, sums[k]);
+        assert!(
+            (sum - sums[k]).abs() <= 1e-3 * abs_sums[k] + 1e-6,
+            "{which}.sum {}: {sum} vs {}",
+            p.name,
+            sums[k]
+        );
         let delta = l2(&(t - &init[&p.name])?)?;
         let err = (delta - deltas[k]).abs() / deltas[k].max(1e-12);
         assert!(
@@ -398,16 +557,37 @@ fn adamw_alone_reproduces_the_official_update() -> Res {
         .collect();
     let pb = ParamBuilder::trainable(&Device::Cpu, 0);
     for name in &names {
-        pb.param(name, init[name].shape().clone(), dino_curate::model::Init::Zeros)?;
+        pb.param(
+            name,
+            init[name].shape().clone(),
+            dino_curate::model::Init::Zeros,
+        )?;
     }
     let store = pb.store();
-    store.load(&init.iter().filter(|(k, _)| names.contains(k)).map(|(k, v)| (k.clone(), v.clone())).collect(), false)?;
-    let grads: Vec<Option<Tensor>> = store.params().iter().map(|p| Some(get(&f, &format!("grad.{}", p.name)).clone())).collect();
+    store.load(
+        &init
+            .iter()
+            .filter(|(k, _)| names.contains(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        false,
+    )?;
+    let grads: Vec<Option<Tensor>> = store
+        .params()
+        .iter()
+        .map(|p| Some(get(&f, &format!("grad.{}", p.name)).clone()))
+        .collect();
     let mut adamw = AdamW::new(AdamWConfig::default(), store.params().len());
     adamw.step(store.params(), &grads, STEP_LR, STEP_WD)?;
     for p in store.params() {
         let want = get(&f, &format!("student_after.{}", p.name));
-        assert_close(&format!("adamw alone {}", p.name), p.var.as_tensor(), want, 2e-7, 0.0);
+        assert_close(
+            &format!("adamw alone {}", p.name),
+            p.var.as_tensor(),
+            want,
+            2e-7,
+            0.0,
+        );
     }
     Ok(())
 }
@@ -425,13 +605,27 @@ fn every_trainable_parameter_receives_a_gradient() -> Res {
     let (teacher_output, student_output) = state.forward(&views, None)?;
     let loss = state.loss.forward(&student_output, &teacher_output, 0)?;
     let grads = loss.backward()?;
-    for p in state.student.params().params().iter().filter(|p| p.trainable) {
+    for p in state
+        .student
+        .params()
+        .params()
+        .iter()
+        .filter(|p| p.trainable)
+    {
         let g = grads
             .get(p.var.as_tensor())
             .ok_or(format!("{} received no gradient: the graph is cut", p.name))?;
         let v = values(g);
-        assert!(v.iter().all(|x| x.is_finite()), "{}: non-finite gradient", p.name);
-        assert!(v.iter().any(|&x| x != 0.0), "{}: gradient is all zero", p.name);
+        assert!(
+            v.iter().all(|x| x.is_finite()),
+            "{}: non-finite gradient",
+            p.name
+        );
+        assert!(
+            v.iter().any(|&x| x != 0.0),
+            "{}: gradient is all zero",
+            p.name
+        );
     }
     Ok(())
 }

@@ -49,7 +49,9 @@ impl DinoHead {
     /// (`mlp.0/2/4.*`, `last_layer.weight_g`, `last_layer.weight_v`) and init.
     pub fn new(pb: &ParamBuilder, cfg: &HeadConfig) -> Result<Self> {
         if cfg.out_dim == 0 || cfg.bottleneck_dim == 0 || cfg.hidden_dim == 0 {
-            return Err(Error::Config(format!("head dimensions must be positive: {cfg:?}")));
+            return Err(Error::Config(format!(
+                "head dimensions must be positive: {cfg:?}"
+            )));
         }
         let mlp = pb.push("mlp");
         let mlp = [

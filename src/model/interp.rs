@@ -22,7 +22,12 @@ fn cubic_far(x: f32) -> f32 {
 /// Weights of the four taps at offsets -1, 0, 1, 2 for a fractional position `t`.
 fn cubic_coefficients(t: f32) -> [f32; 4] {
     let x2 = 1.0 - t;
-    [cubic_far(t + 1.0), cubic_near(t), cubic_near(x2), cubic_far(x2 + 1.0)]
+    [
+        cubic_far(t + 1.0),
+        cubic_near(t),
+        cubic_near(x2),
+        cubic_far(x2 + 1.0),
+    ]
 }
 
 /// The `out × input` matrix that resizes one axis from `input` to `out` samples the way

@@ -97,7 +97,10 @@ impl ParamStore {
             .map(|p| p.name.as_str())
             .collect();
         if !missing.is_empty() {
-            return Err(Error::ParamMismatch(format!("missing {}", missing.join(", "))));
+            return Err(Error::ParamMismatch(format!(
+                "missing {}",
+                missing.join(", ")
+            )));
         }
         if !allow_extra {
             let mut extra: Vec<&str> = tensors
@@ -107,7 +110,10 @@ impl ParamStore {
                 .collect();
             if !extra.is_empty() {
                 extra.sort_unstable();
-                return Err(Error::ParamMismatch(format!("unexpected {}", extra.join(", "))));
+                return Err(Error::ParamMismatch(format!(
+                    "unexpected {}",
+                    extra.join(", ")
+                )));
             }
         }
         for param in &self.params {
@@ -218,7 +224,9 @@ impl ParamBuilder {
         };
         let store = &mut state.store;
         if store.index.contains_key(&full_name) {
-            return Err(Error::Config(format!("parameter {full_name} created twice")));
+            return Err(Error::Config(format!(
+                "parameter {full_name} created twice"
+            )));
         }
         store.index.insert(full_name.clone(), store.params.len());
         store.params.push(Param {
@@ -297,9 +305,15 @@ mod tests {
         pb.param("w", (2, 2), Init::Zeros)?;
         let store = pb.store();
         let mut tensors = HashMap::new();
-        assert!(matches!(store.load(&tensors, false), Err(Error::ParamMismatch(_))));
+        assert!(matches!(
+            store.load(&tensors, false),
+            Err(Error::ParamMismatch(_))
+        ));
         tensors.insert("w".to_string(), Tensor::zeros(3, DType::F32, &Device::Cpu)?);
-        assert!(matches!(store.load(&tensors, false), Err(Error::ParamMismatch(_))));
+        assert!(matches!(
+            store.load(&tensors, false),
+            Err(Error::ParamMismatch(_))
+        ));
         Ok(())
     }
 

@@ -162,7 +162,13 @@ fn drop_path(x: &Tensor, rate: f64, rng: Option<&mut StdRng>) -> Result<Tensor> 
     let keep = 1.0 - rate;
     let b = x.dim(0)?;
     let mask: Vec<f32> = (0..b)
-        .map(|_| if rng.random::<f64>() < keep { (1.0 / keep) as f32 } else { 0.0 })
+        .map(|_| {
+            if rng.random::<f64>() < keep {
+                (1.0 / keep) as f32
+            } else {
+                0.0
+            }
+        })
         .collect();
     let mask = Tensor::from_vec(mask, (b, 1, 1), x.device())?;
     Ok(x.broadcast_mul(&mask)?)
@@ -222,7 +228,11 @@ impl Vit {
         // Creation order = PyTorch's named_parameters order (own parameters first).
         let cls_token = pb.param("cls_token", (1, 1, dim), Init::TruncNormal(0.02))?;
         let num_patches = cfg.grid_side() * cfg.grid_side();
-        let pos_embed = pb.param("pos_embed", (1, num_patches + 1, dim), Init::TruncNormal(0.02))?;
+        let pos_embed = pb.param(
+            "pos_embed",
+            (1, num_patches + 1, dim),
+            Init::TruncNormal(0.02),
+        )?;
         let proj = pb.push("patch_embed").push("proj");
         let patch_weight = proj.param("weight", (dim, 3, patch, patch), Init::Uniform(bound))?;
         let patch_bias = proj.param("bias", dim, Init::Uniform(bound))?;
@@ -290,7 +300,10 @@ impl Vit {
         }
         let dim = self.cfg.embed_dim;
         let cls_pos = self.pos_embed.narrow(1, 0, 1)?;
-        let grid = self.pos_embed.narrow(1, 1, side * side)?.reshape((side * side, dim))?;
+        let grid = self
+            .pos_embed
+            .narrow(1, 1, side * side)?
+            .reshape((side * side, dim))?;
         let matrix = self.resize_matrix(rows, cols, self.pos_embed.device())?;
         let resized = matrix.matmul(&grid)?.reshape((1, rows * cols, dim))?;
         Ok(Tensor::cat(&[&cls_pos, &resized], 1)?)

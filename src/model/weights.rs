@@ -51,7 +51,10 @@ fn sniff_format(path: &Path) -> Result<Format> {
             "a legacy (pre-1.6) PyTorch pickle; re-save it with torch.save in the zip format",
         ));
     }
-    Err(weights_error(path, "neither a safetensors file nor a PyTorch .pth archive"))
+    Err(weights_error(
+        path,
+        "neither a safetensors file nor a PyTorch .pth archive",
+    ))
 }
 
 /// All tensors of a weights file, with the names as stored (the teacher's for a full
@@ -81,7 +84,10 @@ fn read_pth(path: &Path) -> Result<HashMap<String, Tensor>> {
     pth_tensors(path, &pth)
 }
 
-fn pth_tensors(path: &Path, pth: &candle_core::pickle::PthTensors) -> Result<HashMap<String, Tensor>> {
+fn pth_tensors(
+    path: &Path,
+    pth: &candle_core::pickle::PthTensors,
+) -> Result<HashMap<String, Tensor>> {
     let mut out = HashMap::new();
     for name in pth.tensor_infos().keys() {
         let tensor = pth
@@ -130,7 +136,11 @@ pub fn vit_config_from_tensors(tensors: &HashMap<String, Tensor>) -> Result<VitC
     let patch = dims_of(tensors, "patch_embed.proj.weight")?;
     let (embed_dim, patch_size) = match patch {
         [d, 3, p, q] if p == q => (*d, *p),
-        other => return Err(Error::ParamMismatch(format!("patch_embed.proj.weight {other:?}"))),
+        other => {
+            return Err(Error::ParamMismatch(format!(
+                "patch_embed.proj.weight {other:?}"
+            )))
+        }
     };
     let depth = (0..)
         .take_while(|i| tensors.contains_key(&format!("blocks.{i}.norm1.weight")))

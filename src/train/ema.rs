@@ -13,7 +13,10 @@ pub fn ema_update(teacher: &ParamStore, student: &ParamStore, momentum: f64) -> 
     }
     for (t, s) in teacher.params().iter().zip(student.params()) {
         if t.name != s.name {
-            return Err(Error::ParamMismatch(format!("{} paired with {}", t.name, s.name)));
+            return Err(Error::ParamMismatch(format!(
+                "{} paired with {}",
+                t.name, s.name
+            )));
         }
         let blended = ((t.var.as_detached_tensor() * momentum)?
             + (s.var.as_detached_tensor() * (1.0 - momentum))?)?;

@@ -139,7 +139,11 @@ impl DinoLoss {
 ///
 /// Summing the student log-probabilities over views once makes it linear in the number
 /// of views: the pairs of teacher view i are `Σ_v ls_v − ls_i`.
-fn cross_view_entropy(student_output: &Tensor, targets: &Tensor, cfg: &LossConfig) -> Result<Tensor> {
+fn cross_view_entropy(
+    student_output: &Tensor,
+    targets: &Tensor,
+    cfg: &LossConfig,
+) -> Result<Tensor> {
     let (student_rows, k) = student_output.dims2()?;
     let batch = student_rows / cfg.ncrops;
     let teacher_rows = targets.dim(0)?;
@@ -151,7 +155,9 @@ fn cross_view_entropy(student_output: &Tensor, targets: &Tensor, cfg: &LossConfi
     }
     let n_teacher = teacher_rows / batch;
     if n_teacher > cfg.ncrops {
-        return Err(Error::Config("more teacher views than student views".into()));
+        return Err(Error::Config(
+            "more teacher views than student views".into(),
+        ));
     }
     let log_probs = log_softmax_last_dim(&(student_output / cfg.student_temp)?)?
         .reshape((cfg.ncrops, batch, k))?;
@@ -196,7 +202,11 @@ mod tests {
     fn matches_a_direct_pairwise_sum() -> Result<()> {
         let dev = Device::Cpu;
         // batch 1, 3 student views, 2 teacher views, 4 prototypes
-        let student = vec![vec![0.1, 0.5, -0.2, 0.3], vec![0.0, 0.2, 0.4, -0.1], vec![0.3, -0.3, 0.1, 0.2]];
+        let student = vec![
+            vec![0.1, 0.5, -0.2, 0.3],
+            vec![0.0, 0.2, 0.4, -0.1],
+            vec![0.3, -0.3, 0.1, 0.2],
+        ];
         let teacher = vec![vec![0.2, 0.1, 0.0, -0.1], vec![-0.2, 0.3, 0.1, 0.0]];
         let flat = |rows: &[Vec<f32>]| rows.concat();
         let s = Tensor::from_vec(flat(&student), (3, 4), &dev)?;

@@ -143,7 +143,9 @@ impl AdamW {
         weight_decay: f64,
     ) -> Result<()> {
         if params.len() != self.moments.len() || grads.len() != params.len() {
-            return Err(Error::ParamMismatch("optimizer, parameters and gradients differ in length".into()));
+            return Err(Error::ParamMismatch(
+                "optimizer, parameters and gradients differ in length".into(),
+            ));
         }
         for ((param, grad), moments) in params.iter().zip(grads).zip(&mut self.moments) {
             let Some(grad) = grad else { continue };

@@ -12,6 +12,9 @@ use super::optim::{cancel_last_layer, clip_gradients, collect_gradients, AdamW};
 use crate::model::DinoNet;
 use crate::{Error, Result};
 
+/// One gradient per student parameter, `None` where the optimizer must skip it.
+pub type Gradients = Vec<Option<Tensor>>;
+
 /// Settings that stay fixed during a run.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StepConfig {
@@ -115,30 +118,46 @@ impl DinoState {
 
     /// Gradients of `loss` for the student, clipped and with the frozen last layer
     /// dropped, aligned with the student's parameters; also the norms before clipping.
-    pub fn gradients(&self, loss: &Tensor, epoch: usize) -> Result<(Vec<Option<Tensor>>, Vec<Option<f64>>)> {
+    pub fn gradients(&self, loss: &Tensor, epoch: usize) -> Result<(Gradients, Vec<Option<f64>>)> {
         let grad_store = loss.backward()?;
         let params = self.student.params();
         let mut grads = collect_gradients(params, &grad_store);
         let norms = clip_gradients(&mut grads, self.cfg.clip_grad)?;
-        cancel_last_layer(&mut grads, params.params(), epoch, self.cfg.freeze_last_layer);
+        cancel_last_layer(
+            &mut grads,
+            params.params(),
+            epoch,
+            self.cfg.freeze_last_layer,
+        );
         Ok((grads, norms))
     }
 
     /// One full step on `views` (global views first, each `[B, 3, H, W]`).
-    pub fn step(&mut self, views: &[Tensor], sched: StepSchedule, rng: &mut StdRng) -> Result<StepReport> {
+    pub fn step(
+        &mut self,
+        views: &[Tensor],
+        sched: StepSchedule,
+        rng: &mut StdRng,
+    ) -> Result<StepReport> {
         let device = self.student.params().device().clone();
         let mut clock = Instant::now();
         let mut times = StepTimes::default();
         let teacher_output = self.teacher_forward(views)?;
         times.teacher_s = lap(&mut clock, &device)?;
         let student_output = self.student.forward_views(views, Some(rng))?;
-        let loss = self.loss.forward(&student_output, &teacher_output, sched.epoch)?;
+        let loss = self
+            .loss
+            .forward(&student_output, &teacher_output, sched.epoch)?;
         let loss_value = loss.to_scalar::<f32>()?;
         times.student_s = lap(&mut clock, &device)?;
         let (grads, grad_norms) = self.gradients(&loss, sched.epoch)?;
         times.backward_s = lap(&mut clock, &device)?;
-        self.optimizer
-            .step(self.student.params().params(), &grads, sched.lr, sched.weight_decay)?;
+        self.optimizer.step(
+            self.student.params().params(),
+            &grads,
+            sched.lr,
+            sched.weight_decay,
+        )?;
         ema_update(self.teacher.params(), self.student.params(), sched.momentum)?;
         times.update_s = lap(&mut clock, &device)?;
         Ok(StepReport {
