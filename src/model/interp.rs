@@ -101,6 +101,9 @@ mod tests {
         let source = 0.5f32 * (14.0 / 6.1) - 0.5;
         let t = source - source.floor();
         let w = cubic_coefficients(t);
-        assert!((m[1] - w[1]).abs() < 1e-7);
+        // floor(source) = 0: taps -1, 0, 1, 2, the first clamped onto 0
+        assert!((m[0] - (w[0] + w[1])).abs() < 1e-5);
+        assert!((m[1] - w[2]).abs() < 1e-5);
+        assert!((m[2] - w[3]).abs() < 1e-5);
     }
 }
