@@ -376,3 +376,40 @@ impl Vit {
         Ok(outputs)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn presets_have_the_official_sizes() -> Result<()> {
+        // timm/official counts: ViT-Ti/16 5.52 M, ViT-S/16 21.67 M, ViT-S/8 21.67 M + grid
+        for (arch, patch, want) in [
+            (VitArch::VitTiny, 16, 5_524_416),
+            (VitArch::VitSmall, 16, 21_665_664),
+        ] {
+            let pb = ParamBuilder::frozen(&Device::Cpu, 0);
+            Vit::new(&pb, &VitConfig::preset(arch, patch))?;
+            assert_eq!(pb.store().num_values(), want, "{arch:?}/{patch}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn drop_path_zeroes_whole_samples_and_rescales_the_rest() -> Result<()> {
+        let x = Tensor::ones((64, 2, 3), candle_core::DType::F32, &Device::Cpu)?;
+        let mut rng = StdRng::seed_from_u64(0);
+        let y = drop_path(&x, 0.25, Some(&mut rng))?;
+        let per_sample = y.sum((1, 2))?.to_vec1::<f32>()?;
+        let kept = per_sample.iter().filter(|&&s| s > 0.0).count();
+        assert!(per_sample
+            .iter()
+            .all(|&s| s == 0.0 || (s - 6.0 / 0.75).abs() < 1e-5));
+        assert!((32..64).contains(&kept), "kept {kept} of 64");
+        // eval mode (no rng) is the identity
+        let same = drop_path(&x, 0.25, None)?;
+        assert_eq!(same.sum_all()?.to_scalar::<f32>()?, 384.0);
+        Ok(())
+    }
+}

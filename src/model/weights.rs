@@ -182,3 +182,50 @@ pub fn save_safetensors(tensors: &HashMap<String, Tensor>, path: &Path) -> Resul
         candle_core::safetensors::save(tensors, tmp).map_err(|e| weights_error(tmp, e.to_string()))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::VitArch;
+
+    #[test]
+    fn saved_weights_load_back_as_the_same_backbone() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", e))?;
+        let cfg = VitConfig {
+            depth: 1,
+            ..VitConfig::preset(VitArch::VitTiny, 16)
+        };
+        let pb = ParamBuilder::frozen(&Device::Cpu, 7);
+        let vit = Vit::new(&pb, &cfg)?;
+        let path = dir.path().join("backbone.safetensors");
+        save_safetensors(&pb.store().tensors()?, &path)?;
+
+        let loaded = load_backbone(&path, &Device::Cpu)?;
+        assert_eq!(loaded.config(), &cfg);
+        let x = Tensor::randn(0f32, 1., (1, 3, 48, 64), &Device::Cpu)?;
+        let diff = (vit.forward(&x, None)? - loaded.forward(&x, None)?)?
+            .abs()?
+            .max_all()?
+            .to_scalar::<f32>()?;
+        assert_eq!(diff, 0.0);
+        Ok(())
+    }
+
+    #[test]
+    fn files_that_are_not_weights_get_a_clear_error() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", e))?;
+        let path = dir.path().join("photo.jpg");
+        std::fs::write(&path, b"\xFF\xD8\xFF\xE0 not weights").map_err(|e| Error::io(&path, e))?;
+        let err = read_weights(&path)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("photo.jpg") && err.contains("neither"),
+            "{err}"
+        );
+        let missing = dir.path().join("missing.pth");
+        assert!(matches!(read_weights(&missing), Err(Error::Io { .. })));
+        Ok(())
+    }
+}
