@@ -9,6 +9,7 @@ pub mod bench;
 pub mod device;
 pub mod error;
 pub mod model;
+pub mod photo;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -5,3 +5,4 @@ pub mod loss;
 pub mod optim;
 pub mod schedule;
 pub mod step;
+pub mod views;

@@ -1,0 +1,1 @@
+//! Multi-crop views with the DINO augmentations.
