@@ -1,6 +1,7 @@
 //! DINO training maths, as the official `main_dino.py` and `utils.py` do it.
 
 pub mod ema;
+pub mod inplace;
 pub mod loss;
 pub mod optim;
 pub mod schedule;

@@ -3,7 +3,7 @@
 use candle_core::{Tensor, D};
 use serde::{Deserialize, Serialize};
 
-use super::layers::{gelu, l2_normalize, Linear};
+use super::layers::{l2_normalize, linear_gelu, Linear};
 use super::params::{Init, ParamBuilder};
 use crate::{Error, Result};
 
@@ -82,8 +82,8 @@ impl DinoHead {
 
     /// The L2-normalised bottleneck `F.normalize(mlp(x))`, `[B, bottleneck]`.
     pub fn bottleneck(&self, x: &Tensor) -> Result<Tensor> {
-        let x = gelu(&self.mlp[0].forward(x)?)?;
-        let x = gelu(&self.mlp[1].forward(&x)?)?;
+        let x = linear_gelu(&self.mlp[0], x)?;
+        let x = linear_gelu(&self.mlp[1], &x)?;
         l2_normalize(&self.mlp[2].forward(&x)?)
     }
 

@@ -35,17 +35,23 @@ impl Linear {
 
     /// Applies the layer to `[..., in]`, giving `[..., out]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let dims = x.dims();
-        let in_dim = dims[dims.len() - 1];
-        let rows = x.elem_count() / in_dim.max(1);
-        let flat = x.reshape((rows, in_dim))?;
-        let mut y = flat.matmul(&self.weight.t()?)?;
-        if let Some(bias) = &self.bias {
-            y = y.broadcast_add(bias)?;
+        let y = self.forward_without_bias(x)?;
+        match &self.bias {
+            Some(bias) => Ok(y.broadcast_add(bias)?),
+            None => Ok(y),
         }
+    }
+
+    /// `x Wᵀ` only, for callers that fuse the bias into the next operation.
+    pub fn forward_without_bias(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims();
+        let in_dim = dims.last().copied().unwrap_or(1);
+        let rows = x.elem_count() / in_dim.max(1);
+        let y = x.reshape((rows, in_dim))?.matmul(&self.weight.t()?)?;
         let mut out_dims = dims.to_vec();
-        let last = out_dims.len() - 1;
-        out_dims[last] = self.weight.dim(0)?;
+        if let Some(last) = out_dims.last_mut() {
+            *last = self.weight.dim(0)?;
+        }
         Ok(y.reshape(out_dims)?)
     }
 }
@@ -75,6 +81,14 @@ impl LayerNorm {
 /// GELU with the exact erf formulation (`nn.GELU()`'s default).
 pub fn gelu(x: &Tensor) -> Result<Tensor> {
     Ok(x.gelu_erf()?)
+}
+
+/// `gelu(linear(x))`: the linear layer and the GELU fused with the bias on the CPU.
+pub fn linear_gelu(layer: &Linear, x: &Tensor) -> Result<Tensor> {
+    match &layer.bias {
+        Some(bias) => ops::bias_gelu(&layer.forward_without_bias(x)?, bias),
+        None => gelu(&layer.forward(x)?),
+    }
 }
 
 /// Softmax over the last dimension, differentiable.

@@ -1,19 +1,52 @@
-//! Differentiable normalisation and softmax.
+//! Differentiable LayerNorm, GELU, softmax and attention.
 //!
-//! These are written with candle primitives that all have a backward pass, unlike
-//! candle's fused `layer_norm` / `softmax_last_dim`, which cut the graph.
+//! On the CPU these run as fused custom ops with their own backward ([`kernels`]); on
+//! other devices they are composed of candle primitives that all have a backward pass
+//! (candle's own fused `layer_norm` / `softmax_last_dim` cut the graph). Both paths
+//! compute the same functions; the tests below hold them together.
 
-use candle_core::{Tensor, D};
+pub mod fastmath;
+pub mod kernels;
+pub mod small_gemm;
+
+use candle_core::{DType, Device, Tensor, D};
 
 use crate::Result;
+use kernels::{AttentionOp, BiasGeluOp, LayerNormOp};
+
+fn fused(x: &Tensor) -> bool {
+    matches!(x.device(), Device::Cpu) && x.dtype() == DType::F32
+}
 
 /// LayerNorm over the last dimension: `(x - mean) / sqrt(var + eps) * weight + bias`.
 pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+    if fused(x) {
+        let op = LayerNormOp { eps: eps as f32 };
+        return Ok(x.contiguous()?.apply_op3(weight, bias, op)?);
+    }
+    layer_norm_composed(x, weight, bias, eps)
+}
+
+/// [`layer_norm`] from candle primitives.
+pub fn layer_norm_composed(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
     let mean = x.mean_keepdim(D::Minus1)?;
     let centred = x.broadcast_sub(&mean)?;
     let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
     let normed = centred.broadcast_div(&(var + eps)?.sqrt()?)?;
     Ok(normed.broadcast_mul(weight)?.broadcast_add(bias)?)
+}
+
+/// `gelu(x + bias)` (exact erf GELU), bias over the last dimension.
+pub fn bias_gelu(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    if fused(x) {
+        return Ok(x.contiguous()?.apply_op2(bias, BiasGeluOp)?);
+    }
+    bias_gelu_composed(x, bias)
+}
+
+/// [`bias_gelu`] from candle primitives.
+pub fn bias_gelu_composed(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    Ok(x.broadcast_add(bias)?.gelu_erf()?)
 }
 
 /// Softmax over the last dimension. The row maximum is detached: softmax does not
@@ -23,4 +56,120 @@ pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     let exp = x.broadcast_sub(&max)?.exp()?;
     let sum = exp.sum_keepdim(D::Minus1)?;
     Ok(exp.broadcast_div(&sum)?)
+}
+
+/// Multi-head self-attention core: from the packed qkv projection `[B, N, 3·D]` to the
+/// heads' outputs side by side, `[B, N, D]`.
+pub fn attention(qkv: &Tensor, num_heads: usize) -> Result<Tensor> {
+    let head_dim = qkv.dim(D::Minus1)? / 3 / num_heads.max(1);
+    let scale = (head_dim as f64).powf(-0.5);
+    if fused(qkv) {
+        let op = AttentionOp {
+            num_heads,
+            scale: scale as f32,
+        };
+        return Ok(qkv.contiguous()?.apply_op1(op)?);
+    }
+    Ok(attention_composed(qkv, num_heads)?.0)
+}
+
+/// [`attention`] from candle primitives; also returns the probabilities `[B, heads, N, N]`.
+pub fn attention_composed(qkv: &Tensor, num_heads: usize) -> Result<(Tensor, Tensor)> {
+    let (b, n, three_d) = qkv.dims3()?;
+    let dim = three_d / 3;
+    let head_dim = dim / num_heads.max(1);
+    let scale = (head_dim as f64).powf(-0.5);
+    let qkv = qkv
+        .reshape((b, n, 3, num_heads, head_dim))?
+        .permute((2, 0, 3, 1, 4))?;
+    let q = qkv.get(0)?.contiguous()?;
+    let k = qkv.get(1)?.contiguous()?;
+    let v = qkv.get(2)?.contiguous()?;
+    let attn = softmax_last_dim(&(q.matmul(&k.t()?)? * scale)?)?;
+    let out = attn.matmul(&v)?.transpose(1, 2)?.reshape((b, n, dim))?;
+    Ok((out, attn))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Var;
+
+    type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> candle_core::Result<f32> {
+        (a - b)?.abs()?.max_all()?.to_scalar::<f32>()
+    }
+
+    /// Forward values and gradients (of `sum(y · r)` for a random `r`) of both paths.
+    fn compare<F, G>(inputs: &[Tensor], fused_f: F, composed_f: G, tol: f32) -> TestResult
+    where
+        F: Fn(&[Tensor]) -> Result<Tensor>,
+        G: Fn(&[Tensor]) -> Result<Tensor>,
+    {
+        let vars: Vec<Var> = inputs
+            .iter()
+            .map(Var::from_tensor)
+            .collect::<candle_core::Result<_>>()?;
+        let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+        let y1 = fused_f(&ts)?;
+        let y2 = composed_f(&ts)?;
+        assert!(
+            max_diff(&y1, &y2)? < tol,
+            "forward differs by {}",
+            max_diff(&y1, &y2)?
+        );
+        let r = Tensor::randn(0f32, 1., y1.shape(), &Device::Cpu)?;
+        let g1 = (&y1 * &r)?.sum_all()?.backward()?;
+        let g2 = (&y2 * &r)?.sum_all()?.backward()?;
+        for (i, t) in ts.iter().enumerate() {
+            let (a, b) = (
+                g1.get(t).ok_or("no fused grad")?,
+                g2.get(t).ok_or("no composed grad")?,
+            );
+            let scale = b.abs()?.max_all()?.to_scalar::<f32>()?.max(1.0);
+            let diff = max_diff(a, b)?;
+            assert!(diff < tol * scale, "gradient {i} differs by {diff}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn fused_layer_norm_matches_composed() -> TestResult {
+        let dev = Device::Cpu;
+        let x = (Tensor::randn(0f32, 2., (3, 7, 48), &dev)? + 0.5)?;
+        let w = Tensor::randn(1f32, 0.1, 48, &dev)?;
+        let b = Tensor::randn(0f32, 0.1, 48, &dev)?;
+        compare(
+            &[x, w, b],
+            |t| layer_norm(&t[0], &t[1], &t[2], 1e-6),
+            |t| layer_norm_composed(&t[0], &t[1], &t[2], 1e-6),
+            2e-5,
+        )
+    }
+
+    #[test]
+    fn fused_bias_gelu_matches_composed() -> TestResult {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 2., (5, 9, 32), &dev)?;
+        let b = Tensor::randn(0f32, 0.5, 32, &dev)?;
+        compare(
+            &[x, b],
+            |t| bias_gelu(&t[0], &t[1]),
+            |t| bias_gelu_composed(&t[0], &t[1]),
+            2e-5,
+        )
+    }
+
+    #[test]
+    fn fused_attention_matches_composed() -> TestResult {
+        let dev = Device::Cpu;
+        let qkv = Tensor::randn(0f32, 1., (3, 11, 3 * 24), &dev)?;
+        compare(
+            &[qkv],
+            |t| attention(&t[0], 3),
+            |t| Ok(attention_composed(&t[0], 3)?.0),
+            2e-5,
+        )
+    }
 }

@@ -9,7 +9,8 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::interp::pos_embed_resize_matrix;
-use super::layers::{gelu, softmax_last_dim, LayerNorm, Linear};
+use super::layers::{linear_gelu, LayerNorm, Linear};
+use super::ops;
 use super::params::{Init, ParamBuilder};
 use crate::{Error, Result};
 
@@ -98,36 +99,27 @@ struct Attention {
     qkv: Linear,
     proj: Linear,
     num_heads: usize,
-    scale: f64,
 }
 
 impl Attention {
     fn new(pb: &ParamBuilder, dim: usize, num_heads: usize) -> Result<Self> {
-        let head_dim = dim / num_heads;
         Ok(Self {
             qkv: Linear::new(&pb.push("qkv"), dim, 3 * dim, true)?,
             proj: Linear::new(&pb.push("proj"), dim, dim, true)?,
             num_heads,
-            scale: (head_dim as f64).powf(-0.5),
         })
     }
 
-    /// Returns the block output and the attention probabilities `[B, heads, N, N]`.
-    fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
-        let (b, n, c) = x.dims3()?;
-        let head_dim = c / self.num_heads;
-        let qkv = self
-            .qkv
-            .forward(x)?
-            .reshape((b, n, 3, self.num_heads, head_dim))?
-            .permute((2, 0, 3, 1, 4))?;
-        let q = qkv.i(0)?.contiguous()?;
-        let k = qkv.i(1)?.contiguous()?;
-        let v = qkv.i(2)?.contiguous()?;
-        let scores = (q.matmul(&k.t()?)? * self.scale)?;
-        let attn = softmax_last_dim(&scores)?;
-        let out = attn.matmul(&v)?.transpose(1, 2)?.reshape((b, n, c))?;
-        Ok((self.proj.forward(&out)?, attn))
+    /// The block output (fused kernel on the CPU, no probabilities kept).
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let ctx = ops::attention(&self.qkv.forward(x)?, self.num_heads)?;
+        self.proj.forward(&ctx)
+    }
+
+    /// The block output and the attention probabilities `[B, heads, N, N]`.
+    fn forward_with_probs(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (ctx, probs) = ops::attention_composed(&self.qkv.forward(x)?, self.num_heads)?;
+        Ok((self.proj.forward(&ctx)?, probs))
     }
 }
 
@@ -146,7 +138,7 @@ impl Mlp {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.fc2.forward(&gelu(&self.fc1.forward(x)?)?)
+        self.fc2.forward(&linear_gelu(&self.fc1, x)?)
     }
 }
 
@@ -195,12 +187,11 @@ impl Block {
         })
     }
 
-    fn forward(&self, x: &Tensor, mut rng: Option<&mut StdRng>) -> Result<(Tensor, Tensor)> {
-        let (y, attn) = self.attn.forward(&self.norm1.forward(x)?)?;
+    fn forward(&self, x: &Tensor, mut rng: Option<&mut StdRng>) -> Result<Tensor> {
+        let y = self.attn.forward(&self.norm1.forward(x)?)?;
         let x = (x + drop_path(&y, self.drop_path, rng.as_deref_mut())?)?;
         let y = self.mlp.forward(&self.norm2.forward(&x)?)?;
-        let x = (&x + drop_path(&y, self.drop_path, rng)?)?;
-        Ok((x, attn))
+        Ok((&x + drop_path(&y, self.drop_path, rng)?)?)
     }
 }
 
@@ -339,7 +330,7 @@ impl Vit {
     pub fn forward_tokens(&self, x: &Tensor, mut rng: Option<&mut StdRng>) -> Result<Tensor> {
         let mut h = self.prepare_tokens(x)?;
         for block in &self.blocks {
-            h = block.forward(&h, rng.as_deref_mut())?.0;
+            h = block.forward(&h, rng.as_deref_mut())?;
         }
         self.norm.forward(&h)
     }
@@ -357,9 +348,9 @@ impl Vit {
             .split_last()
             .ok_or_else(|| Error::Config("a ViT needs at least one block".into()))?;
         for block in rest {
-            h = block.forward(&h, None)?.0;
+            h = block.forward(&h, None)?;
         }
-        Ok(last.attn.forward(&last.norm1.forward(&h)?)?.1)
+        Ok(last.attn.forward_with_probs(&last.norm1.forward(&h)?)?.1)
     }
 
     /// Normalised outputs of the last `n` blocks, oldest first (`get_intermediate_layers`).
@@ -368,7 +359,7 @@ impl Vit {
         let first_kept = self.blocks.len().saturating_sub(n);
         let mut outputs = Vec::with_capacity(n);
         for (i, block) in self.blocks.iter().enumerate() {
-            h = block.forward(&h, None)?.0;
+            h = block.forward(&h, None)?;
             if i >= first_kept {
                 outputs.push(self.norm.forward(&h)?);
             }

@@ -1,6 +1,9 @@
 //! The momentum teacher: `teacher ← m·teacher + (1 − m)·student` over every parameter,
 //! fixed weight-norm magnitudes included, as the official loop does.
 
+use candle_core::DType;
+
+use super::inplace::EmaUpdate;
 use crate::model::ParamStore;
 use crate::{Error, Result};
 
@@ -17,6 +20,14 @@ pub fn ema_update(teacher: &ParamStore, student: &ParamStore, momentum: f64) -> 
                 "{} paired with {}",
                 t.name, s.name
             )));
+        }
+        if t.var.device().is_cpu() && t.var.dtype() == DType::F32 {
+            let op = EmaUpdate {
+                momentum: momentum as f32,
+                student_weight: (1.0 - momentum) as f32,
+            };
+            t.var.as_tensor().inplace_op2(s.var.as_tensor(), &op)?;
+            continue;
         }
         let blended = ((t.var.as_detached_tensor() * momentum)?
             + (s.var.as_detached_tensor() * (1.0 - momentum))?)?;

@@ -3,7 +3,9 @@
 //! `utils.cancel_gradients_last_layer` do them.
 
 use candle_core::backprop::GradStore;
-use candle_core::{Tensor, Var};
+use candle_core::{DType, Tensor, Var};
+
+use super::inplace::{AdamWParamUpdate, FirstMoment, SecondMoment};
 
 use crate::model::{Param, ParamStore};
 use crate::{Error, Result};
@@ -158,8 +160,8 @@ impl AdamW {
                 Some(m) => m,
                 None => moments.insert(Moments {
                     step: 0,
-                    exp_avg: grad.zeros_like()?,
-                    exp_avg_sq: grad.zeros_like()?,
+                    exp_avg: param.var.zeros_like()?.contiguous()?,
+                    exp_avg_sq: param.var.zeros_like()?.contiguous()?,
                 }),
             };
             update_one(&param.var, grad, state, &self.cfg, lr, decay)?;
@@ -168,7 +170,7 @@ impl AdamW {
     }
 }
 
-/// PyTorch's single-tensor AdamW update.
+/// PyTorch's single-tensor AdamW update (in place on the CPU, tensor ops elsewhere).
 fn update_one(
     var: &Var,
     grad: &Tensor,
@@ -178,19 +180,84 @@ fn update_one(
     weight_decay: f64,
 ) -> Result<()> {
     state.step += 1;
-    let value = var.as_detached_tensor();
-    let value = if weight_decay != 0.0 {
-        (value * (1.0 - lr * weight_decay))?
-    } else {
-        value
-    };
-    // exp_avg.lerp_(grad, 1 - beta1)
-    let exp_avg = (&state.exp_avg + ((grad - &state.exp_avg)? * (1.0 - cfg.beta1))?)?;
-    let exp_avg_sq = ((&state.exp_avg_sq * cfg.beta2)? + (grad.sqr()? * (1.0 - cfg.beta2))?)?;
     let step = state.step as i32;
     let bias_correction1 = 1.0 - cfg.beta1.powi(step);
     let bias_correction2_sqrt = (1.0 - cfg.beta2.powi(step)).sqrt();
     let step_size = lr / bias_correction1;
+    let decay = 1.0 - lr * weight_decay;
+    let coefficients = UpdateCoefficients {
+        step_size,
+        bias_correction2_sqrt,
+        decay,
+    };
+    if var.device().is_cpu() && grad.dtype() == DType::F32 {
+        update_in_place(var, grad, state, cfg, coefficients)
+    } else {
+        update_with_tensor_ops(var, grad, state, cfg, coefficients)
+    }
+}
+
+/// Per-step scalars of the AdamW update.
+#[derive(Debug, Clone, Copy)]
+struct UpdateCoefficients {
+    step_size: f64,
+    bias_correction2_sqrt: f64,
+    decay: f64,
+}
+
+fn update_in_place(
+    var: &Var,
+    grad: &Tensor,
+    state: &mut Moments,
+    cfg: &AdamWConfig,
+    c: UpdateCoefficients,
+) -> Result<()> {
+    let UpdateCoefficients {
+        step_size,
+        bias_correction2_sqrt,
+        decay,
+    } = c;
+    {
+        let grad = grad.contiguous()?;
+        state.exp_avg.inplace_op2(
+            &grad,
+            &FirstMoment {
+                weight: (1.0 - cfg.beta1) as f32,
+            },
+        )?;
+        let second = SecondMoment {
+            beta2: cfg.beta2 as f32,
+            weight: (1.0 - cfg.beta2) as f32,
+        };
+        state.exp_avg_sq.inplace_op2(&grad, &second)?;
+        let update = AdamWParamUpdate {
+            decay: decay as f32,
+            step_size: step_size as f32,
+            bias_correction2_sqrt: bias_correction2_sqrt as f32,
+            eps: cfg.eps as f32,
+        };
+        var.as_tensor()
+            .inplace_op3(&state.exp_avg, &state.exp_avg_sq, &update)?;
+    }
+    Ok(())
+}
+
+fn update_with_tensor_ops(
+    var: &Var,
+    grad: &Tensor,
+    state: &mut Moments,
+    cfg: &AdamWConfig,
+    c: UpdateCoefficients,
+) -> Result<()> {
+    let UpdateCoefficients {
+        step_size,
+        bias_correction2_sqrt,
+        decay,
+    } = c;
+    let value = (var.as_detached_tensor() * decay)?;
+    // exp_avg.lerp_(grad, 1 - beta1)
+    let exp_avg = (&state.exp_avg + ((grad - &state.exp_avg)? * (1.0 - cfg.beta1))?)?;
+    let exp_avg_sq = ((&state.exp_avg_sq * cfg.beta2)? + (grad.sqr()? * (1.0 - cfg.beta2))?)?;
     let denom = ((exp_avg_sq.sqrt()? / bias_correction2_sqrt)? + cfg.eps)?;
     let updated = (value - (exp_avg.div(&denom)? * step_size)?)?;
     var.set(&updated)?;
@@ -202,6 +269,43 @@ fn update_one(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn in_place_and_tensor_updates_agree() -> Result<()> {
+        let dev = candle_core::Device::Cpu;
+        let init = Tensor::randn(0f32, 1., (7, 5), &dev)?;
+        let cfg = AdamWConfig::default();
+        let grads: Vec<Tensor> = (0..3)
+            .map(|_| Tensor::randn(0f32, 1., (7, 5), &dev))
+            .collect::<candle_core::Result<_>>()?;
+        let run = |in_place: bool| -> Result<Vec<f32>> {
+            let var = Var::from_tensor(&init)?;
+            let mut state = Moments {
+                step: 0,
+                exp_avg: init.zeros_like()?,
+                exp_avg_sq: init.zeros_like()?,
+            };
+            for (grad, step) in grads.iter().zip(1..) {
+                state.step = step;
+                let c = UpdateCoefficients {
+                    step_size: 1e-3 / (1.0 - 0.9f64.powi(step as i32)),
+                    bias_correction2_sqrt: (1.0 - 0.999f64.powi(step as i32)).sqrt(),
+                    decay: 1.0 - 1e-3 * 0.04,
+                };
+                if in_place {
+                    update_in_place(&var, grad, &mut state, &cfg, c)?;
+                } else {
+                    update_with_tensor_ops(&var, grad, &mut state, &cfg, c)?;
+                }
+            }
+            Ok(var.as_tensor().flatten_all()?.to_vec1::<f32>()?)
+        };
+        let (a, b) = (run(true)?, run(false)?);
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() < 1e-7, "{x} vs {y}");
+        }
+        Ok(())
+    }
 
     #[test]
     fn groups_follow_the_official_rule() {

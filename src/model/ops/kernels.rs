@@ -1,0 +1,419 @@
+//! Fused CPU kernels with their own backward pass, as candle custom ops.
+//!
+//! Each op does in one pass over memory what the composed formulation does in many
+//! candle ops (each allocating a tensor, and a zero tensor plus an add per input in the
+//! backward pass). They are numerically the same functions as the composed versions in
+//! [`super`], which stay in use on other devices; tests check the two agree.
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::fastmath;
+use super::small_gemm::{matmul, MatMut, MatRef};
+
+type CResult<T> = candle_core::Result<T>;
+
+/// Rows per rayon task: enough work per task to amortise scheduling.
+const MIN_ROWS_PER_TASK: usize = 32;
+
+fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> CResult<&'a [f32]> {
+    let data = storage.as_slice::<f32>()?;
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => candle_core::bail!("{op}: input must be contiguous"),
+    }
+}
+
+fn last_dim(layout: &Layout) -> usize {
+    layout.dims().last().copied().unwrap_or(1).max(1)
+}
+
+/// Runs `f` on the contiguous f32 values of a CPU tensor.
+fn read_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> CResult<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        candle_core::Storage::Cpu(cpu) => Ok(f(contiguous_f32(cpu, layout, "read")?)),
+        _ => candle_core::bail!("fused kernels run on the CPU only"),
+    }
+}
+
+fn tensor_like(values: Vec<f32>, like: &Tensor) -> CResult<Tensor> {
+    Tensor::from_vec(values, like.shape(), like.device())
+}
+
+/// Sums per-task partial vectors of length `n`.
+fn sum_partials(partials: Vec<Vec<f32>>, n: usize) -> Vec<f32> {
+    partials.into_iter().fold(vec![0f32; n], |mut acc, p| {
+        acc.iter_mut().zip(p).for_each(|(a, v)| *a += v);
+        acc
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// LayerNorm
+
+/// LayerNorm over the last dimension: `(x − mean) / sqrt(var + eps) · w + b`.
+#[derive(Debug, Clone, Copy)]
+pub struct LayerNormOp {
+    /// Variance epsilon.
+    pub eps: f32,
+}
+
+fn row_moments(x: &[f32], eps: f32) -> (f32, f32) {
+    let n = x.len() as f32;
+    let mean = x.iter().sum::<f32>() / n;
+    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    (mean, 1.0 / (var + eps).sqrt())
+}
+
+impl CustomOp3 for LayerNormOp {
+    fn name(&self) -> &'static str {
+        "dino-layer-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> CResult<(CpuStorage, Shape)> {
+        let x = contiguous_f32(s1, l1, self.name())?;
+        let w = contiguous_f32(s2, l2, self.name())?;
+        let b = contiguous_f32(s3, l3, self.name())?;
+        let d = last_dim(l1);
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(d)
+            .zip(x.par_chunks(d))
+            .with_min_len(MIN_ROWS_PER_TASK)
+            .for_each(|(yr, xr)| {
+                let (mean, rstd) = row_moments(xr, self.eps);
+                for (((o, &v), &wi), &bi) in yr.iter_mut().zip(xr).zip(w).zip(b) {
+                    *o = (v - mean) * rstd * wi + bi;
+                }
+            });
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> CResult<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let d = x.dims().last().copied().unwrap_or(1).max(1);
+        let eps = self.eps;
+        let (dx, dw, db) = read_f32(x, |xs| {
+            read_f32(w, |ws| {
+                read_f32(dy, |dys| layer_norm_backward(xs, ws, dys, d, eps))
+            })
+        })???;
+        Ok((
+            Some(tensor_like(dx, x)?),
+            Some(tensor_like(dw, w)?),
+            Some(Tensor::from_vec(db, d, w.device())?),
+        ))
+    }
+}
+
+type Grads3 = (Vec<f32>, Vec<f32>, Vec<f32>);
+
+fn layer_norm_backward(x: &[f32], w: &[f32], dy: &[f32], d: usize, eps: f32) -> Grads3 {
+    let mut dx = vec![0f32; x.len()];
+    let rows_per_task = (x.len() / d)
+        .div_ceil(rayon::current_num_threads() * 4)
+        .max(1);
+    let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
+        .par_chunks_mut(d * rows_per_task)
+        .zip(x.par_chunks(d * rows_per_task))
+        .zip(dy.par_chunks(d * rows_per_task))
+        .map(|((dxc, xc), dyc)| {
+            let mut dw = vec![0f32; d];
+            let mut db = vec![0f32; d];
+            let mut xhat = vec![0f32; d];
+            for ((dxr, xr), dyr) in dxc.chunks_mut(d).zip(xc.chunks(d)).zip(dyc.chunks(d)) {
+                let (mean, rstd) = row_moments(xr, eps);
+                let (mut mean_g, mut mean_gx) = (0f32, 0f32);
+                for i in 0..d {
+                    xhat[i] = (xr[i] - mean) * rstd;
+                    let g = dyr[i] * w[i];
+                    mean_g += g;
+                    mean_gx += g * xhat[i];
+                    dw[i] += dyr[i] * xhat[i];
+                    db[i] += dyr[i];
+                }
+                mean_g /= d as f32;
+                mean_gx /= d as f32;
+                for i in 0..d {
+                    dxr[i] = rstd * (dyr[i] * w[i] - mean_g - xhat[i] * mean_gx);
+                }
+            }
+            (dw, db)
+        })
+        .collect();
+    let (dws, dbs): (Vec<_>, Vec<_>) = partials.into_iter().unzip();
+    (dx, sum_partials(dws, d), sum_partials(dbs, d))
+}
+
+// ---------------------------------------------------------------------------------------
+// bias + GELU
+
+/// `gelu(x + bias)` with the exact erf GELU, bias broadcast over the last dimension.
+#[derive(Debug, Clone, Copy)]
+pub struct BiasGeluOp;
+
+const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
+/// 1 / sqrt(2π)
+const INV_SQRT_2PI: f32 = 0.398_942_3;
+
+#[inline]
+fn gelu(z: f32) -> f32 {
+    0.5 * z * (1.0 + fastmath::erf(z * FRAC_1_SQRT_2))
+}
+
+#[inline]
+fn gelu_grad(z: f32) -> f32 {
+    0.5 * (1.0 + fastmath::erf(z * FRAC_1_SQRT_2)) + z * INV_SQRT_2PI * fastmath::exp(-0.5 * z * z)
+}
+
+impl CustomOp2 for BiasGeluOp {
+    fn name(&self) -> &'static str {
+        "dino-bias-gelu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> CResult<(CpuStorage, Shape)> {
+        let x = contiguous_f32(s1, l1, self.name())?;
+        let bias = contiguous_f32(s2, l2, self.name())?;
+        let d = last_dim(l1);
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(d)
+            .zip(x.par_chunks(d))
+            .with_min_len(MIN_ROWS_PER_TASK)
+            .for_each(|(yr, xr)| {
+                for ((o, &v), &b) in yr.iter_mut().zip(xr).zip(bias) {
+                    *o = gelu(v + b);
+                }
+            });
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        bias: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> CResult<(Option<Tensor>, Option<Tensor>)> {
+        let d = bias.elem_count().max(1);
+        let (dx, db) = read_f32(x, |xs| {
+            read_f32(bias, |bs| {
+                read_f32(dy, |dys| bias_gelu_backward(xs, bs, dys, d))
+            })
+        })???;
+        Ok((Some(tensor_like(dx, x)?), Some(tensor_like(db, bias)?)))
+    }
+}
+
+fn bias_gelu_backward(x: &[f32], bias: &[f32], dy: &[f32], d: usize) -> (Vec<f32>, Vec<f32>) {
+    let mut dx = vec![0f32; x.len()];
+    let rows_per_task = (x.len() / d)
+        .div_ceil(rayon::current_num_threads() * 4)
+        .max(1);
+    let partials: Vec<Vec<f32>> = dx
+        .par_chunks_mut(d * rows_per_task)
+        .zip(x.par_chunks(d * rows_per_task))
+        .zip(dy.par_chunks(d * rows_per_task))
+        .map(|((dxc, xc), dyc)| {
+            let mut db = vec![0f32; d];
+            for ((dxr, xr), dyr) in dxc.chunks_mut(d).zip(xc.chunks(d)).zip(dyc.chunks(d)) {
+                for i in 0..d {
+                    let g = dyr[i] * gelu_grad(xr[i] + bias[i]);
+                    dxr[i] = g;
+                    db[i] += g;
+                }
+            }
+            db
+        })
+        .collect();
+    (dx, sum_partials(partials, d))
+}
+
+// ---------------------------------------------------------------------------------------
+// multi-head self-attention core
+
+/// `softmax(q kᵀ · scale) v` for every head, from the packed `[B, N, 3·D]` qkv projection
+/// (`[3][heads][head_dim]` along the last axis, as the official reshape reads it) to
+/// `[B, N, D]` with the heads side by side. The backward pass recomputes the attention
+/// probabilities instead of storing them.
+#[derive(Debug, Clone, Copy)]
+pub struct AttentionOp {
+    /// Number of heads.
+    pub num_heads: usize,
+    /// Logit scale, `head_dim^-0.5`.
+    pub scale: f32,
+}
+
+/// Shape bookkeeping of one attention call.
+#[derive(Debug, Clone, Copy)]
+struct AttnDims {
+    n: usize,
+    dim: usize,
+    heads: usize,
+    head_dim: usize,
+}
+
+impl AttnDims {
+    fn new(dims: &[usize], heads: usize) -> CResult<(usize, Self)> {
+        match dims {
+            [b, n, three_d] if three_d % 3 == 0 && (three_d / 3) % heads.max(1) == 0 => {
+                let dim = three_d / 3;
+                Ok((
+                    *b,
+                    Self {
+                        n: *n,
+                        dim,
+                        heads,
+                        head_dim: dim / heads,
+                    },
+                ))
+            }
+            other => candle_core::bail!("attention: qkv of shape {other:?} for {heads} heads"),
+        }
+    }
+
+    /// Query (part 0), key (1) or value (2) of head `h` inside one sample's qkv block.
+    fn qkv<'a>(&self, block: &'a [f32], part: usize, h: usize) -> MatRef<'a> {
+        let offset = part * self.dim + h * self.head_dim;
+        MatRef::rows_of(block, offset, self.n, self.head_dim, 3 * self.dim)
+    }
+}
+
+fn softmax_rows_in_place(m: &mut [f32], n: usize) {
+    for row in m.chunks_mut(n) {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0f32;
+        for v in row.iter_mut() {
+            *v = fastmath::exp(*v - max);
+            sum += *v;
+        }
+        let inv = 1.0 / sum;
+        row.iter_mut().for_each(|v| *v *= inv);
+    }
+}
+
+/// Attention probabilities of head `h` of one sample into `probs` (`n × n`).
+fn head_probs(qkv: &[f32], dims: &AttnDims, h: usize, scale: f32, probs: &mut [f32]) {
+    let n = dims.n;
+    let q = dims.qkv(qkv, 0, h);
+    let k = dims.qkv(qkv, 1, h);
+    matmul(MatMut::rows_of(probs, 0, n, n, n), q, k.t(), scale, false);
+    softmax_rows_in_place(probs, n);
+}
+
+fn attention_forward_sample(qkv: &[f32], out: &mut [f32], dims: &AttnDims, scale: f32) {
+    let n = dims.n;
+    let mut probs = vec![0f32; n * n];
+    for h in 0..dims.heads {
+        head_probs(qkv, dims, h, scale, &mut probs);
+        let p = MatRef::rows_of(&probs, 0, n, n, n);
+        let dst = MatMut::rows_of(out, h * dims.head_dim, n, dims.head_dim, dims.dim);
+        matmul(dst, p, dims.qkv(qkv, 2, h), 1.0, false);
+    }
+}
+
+/// `dS = P ⊙ (dP − Σ dP ⊙ P)` in place over `dp`. The result is re-centred so that the
+/// row sums to zero up to one rounding, as it does exactly in real arithmetic: the
+/// key-bias gradient, which is mathematically zero, then stays at rounding noise
+/// instead of accumulating it (AdamW turns noise into ±lr steps).
+fn softmax_backward_row(dp: &mut [f32], p: &[f32]) {
+    let dot: f32 = dp.iter().zip(p).map(|(a, b)| a * b).sum();
+    let mut total = 0f32;
+    for (ds, &pv) in dp.iter_mut().zip(p) {
+        *ds = pv * (*ds - dot);
+        total += *ds;
+    }
+    // Σ dS = Σ P·dP − dot·Σ P = dot·(1 − Σ P): spread the residual back by P.
+    dp.iter_mut().zip(p).for_each(|(ds, &pv)| *ds -= pv * total);
+}
+
+fn attention_backward_sample(
+    qkv: &[f32],
+    dout: &[f32],
+    dqkv: &mut [f32],
+    dims: &AttnDims,
+    scale: f32,
+) {
+    let (n, hd, d3) = (dims.n, dims.head_dim, 3 * dims.dim);
+    let mut probs = vec![0f32; n * n];
+    let mut dscores = vec![0f32; n * n];
+    for h in 0..dims.heads {
+        head_probs(qkv, dims, h, scale, &mut probs);
+        let p = MatRef::rows_of(&probs, 0, n, n, n);
+        let dout_h = MatRef::rows_of(dout, h * hd, n, hd, dims.dim);
+        let v = dims.qkv(qkv, 2, h);
+        // dV = Pᵀ dO
+        let dv = MatMut::rows_of(dqkv, 2 * dims.dim + h * hd, n, hd, d3);
+        matmul(dv, p.t(), dout_h, 1.0, false);
+        // dP = dO Vᵀ, then dS = P ⊙ (dP − rowsum(dP ⊙ P))
+        matmul(
+            MatMut::rows_of(&mut dscores, 0, n, n, n),
+            dout_h,
+            v.t(),
+            1.0,
+            false,
+        );
+        for (ds_row, p_row) in dscores.chunks_mut(n).zip(probs.chunks(n)) {
+            softmax_backward_row(ds_row, p_row);
+        }
+        let ds = MatRef::rows_of(&dscores, 0, n, n, n);
+        // dQ = scale · dS K, dK = scale · dSᵀ Q
+        let dq = MatMut::rows_of(dqkv, h * hd, n, hd, d3);
+        matmul(dq, ds, dims.qkv(qkv, 1, h), scale, false);
+        let dk = MatMut::rows_of(dqkv, dims.dim + h * hd, n, hd, d3);
+        matmul(dk, ds.t(), dims.qkv(qkv, 0, h), scale, false);
+    }
+}
+
+impl CustomOp1 for AttentionOp {
+    fn name(&self) -> &'static str {
+        "dino-attention"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> CResult<(CpuStorage, Shape)> {
+        let qkv = contiguous_f32(storage, layout, self.name())?;
+        let (b, dims) = AttnDims::new(layout.dims(), self.num_heads)?;
+        let mut out = vec![0f32; b * dims.n * dims.dim];
+        out.par_chunks_mut((dims.n * dims.dim).max(1))
+            .zip(qkv.par_chunks((dims.n * 3 * dims.dim).max(1)))
+            .for_each(|(o, x)| attention_forward_sample(x, o, &dims, self.scale));
+        Ok((CpuStorage::F32(out), Shape::from((b, dims.n, dims.dim))))
+    }
+
+    fn bwd(&self, qkv: &Tensor, _out: &Tensor, dout: &Tensor) -> CResult<Option<Tensor>> {
+        let (_, dims) = AttnDims::new(qkv.dims(), self.num_heads)?;
+        let scale = self.scale;
+        let dqkv = read_f32(qkv, |x| {
+            read_f32(dout, |g| {
+                let mut dqkv = vec![0f32; x.len()];
+                let sample = (dims.n * 3 * dims.dim).max(1);
+                dqkv.par_chunks_mut(sample)
+                    .zip(x.par_chunks(sample))
+                    .zip(g.par_chunks((dims.n * dims.dim).max(1)))
+                    .for_each(|((dx, x), g)| attention_backward_sample(x, g, dx, &dims, scale));
+                dqkv
+            })
+        })??;
+        Ok(Some(tensor_like(dqkv, qkv)?))
+    }
+}
