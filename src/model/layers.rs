@@ -33,6 +33,16 @@ impl Linear {
         Ok(Self { weight, bias })
     }
 
+    /// The weight, `[out, in]`.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// The bias, `[out]`, if the layer has one.
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+
     /// Applies the layer to `[..., in]`, giving `[..., out]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = self.forward_without_bias(x)?;
@@ -70,6 +80,11 @@ impl LayerNorm {
             weight: pb.param("weight", dim, Init::Ones)?,
             bias: pb.param("bias", dim, Init::Zeros)?,
         })
+    }
+
+    /// The scale and the shift.
+    pub fn weight_and_bias(&self) -> (&Tensor, &Tensor) {
+        (&self.weight, &self.bias)
     }
 
     /// Normalises `x` over its last dimension (biased variance, eps 1e-6).

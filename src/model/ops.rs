@@ -5,6 +5,7 @@
 //! (candle's own fused `layer_norm` / `softmax_last_dim` cut the graph). Both paths
 //! compute the same functions; the tests below hold them together.
 
+pub mod block;
 pub mod fastmath;
 pub mod kernels;
 pub mod small_gemm;
@@ -14,7 +15,8 @@ use candle_core::{DType, Device, Tensor, D};
 use crate::Result;
 use kernels::{AttentionOp, BiasGeluOp, LayerNormOp};
 
-fn fused(x: &Tensor) -> bool {
+/// Whether the fused CPU kernels apply to this tensor.
+pub fn fused(x: &Tensor) -> bool {
     matches!(x.device(), Device::Cpu) && x.dtype() == DType::F32
 }
 

@@ -9,8 +9,9 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::interp::pos_embed_resize_matrix;
-use super::layers::{linear_gelu, LayerNorm, Linear};
+use super::layers::{linear_gelu, LayerNorm, Linear, LAYER_NORM_EPS};
 use super::ops;
+use super::ops::block::{BlockOp, BlockParams};
 use super::params::{Init, ParamBuilder};
 use crate::{Error, Result};
 
@@ -142,27 +143,34 @@ impl Mlp {
     }
 }
 
-/// Per-sample stochastic depth: zero a residual branch with probability `rate` and
-/// scale the kept ones by `1 / (1 - rate)`.
+/// Per-sample stochastic-depth scales: 0 with probability `rate`, else `1 / (1 - rate)`.
+/// Empty (all ones) in eval mode or when `rate` is 0; draws one number per sample.
+fn drop_path_scales(batch: usize, rate: f64, rng: Option<&mut StdRng>) -> Vec<f32> {
+    match rng {
+        Some(rng) if rate > 0.0 => {
+            let keep = 1.0 - rate;
+            (0..batch)
+                .map(|_| {
+                    if rng.random::<f64>() < keep {
+                        (1.0 / keep) as f32
+                    } else {
+                        0.0
+                    }
+                })
+                .collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// Per-sample stochastic depth on a residual branch `[B, ...]`.
 fn drop_path(x: &Tensor, rate: f64, rng: Option<&mut StdRng>) -> Result<Tensor> {
-    let Some(rng) = rng else {
-        return Ok(x.clone());
-    };
-    if rate <= 0.0 {
+    let b = x.dim(0)?;
+    let scales = drop_path_scales(b, rate, rng);
+    if scales.is_empty() {
         return Ok(x.clone());
     }
-    let keep = 1.0 - rate;
-    let b = x.dim(0)?;
-    let mask: Vec<f32> = (0..b)
-        .map(|_| {
-            if rng.random::<f64>() < keep {
-                (1.0 / keep) as f32
-            } else {
-                0.0
-            }
-        })
-        .collect();
-    let mask = Tensor::from_vec(mask, (b, 1, 1), x.device())?;
+    let mask = Tensor::from_vec(scales, (b, 1, 1), x.device())?;
     Ok(x.broadcast_mul(&mask)?)
 }
 
@@ -187,7 +195,48 @@ impl Block {
         })
     }
 
-    fn forward(&self, x: &Tensor, mut rng: Option<&mut StdRng>) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, rng: Option<&mut StdRng>) -> Result<Tensor> {
+        if ops::fused(x) {
+            self.forward_fused(x, rng)
+        } else {
+            self.forward_composed(x, rng)
+        }
+    }
+
+    /// The block as one fused CPU op (see [`ops::block`]).
+    fn forward_fused(&self, x: &Tensor, mut rng: Option<&mut StdRng>) -> Result<Tensor> {
+        let (n1w, n1b) = self.norm1.weight_and_bias();
+        let (n2w, n2b) = self.norm2.weight_and_bias();
+        let linears = [
+            &self.attn.qkv,
+            &self.attn.proj,
+            &self.mlp.fc1,
+            &self.mlp.fc2,
+        ];
+        let mut parts = vec![n1w.clone(), n1b.clone()];
+        for (i, layer) in linears.iter().enumerate() {
+            if i == 2 {
+                parts.extend([n2w.clone(), n2b.clone()]);
+            }
+            let bias = layer
+                .bias()
+                .ok_or_else(|| Error::Config("fused block needs biased linears".into()))?;
+            parts.extend([layer.weight().flatten_all()?, bias.clone()]);
+        }
+        let flat = Tensor::cat(&parts, 0)?;
+        let (b, _, dim) = x.dims3()?;
+        let hidden = self.mlp.fc1.weight().dim(0)?;
+        let keep = x.track_op() || flat.track_op();
+        let params = BlockParams::new(dim, hidden);
+        let eps = LAYER_NORM_EPS as f32;
+        let mut op = BlockOp::new(params, self.attn.num_heads, eps, keep);
+        op.attn_scale = drop_path_scales(b, self.drop_path, rng.as_deref_mut());
+        op.mlp_scale = drop_path_scales(b, self.drop_path, rng);
+        Ok(x.contiguous()?.apply_op2(&flat, op)?)
+    }
+
+    /// The block from candle primitives (other devices; reference for the fused op).
+    fn forward_composed(&self, x: &Tensor, mut rng: Option<&mut StdRng>) -> Result<Tensor> {
         let y = self.attn.forward(&self.norm1.forward(x)?)?;
         let x = (x + drop_path(&y, self.drop_path, rng.as_deref_mut())?)?;
         let y = self.mlp.forward(&self.norm2.forward(&x)?)?;
@@ -383,6 +432,61 @@ mod tests {
             let pb = ParamBuilder::frozen(&Device::Cpu, 0);
             Vit::new(&pb, &VitConfig::preset(arch, patch))?;
             assert_eq!(pb.store().num_values(), want, "{arch:?}/{patch}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn fused_block_matches_the_composed_block(
+    ) -> std::result::Result<(), Box<dyn std::error::Error>> {
+        let cfg = VitConfig {
+            embed_dim: 48,
+            num_heads: 3,
+            ..VitConfig::preset(VitArch::VitTiny, 16)
+        };
+        let pb = ParamBuilder::trainable(&Device::Cpu, 3);
+        let block = Block::new(&pb, &cfg, 0.3)?;
+        let store = pb.store();
+        let x = candle_core::Var::randn(0f32, 1., (6, 5, 48), &Device::Cpu)?;
+        let r = Tensor::randn(0f32, 1., (6, 5, 48), &Device::Cpu)?;
+        let run = |fused: bool| -> Result<(Tensor, candle_core::backprop::GradStore)> {
+            let mut rng = StdRng::seed_from_u64(9);
+            let y = if fused {
+                block.forward_fused(x.as_tensor(), Some(&mut rng))?
+            } else {
+                block.forward_composed(x.as_tensor(), Some(&mut rng))?
+            };
+            let grads = (&y * &r)?.sum_all()?.backward()?;
+            Ok((y, grads))
+        };
+        let (y1, g1) = run(true)?;
+        let (y2, g2) = run(false)?;
+        let diff = |a: &Tensor, b: &Tensor| -> candle_core::Result<f32> {
+            (a - b)?.abs()?.max_all()?.to_scalar::<f32>()
+        };
+        assert!(
+            diff(&y1, &y2)? < 1e-5,
+            "forward differs by {}",
+            diff(&y1, &y2)?
+        );
+        let mut tensors: Vec<(String, Tensor)> = vec![("x".into(), x.as_tensor().clone())];
+        tensors.extend(
+            store
+                .params()
+                .iter()
+                .map(|p| (p.name.clone(), p.var.as_tensor().clone())),
+        );
+        for (name, t) in tensors {
+            let (a, b) = (
+                g1.get(&t).ok_or("no fused grad")?,
+                g2.get(&t).ok_or("no composed grad")?,
+            );
+            let scale = b.abs()?.max_all()?.to_scalar::<f32>()?.max(1e-3);
+            assert!(
+                diff(a, b)? < 1e-4 * scale,
+                "{name}: gradients differ by {}",
+                diff(a, b)?
+            );
         }
         Ok(())
     }

@@ -43,7 +43,7 @@ fn tensor_like(values: Vec<f32>, like: &Tensor) -> CResult<Tensor> {
 }
 
 /// Sums per-task partial vectors of length `n`.
-fn sum_partials(partials: Vec<Vec<f32>>, n: usize) -> Vec<f32> {
+pub(super) fn sum_partials(partials: Vec<Vec<f32>>, n: usize) -> Vec<f32> {
     partials.into_iter().fold(vec![0f32; n], |mut acc, p| {
         acc.iter_mut().zip(p).for_each(|(a, v)| *a += v);
         acc
@@ -58,6 +58,20 @@ fn sum_partials(partials: Vec<Vec<f32>>, n: usize) -> Vec<f32> {
 pub struct LayerNormOp {
     /// Variance epsilon.
     pub eps: f32,
+}
+
+/// LayerNorm of every `w.len()`-wide row of `x` into `y`, in parallel.
+pub(super) fn layer_norm_rows(x: &[f32], w: &[f32], b: &[f32], eps: f32, y: &mut [f32]) {
+    let d = w.len().max(1);
+    y.par_chunks_mut(d)
+        .zip(x.par_chunks(d))
+        .with_min_len(MIN_ROWS_PER_TASK)
+        .for_each(|(yr, xr)| {
+            let (mean, rstd) = row_moments(xr, eps);
+            for (((o, &v), &wi), &bi) in yr.iter_mut().zip(xr).zip(w).zip(b) {
+                *o = (v - mean) * rstd * wi + bi;
+            }
+        });
 }
 
 fn row_moments(x: &[f32], eps: f32) -> (f32, f32) {
@@ -84,17 +98,8 @@ impl CustomOp3 for LayerNormOp {
         let x = contiguous_f32(s1, l1, self.name())?;
         let w = contiguous_f32(s2, l2, self.name())?;
         let b = contiguous_f32(s3, l3, self.name())?;
-        let d = last_dim(l1);
         let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(d)
-            .zip(x.par_chunks(d))
-            .with_min_len(MIN_ROWS_PER_TASK)
-            .for_each(|(yr, xr)| {
-                let (mean, rstd) = row_moments(xr, self.eps);
-                for (((o, &v), &wi), &bi) in yr.iter_mut().zip(xr).zip(w).zip(b) {
-                    *o = (v - mean) * rstd * wi + bi;
-                }
-            });
+        layer_norm_rows(x, w, b, self.eps, &mut y);
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -110,7 +115,7 @@ impl CustomOp3 for LayerNormOp {
         let eps = self.eps;
         let (dx, dw, db) = read_f32(x, |xs| {
             read_f32(w, |ws| {
-                read_f32(dy, |dys| layer_norm_backward(xs, ws, dys, d, eps))
+                read_f32(dy, |dys| layer_norm_backward(xs, ws, dys, eps))
             })
         })???;
         Ok((
@@ -123,8 +128,23 @@ impl CustomOp3 for LayerNormOp {
 
 type Grads3 = (Vec<f32>, Vec<f32>, Vec<f32>);
 
-fn layer_norm_backward(x: &[f32], w: &[f32], dy: &[f32], d: usize, eps: f32) -> Grads3 {
+fn layer_norm_backward(x: &[f32], w: &[f32], dy: &[f32], eps: f32) -> Grads3 {
     let mut dx = vec![0f32; x.len()];
+    let (dw, db) = layer_norm_backward_into(x, w, dy, eps, &mut dx, false);
+    (dx, dw, db)
+}
+
+/// LayerNorm backward for rows of width `w.len()`: writes (or, with `accumulate`, adds)
+/// the input gradient into `dx` and returns the weight and bias gradients.
+pub(super) fn layer_norm_backward_into(
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    eps: f32,
+    dx: &mut [f32],
+    accumulate: bool,
+) -> (Vec<f32>, Vec<f32>) {
+    let d = w.len().max(1);
     let rows_per_task = (x.len() / d)
         .div_ceil(rayon::current_num_threads() * 4)
         .max(1);
@@ -150,14 +170,15 @@ fn layer_norm_backward(x: &[f32], w: &[f32], dy: &[f32], d: usize, eps: f32) -> 
                 mean_g /= d as f32;
                 mean_gx /= d as f32;
                 for i in 0..d {
-                    dxr[i] = rstd * (dyr[i] * w[i] - mean_g - xhat[i] * mean_gx);
+                    let g = rstd * (dyr[i] * w[i] - mean_g - xhat[i] * mean_gx);
+                    dxr[i] = if accumulate { dxr[i] + g } else { g };
                 }
             }
             (dw, db)
         })
         .collect();
     let (dws, dbs): (Vec<_>, Vec<_>) = partials.into_iter().unzip();
-    (dx, sum_partials(dws, d), sum_partials(dbs, d))
+    (sum_partials(dws, d), sum_partials(dbs, d))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -172,12 +193,12 @@ const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
 const INV_SQRT_2PI: f32 = 0.398_942_3;
 
 #[inline]
-fn gelu(z: f32) -> f32 {
+pub(super) fn gelu(z: f32) -> f32 {
     0.5 * z * (1.0 + fastmath::erf(z * FRAC_1_SQRT_2))
 }
 
 #[inline]
-fn gelu_grad(z: f32) -> f32 {
+pub(super) fn gelu_grad(z: f32) -> f32 {
     0.5 * (1.0 + fastmath::erf(z * FRAC_1_SQRT_2)) + z * INV_SQRT_2PI * fastmath::exp(-0.5 * z * z)
 }
 
@@ -266,7 +287,7 @@ pub struct AttentionOp {
 
 /// Shape bookkeeping of one attention call.
 #[derive(Debug, Clone, Copy)]
-struct AttnDims {
+pub(super) struct AttnDims {
     n: usize,
     dim: usize,
     heads: usize,
@@ -274,7 +295,7 @@ struct AttnDims {
 }
 
 impl AttnDims {
-    fn new(dims: &[usize], heads: usize) -> CResult<(usize, Self)> {
+    pub(super) fn new(dims: &[usize], heads: usize) -> CResult<(usize, Self)> {
         match dims {
             [b, n, three_d] if three_d % 3 == 0 && (three_d / 3) % heads.max(1) == 0 => {
                 let dim = three_d / 3;
@@ -321,7 +342,7 @@ fn head_probs(qkv: &[f32], dims: &AttnDims, h: usize, scale: f32, probs: &mut [f
     softmax_rows_in_place(probs, n);
 }
 
-fn attention_forward_sample(qkv: &[f32], out: &mut [f32], dims: &AttnDims, scale: f32) {
+pub(super) fn attention_forward_sample(qkv: &[f32], out: &mut [f32], dims: &AttnDims, scale: f32) {
     let n = dims.n;
     let mut probs = vec![0f32; n * n];
     for h in 0..dims.heads {
@@ -347,7 +368,7 @@ fn softmax_backward_row(dp: &mut [f32], p: &[f32]) {
     dp.iter_mut().zip(p).for_each(|(ds, &pv)| *ds -= pv * total);
 }
 
-fn attention_backward_sample(
+pub(super) fn attention_backward_sample(
     qkv: &[f32],
     dout: &[f32],
     dqkv: &mut [f32],

@@ -1,0 +1,507 @@
+//! A whole pre-norm transformer block as one CPU custom op with a hand-written backward:
+//!
+//! ```text
+//! x1 = x  + m1 ⊙ proj(attention(qkv(LN1(x))))
+//! y  = x1 + m2 ⊙ fc2(gelu(fc1(LN2(x1))))
+//! ```
+//!
+//! (`m1`, `m2`: per-sample stochastic-depth scales.) candle's autograd sees one node per
+//! block instead of ~30, and the backward pass is a dozen strided gemms plus a few fused
+//! passes. The forward keeps the activations the backward needs inside the op object,
+//! which candle holds in the graph until the graph is dropped. The block's parameters
+//! arrive as one flat tensor (the official tensors concatenated in [`BlockParams`]
+//! order), so that the backward returns all their gradients at once.
+
+use std::sync::{Mutex, PoisonError};
+
+use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::kernels::{
+    attention_backward_sample, attention_forward_sample, gelu, gelu_grad, layer_norm_backward_into,
+    layer_norm_rows, sum_partials, AttnDims,
+};
+use super::small_gemm::{matmul_par, MatMut, MatRef};
+
+type CResult<T> = candle_core::Result<T>;
+
+/// Offsets of the block's tensors inside the flat parameter vector, in the official
+/// order: norm1.{weight,bias}, attn.qkv.{weight,bias}, attn.proj.{weight,bias},
+/// norm2.{weight,bias}, mlp.fc1.{weight,bias}, mlp.fc2.{weight,bias}.
+#[derive(Debug, Clone, Copy)]
+pub struct BlockParams {
+    dim: usize,
+    hidden: usize,
+}
+
+/// Index of each tensor in [`BlockParams::sizes`].
+#[derive(Debug, Clone, Copy)]
+enum P {
+    Norm1W,
+    Norm1B,
+    QkvW,
+    QkvB,
+    ProjW,
+    ProjB,
+    Norm2W,
+    Norm2B,
+    Fc1W,
+    Fc1B,
+    Fc2W,
+    Fc2B,
+}
+
+impl BlockParams {
+    /// Layout for width `dim` and MLP width `hidden`.
+    pub fn new(dim: usize, hidden: usize) -> Self {
+        Self { dim, hidden }
+    }
+
+    /// Element counts of the twelve tensors, in order.
+    pub fn sizes(&self) -> [usize; 12] {
+        let (d, h) = (self.dim, self.hidden);
+        [d, d, 3 * d * d, 3 * d, d * d, d, d, d, h * d, h, d * h, d]
+    }
+
+    /// Total element count.
+    pub fn len(&self) -> usize {
+        self.sizes().iter().sum()
+    }
+
+    /// Whether the block has no parameters (never, for a valid width).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn range(&self, p: P) -> std::ops::Range<usize> {
+        let sizes = self.sizes();
+        let start: usize = sizes[..p as usize].iter().sum();
+        start..start + sizes[p as usize]
+    }
+
+    fn get<'a>(&self, flat: &'a [f32], p: P) -> &'a [f32] {
+        &flat[self.range(p)]
+    }
+}
+
+/// Activations the backward pass reads.
+#[derive(Debug, Default)]
+struct Saved {
+    qkv: Vec<f32>,
+    ctx: Vec<f32>,
+    x1: Vec<f32>,
+    h2: Vec<f32>,
+    u: Vec<f32>,
+}
+
+/// The fused block. Build one per forward call.
+#[derive(Debug)]
+pub struct BlockOp {
+    /// Tensor layout inside the flat parameters.
+    pub params: BlockParams,
+    /// Attention heads.
+    pub num_heads: usize,
+    /// LayerNorm epsilon.
+    pub eps: f32,
+    /// Per-sample residual scales of the attention branch (stochastic depth); empty = 1.
+    pub attn_scale: Vec<f32>,
+    /// Per-sample residual scales of the MLP branch; empty = 1.
+    pub mlp_scale: Vec<f32>,
+    /// Keep activations for a backward pass.
+    pub keep_activations: bool,
+    saved: Mutex<Option<Saved>>,
+}
+
+impl BlockOp {
+    /// A block op; `keep_activations` when a gradient will be asked for.
+    pub fn new(params: BlockParams, num_heads: usize, eps: f32, keep_activations: bool) -> Self {
+        Self {
+            params,
+            num_heads,
+            eps,
+            attn_scale: Vec::new(),
+            mlp_scale: Vec::new(),
+            keep_activations,
+            saved: Mutex::new(None),
+        }
+    }
+}
+
+fn contiguous<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> CResult<&'a [f32]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&s.as_slice::<f32>()?[a..b]),
+        None => candle_core::bail!("transformer block: {what} must be contiguous"),
+    }
+}
+
+fn read<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> CResult<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        candle_core::Storage::Cpu(cpu) => Ok(f(contiguous(cpu, layout, "input")?)),
+        _ => candle_core::bail!("transformer block: CPU only"),
+    }
+}
+
+/// Row-major `rows × cols` view of a whole buffer.
+fn mat(data: &[f32], rows: usize, cols: usize) -> MatRef<'_> {
+    MatRef::rows_of(data, 0, rows, cols, cols)
+}
+
+fn mat_mut(data: &mut [f32], rows: usize, cols: usize) -> MatMut<'_> {
+    MatMut::rows_of(data, 0, rows, cols, cols)
+}
+
+/// `out = x · Wᵀ + b` for `W` of shape `[out, in]`.
+fn linear(x: &[f32], w: &[f32], b: &[f32], rows: usize, out: &mut [f32]) {
+    let (n_out, n_in) = (b.len(), w.len() / b.len().max(1));
+    matmul_par(
+        mat_mut(out, rows, n_out),
+        mat(x, rows, n_in),
+        mat(w, n_out, n_in).t(),
+        1.0,
+        false,
+    );
+    out.par_chunks_mut(n_out.max(1))
+        .for_each(|r| r.iter_mut().zip(b).for_each(|(o, b)| *o += b));
+}
+
+/// Weight and bias gradients of a linear layer: `dW = dyᵀ x`, `db = Σ_rows dy`,
+/// written into `dw`/`db`; and `dx = dy · W` when asked.
+fn linear_backward(
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    rows: usize,
+    dw: &mut [f32],
+    db: &mut [f32],
+    dx: Option<&mut [f32]>,
+) {
+    let (n_out, n_in) = (db.len(), w.len() / db.len().max(1));
+    matmul_par(
+        mat_mut(dw, n_out, n_in),
+        mat(dy, rows, n_out).t(),
+        mat(x, rows, n_in),
+        1.0,
+        false,
+    );
+    db.copy_from_slice(&column_sums(dy, n_out));
+    if let Some(dx) = dx {
+        matmul_par(
+            mat_mut(dx, rows, n_in),
+            mat(dy, rows, n_out),
+            mat(w, n_out, n_in),
+            1.0,
+            false,
+        );
+    }
+}
+
+fn column_sums(m: &[f32], cols: usize) -> Vec<f32> {
+    let cols = cols.max(1);
+    let rows_per_task = (m.len() / cols)
+        .div_ceil(rayon::current_num_threads() * 2)
+        .max(1);
+    let partials = m
+        .par_chunks(rows_per_task * cols)
+        .map(|chunk| {
+            let mut acc = vec![0f32; cols];
+            for row in chunk.chunks(cols) {
+                acc.iter_mut().zip(row).for_each(|(a, v)| *a += v);
+            }
+            acc
+        })
+        .collect();
+    sum_partials(partials, cols)
+}
+
+/// `out[r] = base[r] + scale[sample(r)] · (branch[r] + bias)`, rows of width `bias.len()`.
+fn residual(
+    base: &[f32],
+    branch: &[f32],
+    bias: &[f32],
+    scale: &[f32],
+    tokens: usize,
+    out: &mut [f32],
+) {
+    let d = bias.len().max(1);
+    out.par_chunks_mut(d)
+        .zip(base.par_chunks(d))
+        .zip(branch.par_chunks(d))
+        .enumerate()
+        .with_min_len(64)
+        .for_each(|(r, ((o, x), y))| {
+            let s = scale.get(r / tokens.max(1)).copied().unwrap_or(1.0);
+            for i in 0..d {
+                o[i] = x[i] + s * (y[i] + bias[i]);
+            }
+        });
+}
+
+/// Multiplies each sample's rows by its scale (no-op when `scale` is empty).
+fn scale_rows(m: &mut [f32], scale: &[f32], sample_len: usize) {
+    if scale.is_empty() {
+        return;
+    }
+    m.par_chunks_mut(sample_len.max(1))
+        .zip(scale.par_iter())
+        .for_each(|(rows, &s)| rows.iter_mut().for_each(|v| *v *= s));
+}
+
+impl BlockOp {
+    fn forward_slices(&self, x: &[f32], flat: &[f32], b: usize, n: usize) -> (Vec<f32>, Saved) {
+        let (p, d, h) = (&self.params, self.params.dim, self.params.hidden);
+        let rows = b * n;
+        let mut h1 = vec![0f32; rows * d];
+        layer_norm_rows(
+            x,
+            p.get(flat, P::Norm1W),
+            p.get(flat, P::Norm1B),
+            self.eps,
+            &mut h1,
+        );
+        let mut qkv = vec![0f32; rows * 3 * d];
+        linear(
+            &h1,
+            p.get(flat, P::QkvW),
+            p.get(flat, P::QkvB),
+            rows,
+            &mut qkv,
+        );
+        let mut ctx = vec![0f32; rows * d];
+        let dims = self.attn_dims(b, n);
+        let scale = (d / self.num_heads.max(1)) as f32;
+        ctx.par_chunks_mut(n * d)
+            .zip(qkv.par_chunks(n * 3 * d))
+            .for_each(|(o, q)| attention_forward_sample(q, o, &dims, scale.powf(-0.5)));
+        let mut a = h1; // reuse: same size
+        matmul_par(
+            mat_mut(&mut a, rows, d),
+            mat(&ctx, rows, d),
+            mat(p.get(flat, P::ProjW), d, d).t(),
+            1.0,
+            false,
+        );
+        let mut x1 = vec![0f32; rows * d];
+        residual(x, &a, p.get(flat, P::ProjB), &self.attn_scale, n, &mut x1);
+        let mut h2 = a; // reuse again
+        layer_norm_rows(
+            &x1,
+            p.get(flat, P::Norm2W),
+            p.get(flat, P::Norm2B),
+            self.eps,
+            &mut h2,
+        );
+        let mut u = vec![0f32; rows * h];
+        linear(
+            &h2,
+            p.get(flat, P::Fc1W),
+            p.get(flat, P::Fc1B),
+            rows,
+            &mut u,
+        );
+        let g: Vec<f32> = u.par_iter().map(|&v| gelu(v)).collect();
+        let mut f = vec![0f32; rows * d];
+        matmul_par(
+            mat_mut(&mut f, rows, d),
+            mat(&g, rows, h),
+            mat(p.get(flat, P::Fc2W), d, h).t(),
+            1.0,
+            false,
+        );
+        let mut y = vec![0f32; rows * d];
+        residual(&x1, &f, p.get(flat, P::Fc2B), &self.mlp_scale, n, &mut y);
+        (
+            y,
+            Saved {
+                qkv,
+                ctx,
+                x1,
+                h2,
+                u,
+            },
+        )
+    }
+
+    fn attn_dims(&self, b: usize, n: usize) -> AttnDims {
+        // Shape validated in cpu_fwd; `new` cannot fail for [b, n, 3·dim] with dim % heads == 0.
+        let dims = [b, n, 3 * self.params.dim];
+        AttnDims::new(&dims, self.num_heads)
+            .map(|(_, d)| d)
+            .unwrap_or_else(|_| unreachable!())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn backward_slices(
+        &self,
+        x: &[f32],
+        flat: &[f32],
+        dy: &[f32],
+        b: usize,
+        n: usize,
+        s: &Saved,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let (p, d, h) = (&self.params, self.params.dim, self.params.hidden);
+        let rows = b * n;
+        let mut grads = vec![0f32; p.len()];
+        let grad_of = |which: P| -> Vec<f32> { vec![0f32; p.sizes()[which as usize]] };
+        // MLP branch: f = fc2(gelu(u)), scaled per sample.
+        let mut df = dy.to_vec();
+        scale_rows(&mut df, &self.mlp_scale, n * d);
+        let g: Vec<f32> = s.u.par_iter().map(|&v| gelu(v)).collect();
+        let (mut dw_fc2, mut db_fc2) = (grad_of(P::Fc2W), grad_of(P::Fc2B));
+        let mut dg = vec![0f32; rows * h];
+        linear_backward(
+            &g,
+            p.get(flat, P::Fc2W),
+            &df,
+            rows,
+            &mut dw_fc2,
+            &mut db_fc2,
+            Some(&mut dg),
+        );
+        drop(g);
+        dg.par_iter_mut()
+            .zip(s.u.par_iter())
+            .for_each(|(dg, &u)| *dg *= gelu_grad(u));
+        let (mut dw_fc1, mut db_fc1) = (grad_of(P::Fc1W), grad_of(P::Fc1B));
+        let mut dh2 = vec![0f32; rows * d];
+        linear_backward(
+            &s.h2,
+            p.get(flat, P::Fc1W),
+            &dg,
+            rows,
+            &mut dw_fc1,
+            &mut db_fc1,
+            Some(&mut dh2),
+        );
+        drop(dg);
+        let mut dx1 = dy.to_vec();
+        let (dw_n2, db_n2) = layer_norm_backward_into(
+            &s.x1,
+            p.get(flat, P::Norm2W),
+            &dh2,
+            self.eps,
+            &mut dx1,
+            true,
+        );
+        // Attention branch: a = proj(ctx), scaled per sample.
+        let mut da = dx1.clone();
+        scale_rows(&mut da, &self.attn_scale, n * d);
+        let (mut dw_proj, mut db_proj) = (grad_of(P::ProjW), grad_of(P::ProjB));
+        let mut dctx = dh2; // reuse
+        linear_backward(
+            &s.ctx,
+            p.get(flat, P::ProjW),
+            &da,
+            rows,
+            &mut dw_proj,
+            &mut db_proj,
+            Some(&mut dctx),
+        );
+        let dims = self.attn_dims(b, n);
+        let scale = ((d / self.num_heads.max(1)) as f32).powf(-0.5);
+        let mut dqkv = vec![0f32; rows * 3 * d];
+        dqkv.par_chunks_mut(n * 3 * d)
+            .zip(s.qkv.par_chunks(n * 3 * d))
+            .zip(dctx.par_chunks(n * d))
+            .for_each(|((dq, q), g)| attention_backward_sample(q, g, dq, &dims, scale));
+        let mut h1 = da; // reuse: recompute LN1(x)
+        layer_norm_rows(
+            x,
+            p.get(flat, P::Norm1W),
+            p.get(flat, P::Norm1B),
+            self.eps,
+            &mut h1,
+        );
+        let (mut dw_qkv, mut db_qkv) = (grad_of(P::QkvW), grad_of(P::QkvB));
+        let mut dh1 = dctx; // reuse
+        linear_backward(
+            &h1,
+            p.get(flat, P::QkvW),
+            &dqkv,
+            rows,
+            &mut dw_qkv,
+            &mut db_qkv,
+            Some(&mut dh1),
+        );
+        let (dw_n1, db_n1) =
+            layer_norm_backward_into(x, p.get(flat, P::Norm1W), &dh1, self.eps, &mut dx1, true);
+        let parts = [
+            (P::Norm1W, dw_n1),
+            (P::Norm1B, db_n1),
+            (P::QkvW, dw_qkv),
+            (P::QkvB, db_qkv),
+            (P::ProjW, dw_proj),
+            (P::ProjB, db_proj),
+            (P::Norm2W, dw_n2),
+            (P::Norm2B, db_n2),
+            (P::Fc1W, dw_fc1),
+            (P::Fc1B, db_fc1),
+            (P::Fc2W, dw_fc2),
+            (P::Fc2B, db_fc2),
+        ];
+        for (which, values) in parts {
+            grads[p.range(which)].copy_from_slice(&values);
+        }
+        (dx1, grads)
+    }
+}
+
+impl CustomOp2 for BlockOp {
+    fn name(&self) -> &'static str {
+        "dino-transformer-block"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> CResult<(CpuStorage, Shape)> {
+        let x = contiguous(s1, l1, "tokens")?;
+        let flat = contiguous(s2, l2, "parameters")?;
+        let (b, n, d) = l1.shape().dims3()?;
+        if d != self.params.dim || flat.len() != self.params.len() || d % self.num_heads.max(1) != 0
+        {
+            candle_core::bail!(
+                "transformer block: tokens {:?}, {} parameters",
+                l1.dims(),
+                flat.len()
+            );
+        }
+        let (y, saved) = self.forward_slices(x, flat, b, n);
+        if self.keep_activations {
+            *self.saved.lock().unwrap_or_else(PoisonError::into_inner) = Some(saved);
+        }
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        flat: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> CResult<(Option<Tensor>, Option<Tensor>)> {
+        let saved = self
+            .saved
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let Some(saved) = saved else {
+            candle_core::bail!("transformer block: backward without kept activations")
+        };
+        let (b, n, _) = x.dims3()?;
+        let (dx, dflat) = read(x, |xs| {
+            read(flat, |fs| {
+                read(dy, |dys| self.backward_slices(xs, fs, dys, b, n, &saved))
+            })
+        })???;
+        Ok((
+            Some(Tensor::from_vec(dx, x.shape(), x.device())?),
+            Some(Tensor::from_vec(dflat, flat.shape(), flat.device())?),
+        ))
+    }
+}
