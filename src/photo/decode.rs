@@ -1,0 +1,298 @@
+//! Decoding one photo into an upright, optionally downscaled, 8-bit RGB image.
+
+use std::fs::File;
+use std::io::{BufReader, Seek};
+use std::panic::{self, AssertUnwindSafe};
+use std::path::Path;
+
+use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
+use image::metadata::Orientation;
+use image::{DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader, Limits, RgbImage};
+
+use super::error::PhotoError;
+use super::jpeg;
+
+/// Default [`DecodeOptions::max_pixels`]: 100 megapixels.
+pub const DEFAULT_MAX_PIXELS: u64 = 100_000_000;
+
+/// Memory allowed to the decoders beyond the pixels themselves (tables, metadata).
+const ALLOC_SLACK: u64 = 64 << 20;
+
+/// How [`decode`] treats a photo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeOptions {
+    /// Largest width x height accepted, read from the header before any pixel is decoded.
+    pub max_pixels: u64,
+    /// When set, a photo whose shorter side is longer is downscaled so that its shorter side
+    /// is exactly this many pixels, keeping the aspect ratio. `Some(0)` means no downscaling.
+    pub target_short_side: Option<u32>,
+}
+
+impl Default for DecodeOptions {
+    fn default() -> Self {
+        Self {
+            max_pixels: DEFAULT_MAX_PIXELS,
+            target_short_side: None,
+        }
+    }
+}
+
+/// A decoded photo.
+#[derive(Debug, Clone)]
+pub struct Photo {
+    /// The pixels: upright, 8-bit RGB, possibly downscaled.
+    pub image: RgbImage,
+    /// Width of the full-size photo once upright, in pixels.
+    pub original_width: u32,
+    /// Height of the full-size photo once upright, in pixels.
+    pub original_height: u32,
+    /// The format found in the content (not taken from the extension).
+    pub format: ImageFormat,
+}
+
+/// What a format-specific decoder hands back before the common finishing steps.
+pub(super) struct Decoded {
+    /// RGB pixels, not yet oriented, possibly already reduced (JPEG DCT scaling).
+    pub image: RgbImage,
+    /// Full size as stored in the file, before orientation.
+    pub stored_size: (u32, u32),
+    /// Orientation to apply.
+    pub orientation: Orientation,
+}
+
+/// Formats [`decode`] accepts; others are refused as unsupported even if the `image` crate
+/// knows them, to keep the attack surface to what photo collections hold.
+const SUPPORTED_FORMATS: [ImageFormat; 6] = [
+    ImageFormat::Jpeg,
+    ImageFormat::Png,
+    ImageFormat::WebP,
+    ImageFormat::Gif,
+    ImageFormat::Tiff,
+    ImageFormat::Bmp,
+];
+
+/// Decodes the photo at `path` into an upright 8-bit RGB image.
+///
+/// The format is sniffed from the content. The size in the header is checked against
+/// [`DecodeOptions::max_pixels`] before decoding. The EXIF orientation is applied (once).
+/// Grey, alpha, 16-bit and palette images all become 8-bit RGB (alpha is dropped); a GIF
+/// gives its first frame. With [`DecodeOptions::target_short_side`], large photos are
+/// downscaled, JPEGs first in the DCT domain, then once with a Lanczos3 filter.
+///
+/// Safe to call from many threads at once; never panics on bad input (a decoder panic is
+/// caught and reported as a corrupt image).
+pub fn decode(path: &Path, opts: &DecodeOptions) -> Result<Photo, PhotoError> {
+    let file = open(path)?;
+    let reader = ImageReader::new(BufReader::new(file))
+        .with_guessed_format()
+        .map_err(|err| PhotoError::from_io(path, err))?;
+    let format = reader.format().ok_or_else(|| PhotoError::NotAnImage {
+        path: path.to_path_buf(),
+    })?;
+    if !SUPPORTED_FORMATS.contains(&format) {
+        return Err(PhotoError::unsupported(
+            path,
+            format!("{format:?} is not a supported photo format"),
+        ));
+    }
+    let decoded = catch_panics(path, || match format {
+        ImageFormat::Jpeg => decode_jpeg(path, reader.into_inner(), opts),
+        _ => decode_generic(path, reader, opts),
+    })?;
+    finish(path, decoded, opts, format)
+}
+
+/// Opens the file, telling apart a vanished, an unreadable and an empty one.
+fn open(path: &Path) -> Result<File, PhotoError> {
+    let file = File::open(path).map_err(|err| PhotoError::from_io(path, err))?;
+    let meta = file
+        .metadata()
+        .map_err(|err| PhotoError::from_io(path, err))?;
+    if meta.len() == 0 {
+        return Err(PhotoError::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(file)
+}
+
+/// JPEG through jpeg-decoder (for DCT scaling); what it does not support goes to `image`.
+fn decode_jpeg(
+    path: &Path,
+    mut reader: BufReader<File>,
+    opts: &DecodeOptions,
+) -> Result<Decoded, PhotoError> {
+    match jpeg::decode(path, &mut reader, opts) {
+        Err(PhotoError::Unsupported { .. }) => {
+            reader
+                .rewind()
+                .map_err(|err| PhotoError::from_io(path, err))?;
+            decode_generic(
+                path,
+                ImageReader::with_format(reader, ImageFormat::Jpeg),
+                opts,
+            )
+        }
+        result => result,
+    }
+}
+
+/// Any format through the `image` crate's decoders, with allocation limits.
+fn decode_generic(
+    path: &Path,
+    mut reader: ImageReader<BufReader<File>>,
+    opts: &DecodeOptions,
+) -> Result<Decoded, PhotoError> {
+    reader.limits(limits(opts));
+    let mut decoder = reader
+        .into_decoder()
+        .map_err(|err| image_error(path, err, None, opts))?;
+    let stored_size = decoder.dimensions();
+    check_pixels(path, stored_size, opts)?;
+    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    let image = DynamicImage::from_decoder(decoder)
+        .map_err(|err| image_error(path, err, Some(stored_size), opts))?
+        .into_rgb8();
+    Ok(Decoded {
+        image,
+        stored_size,
+        orientation,
+    })
+}
+
+fn limits(opts: &DecodeOptions) -> Limits {
+    let mut limits = Limits::default();
+    // Up to 8 bytes a pixel (16-bit RGBA) for the largest image allowed.
+    limits.max_alloc = Some(
+        opts.max_pixels
+            .saturating_mul(8)
+            .saturating_add(ALLOC_SLACK),
+    );
+    limits
+}
+
+/// Refuses a stored size above [`DecodeOptions::max_pixels`].
+pub(super) fn check_pixels(
+    path: &Path,
+    (width, height): (u32, u32),
+    opts: &DecodeOptions,
+) -> Result<(), PhotoError> {
+    if u64::from(width) * u64::from(height) > opts.max_pixels {
+        return Err(too_large(path, (width, height), opts));
+    }
+    Ok(())
+}
+
+fn too_large(path: &Path, (width, height): (u32, u32), opts: &DecodeOptions) -> PhotoError {
+    PhotoError::TooLarge {
+        path: path.to_path_buf(),
+        width,
+        height,
+        max_pixels: opts.max_pixels,
+    }
+}
+
+fn image_error(
+    path: &Path,
+    err: ImageError,
+    stored_size: Option<(u32, u32)>,
+    opts: &DecodeOptions,
+) -> PhotoError {
+    match err {
+        ImageError::IoError(io) => PhotoError::from_io(path, io),
+        ImageError::Unsupported(detail) => PhotoError::unsupported(path, detail),
+        ImageError::Limits(detail) => match stored_size {
+            Some(size) => too_large(path, size, opts),
+            None => PhotoError::corrupt(path, detail),
+        },
+        other => PhotoError::corrupt(path, other),
+    }
+}
+
+/// Runs a third-party decoder, turning a panic on hostile data into an error.
+fn catch_panics<T>(
+    path: &Path,
+    decode: impl FnOnce() -> Result<T, PhotoError>,
+) -> Result<T, PhotoError> {
+    panic::catch_unwind(AssertUnwindSafe(decode)).unwrap_or_else(|_| {
+        Err(PhotoError::corrupt(
+            path,
+            "the decoder crashed on this data",
+        ))
+    })
+}
+
+/// Downscales to the target, then orients.
+fn finish(
+    path: &Path,
+    decoded: Decoded,
+    opts: &DecodeOptions,
+    format: ImageFormat,
+) -> Result<Photo, PhotoError> {
+    let Decoded {
+        mut image,
+        stored_size: (width, height),
+        orientation,
+    } = decoded;
+    if let Some(size) = opts
+        .target_short_side
+        .and_then(|target| target_size((width, height), target))
+    {
+        if image.dimensions() != size {
+            image = resize(path, &image, size)?;
+        }
+    }
+    let mut oriented = DynamicImage::ImageRgb8(image);
+    oriented.apply_orientation(orientation);
+    let (original_width, original_height) = match swaps_sides(orientation) {
+        true => (height, width),
+        false => (width, height),
+    };
+    Ok(Photo {
+        image: oriented.into_rgb8(),
+        original_width,
+        original_height,
+        format,
+    })
+}
+
+/// Size whose shorter side is `target`, same aspect as `(width, height)`; `None` when the
+/// image is not larger than that (or the target is 0).
+pub(super) fn target_size((width, height): (u32, u32), target: u32) -> Option<(u32, u32)> {
+    let short = width.min(height);
+    if target == 0 || short <= target {
+        return None;
+    }
+    let scale = |side: u32| {
+        let scaled =
+            (u64::from(side) * u64::from(target) + u64::from(short) / 2) / u64::from(short);
+        u32::try_from(scaled).unwrap_or(u32::MAX).max(target)
+    };
+    Some((scale(width), scale(height)))
+}
+
+fn resize(
+    path: &Path,
+    image: &RgbImage,
+    (width, height): (u32, u32),
+) -> Result<RgbImage, PhotoError> {
+    let mut resized = RgbImage::new(width, height);
+    let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3));
+    Resizer::new()
+        .resize(image, &mut resized, &options)
+        .map_err(|err| PhotoError::corrupt(path, format!("resizing failed: {err}")))?;
+    Ok(resized)
+}
+
+fn swaps_sides(orientation: Orientation) -> bool {
+    matches!(
+        orientation,
+        Orientation::Rotate90
+            | Orientation::Rotate270
+            | Orientation::Rotate90FlipH
+            | Orientation::Rotate270FlipH
+    )
+}
+
+#[cfg(test)]
+mod tests;
