@@ -27,6 +27,9 @@ pub enum Error {
     /// Tensors do not fit the model (missing, unexpected or mis-shaped parameters).
     #[error("parameters do not fit the model: {0}")]
     ParamMismatch(String),
+    /// Training produced a NaN or infinite loss.
+    #[error("training diverged: {0}")]
+    Diverged(String),
     /// A configuration value is outside what the model supports.
     #[error("invalid configuration: {0}")]
     Config(String),

@@ -25,17 +25,57 @@ pub struct DinoNet {
     pub backbone: Vit,
     /// The projection head on the CLS token.
     pub head: DinoHead,
+    /// Ablation only: a 2-layer MLP on the student's output (`predictor.*`).
+    pub predictor: Option<Predictor>,
     params: ParamStore,
+}
+
+/// `Linear(K, h) → GELU → Linear(h, K)` on the head output (the paper's "predictor"
+/// ablation, as in BYOL); `h` is the head's bottleneck width.
+#[derive(Debug)]
+pub struct Predictor {
+    hidden: layers::Linear,
+    out: layers::Linear,
+}
+
+impl Predictor {
+    fn new(pb: &ParamBuilder, dim: usize, hidden: usize) -> Result<Self> {
+        Ok(Self {
+            hidden: layers::Linear::new(&pb.push("0"), dim, hidden, true)?,
+            out: layers::Linear::new(&pb.push("2"), hidden, dim, true)?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.out.forward(&layers::linear_gelu(&self.hidden, x)?)
+    }
 }
 
 impl DinoNet {
     /// Builds both parts under `pb` (`backbone.` and `head.` prefixes).
     pub fn new(pb: &ParamBuilder, vit: &VitConfig, head: &HeadConfig) -> Result<Self> {
+        Self::with_predictor(pb, vit, head, false)
+    }
+
+    /// [`DinoNet::new`], plus a predictor on the output when `predictor` is set.
+    pub fn with_predictor(
+        pb: &ParamBuilder,
+        vit: &VitConfig,
+        head_cfg: &HeadConfig,
+        predictor: bool,
+    ) -> Result<Self> {
         let backbone = Vit::new(&pb.push("backbone"), vit)?;
-        let head = DinoHead::new(&pb.push("head"), head)?;
+        let head = DinoHead::new(&pb.push("head"), head_cfg)?;
+        let predictor = if predictor {
+            let (k, h) = (head_cfg.out_dim, head_cfg.bottleneck_dim);
+            Some(Predictor::new(&pb.push("predictor"), k, h)?)
+        } else {
+            None
+        };
         Ok(Self {
             backbone,
             head,
+            predictor,
             params: pb.store(),
         })
     }
@@ -61,6 +101,10 @@ impl DinoNet {
             cls_tokens.push(self.backbone.forward(&batch, rng.as_deref_mut())?);
             start = end;
         }
-        self.head.forward(&Tensor::cat(&cls_tokens, 0)?)
+        let out = self.head.forward(&Tensor::cat(&cls_tokens, 0)?)?;
+        match &self.predictor {
+            Some(p) => p.forward(&out),
+            None => Ok(out),
+        }
     }
 }

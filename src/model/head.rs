@@ -4,6 +4,7 @@ use candle_core::{Tensor, D};
 use serde::{Deserialize, Serialize};
 
 use super::layers::{l2_normalize, linear_gelu, Linear};
+use super::ops;
 use super::params::{Init, ParamBuilder};
 use crate::{Error, Result};
 
@@ -90,8 +91,10 @@ impl DinoHead {
     /// Logits over the prototypes, `[B, out_dim]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let z = self.bottleneck(x)?;
+        // x Wᵀ with W = g v / ‖v‖ (rows) is (x vᵀ) with column k scaled by g_k / ‖v_k‖:
+        // the scaling touches [B, K] values instead of the [K, bottleneck] weight.
         let v_norm = self.weight_v.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?;
-        let weight = self.weight_v.broadcast_mul(&self.weight_g.div(&v_norm)?)?;
-        Ok(z.matmul(&weight.t()?)?)
+        let column_scale = self.weight_g.div(&v_norm)?.t()?;
+        Ok(ops::linear(&z, &self.weight_v, None)?.broadcast_mul(&column_scale)?)
     }
 }

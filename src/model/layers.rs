@@ -45,19 +45,19 @@ impl Linear {
 
     /// Applies the layer to `[..., in]`, giving `[..., out]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = self.forward_without_bias(x)?;
-        match &self.bias {
-            Some(bias) => Ok(y.broadcast_add(bias)?),
-            None => Ok(y),
-        }
+        self.apply(x, self.bias.as_ref())
     }
 
     /// `x Wᵀ` only, for callers that fuse the bias into the next operation.
     pub fn forward_without_bias(&self, x: &Tensor) -> Result<Tensor> {
+        self.apply(x, None)
+    }
+
+    fn apply(&self, x: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
         let dims = x.dims();
         let in_dim = dims.last().copied().unwrap_or(1);
         let rows = x.elem_count() / in_dim.max(1);
-        let y = x.reshape((rows, in_dim))?.matmul(&self.weight.t()?)?;
+        let y = ops::linear(&x.reshape((rows, in_dim))?, &self.weight, bias)?;
         let mut out_dims = dims.to_vec();
         if let Some(last) = out_dims.last_mut() {
             *last = self.weight.dim(0)?;

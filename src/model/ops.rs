@@ -13,7 +13,7 @@ pub mod small_gemm;
 use candle_core::{DType, Device, Tensor, D};
 
 use crate::Result;
-use kernels::{AttentionOp, BiasGeluOp, LayerNormOp};
+use kernels::{AttentionOp, BiasGeluOp, LayerNormOp, LinearBiasOp, LinearOp};
 
 /// Whether the fused CPU kernels apply to this tensor.
 pub fn fused(x: &Tensor) -> bool {
@@ -36,6 +36,27 @@ pub fn layer_norm_composed(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64)
     let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
     let normed = centred.broadcast_div(&(var + eps)?.sqrt()?)?;
     Ok(normed.broadcast_mul(weight)?.broadcast_add(bias)?)
+}
+
+/// `x Wᵀ (+ bias)` for a 2-D `x: [rows, in]` and `W: [out, in]`.
+pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    if fused(x) {
+        let (x, w) = (x.contiguous()?, weight.contiguous()?);
+        return Ok(match bias {
+            Some(b) => x.apply_op3(&w, b, LinearBiasOp)?,
+            None => x.apply_op2(&w, LinearOp)?,
+        });
+    }
+    linear_composed(x, weight, bias)
+}
+
+/// [`linear`] from candle primitives.
+pub fn linear_composed(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let y = x.matmul(&weight.t()?)?;
+    Ok(match bias {
+        Some(b) => y.broadcast_add(b)?,
+        None => y,
+    })
 }
 
 /// `gelu(x + bias)` (exact erf GELU), bias over the last dimension.
@@ -146,6 +167,26 @@ mod tests {
             &[x, w, b],
             |t| layer_norm(&t[0], &t[1], &t[2], 1e-6),
             |t| layer_norm_composed(&t[0], &t[1], &t[2], 1e-6),
+            2e-5,
+        )
+    }
+
+    #[test]
+    fn fused_linear_matches_composed() -> TestResult {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1., (13, 24), &dev)?;
+        let w = Tensor::randn(0f32, 0.3, (10, 24), &dev)?;
+        let b = Tensor::randn(0f32, 0.3, 10, &dev)?;
+        compare(
+            &[x.clone(), w.clone(), b],
+            |t| linear(&t[0], &t[1], Some(&t[2])),
+            |t| linear_composed(&t[0], &t[1], Some(&t[2])),
+            2e-5,
+        )?;
+        compare(
+            &[x, w],
+            |t| linear(&t[0], &t[1], None),
+            |t| linear_composed(&t[0], &t[1], None),
             2e-5,
         )
     }

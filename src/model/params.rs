@@ -136,6 +136,37 @@ impl ParamStore {
     pub fn copy_from(&self, other: &ParamStore) -> Result<()> {
         self.load(&other.tensors()?, false)
     }
+
+    /// Copies into this store the values of `other` for every parameter of this store
+    /// (`other` may hold more, e.g. a student's predictor that the teacher lacks).
+    pub fn copy_matching(&self, other: &ParamStore) -> Result<()> {
+        self.load(&other.tensors()?, true)
+    }
+
+    /// Overwrites the parameters whose names start with `prefix` with `tensors` keyed by
+    /// the rest of the name (e.g. a backbone checkpoint into `backbone.`); every such
+    /// parameter must be present, others in `tensors` are ignored.
+    pub fn load_prefixed(&self, prefix: &str, tensors: &HashMap<String, Tensor>) -> Result<usize> {
+        let mut loaded = 0;
+        for param in self.params.iter().filter(|p| p.name.starts_with(prefix)) {
+            let short = &param.name[prefix.len()..];
+            let value = tensors
+                .get(short)
+                .ok_or_else(|| Error::ParamMismatch(format!("missing {short}")))?;
+            if value.shape() != param.var.shape() {
+                return Err(Error::ParamMismatch(format!(
+                    "{short} has shape {:?}, the model expects {:?}",
+                    value.dims(),
+                    param.var.dims()
+                )));
+            }
+            param
+                .var
+                .set(&value.to_dtype(DType::F32)?.to_device(&self.device)?)?;
+            loaded += 1;
+        }
+        Ok(loaded)
+    }
 }
 
 struct BuilderState {

@@ -321,9 +321,7 @@ impl Vit {
             .permute((0, 2, 4, 1, 3, 5))?
             .contiguous()?
             .reshape((b * rows * cols, c * p * p))?;
-        let tokens = patches
-            .matmul(&self.patch_weight.t()?)?
-            .broadcast_add(&self.patch_bias)?
+        let tokens = ops::linear(&patches, &self.patch_weight, Some(&self.patch_bias))?
             .reshape((b, rows * cols, self.cfg.embed_dim))?;
         Ok(tokens)
     }

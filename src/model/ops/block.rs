@@ -18,8 +18,8 @@ use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::kernels::{
-    attention_backward_sample, attention_forward_sample, gelu, gelu_grad, layer_norm_backward_into,
-    layer_norm_rows, sum_partials, AttnDims,
+    attention_backward_sample, attention_forward_sample, column_sums, gelu, gelu_grad,
+    layer_norm_backward_into, layer_norm_rows, AttnDims,
 };
 use super::small_gemm::{matmul_par, MatMut, MatRef};
 
@@ -195,24 +195,6 @@ fn linear_backward(
             false,
         );
     }
-}
-
-fn column_sums(m: &[f32], cols: usize) -> Vec<f32> {
-    let cols = cols.max(1);
-    let rows_per_task = (m.len() / cols)
-        .div_ceil(rayon::current_num_threads() * 2)
-        .max(1);
-    let partials = m
-        .par_chunks(rows_per_task * cols)
-        .map(|chunk| {
-            let mut acc = vec![0f32; cols];
-            for row in chunk.chunks(cols) {
-                acc.iter_mut().zip(row).for_each(|(a, v)| *a += v);
-            }
-            acc
-        })
-        .collect();
-    sum_partials(partials, cols)
 }
 
 /// `out[r] = base[r] + scale[sample(r)] · (branch[r] + bias)`, rows of width `bias.len()`.

@@ -9,7 +9,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Te
 use rayon::prelude::*;
 
 use super::fastmath;
-use super::small_gemm::{matmul, MatMut, MatRef};
+use super::small_gemm::{matmul_par, matmul_small, MatMut, MatRef};
 
 type CResult<T> = candle_core::Result<T>;
 
@@ -338,7 +338,7 @@ fn head_probs(qkv: &[f32], dims: &AttnDims, h: usize, scale: f32, probs: &mut [f
     let n = dims.n;
     let q = dims.qkv(qkv, 0, h);
     let k = dims.qkv(qkv, 1, h);
-    matmul(MatMut::rows_of(probs, 0, n, n, n), q, k.t(), scale, false);
+    matmul_small(MatMut::rows_of(probs, 0, n, n, n), q, k.t(), scale);
     softmax_rows_in_place(probs, n);
 }
 
@@ -349,7 +349,7 @@ pub(super) fn attention_forward_sample(qkv: &[f32], out: &mut [f32], dims: &Attn
         head_probs(qkv, dims, h, scale, &mut probs);
         let p = MatRef::rows_of(&probs, 0, n, n, n);
         let dst = MatMut::rows_of(out, h * dims.head_dim, n, dims.head_dim, dims.dim);
-        matmul(dst, p, dims.qkv(qkv, 2, h), 1.0, false);
+        matmul_small(dst, p, dims.qkv(qkv, 2, h), 1.0);
     }
 }
 
@@ -385,14 +385,13 @@ pub(super) fn attention_backward_sample(
         let v = dims.qkv(qkv, 2, h);
         // dV = Pᵀ dO
         let dv = MatMut::rows_of(dqkv, 2 * dims.dim + h * hd, n, hd, d3);
-        matmul(dv, p.t(), dout_h, 1.0, false);
+        matmul_small(dv, p.t(), dout_h, 1.0);
         // dP = dO Vᵀ, then dS = P ⊙ (dP − rowsum(dP ⊙ P))
-        matmul(
+        matmul_small(
             MatMut::rows_of(&mut dscores, 0, n, n, n),
             dout_h,
             v.t(),
             1.0,
-            false,
         );
         for (ds_row, p_row) in dscores.chunks_mut(n).zip(probs.chunks(n)) {
             softmax_backward_row(ds_row, p_row);
@@ -400,9 +399,9 @@ pub(super) fn attention_backward_sample(
         let ds = MatRef::rows_of(&dscores, 0, n, n, n);
         // dQ = scale · dS K, dK = scale · dSᵀ Q
         let dq = MatMut::rows_of(dqkv, h * hd, n, hd, d3);
-        matmul(dq, ds, dims.qkv(qkv, 1, h), scale, false);
+        matmul_small(dq, ds, dims.qkv(qkv, 1, h), scale);
         let dk = MatMut::rows_of(dqkv, dims.dim + h * hd, n, hd, d3);
-        matmul(dk, ds.t(), dims.qkv(qkv, 0, h), scale, false);
+        matmul_small(dk, ds.t(), dims.qkv(qkv, 0, h), scale);
     }
 }
 
@@ -436,5 +435,178 @@ impl CustomOp1 for AttentionOp {
             })
         })??;
         Ok(Some(tensor_like(dqkv, qkv)?))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// linear layer
+
+/// `y = x Wᵀ (+ b)` for `x: [rows, in]`, `W: [out, in]` (PyTorch layout), with a
+/// backward that writes `dW` contiguous (candle's `matmul(w.t())` hands back a
+/// transposed gradient whose accumulation is a slow strided pass).
+#[derive(Debug, Clone, Copy)]
+pub struct LinearOp;
+
+fn linear_dims(x: &Layout, w: &Layout) -> CResult<(usize, usize, usize)> {
+    match (x.dims(), w.dims()) {
+        ([rows, n_in], [n_out, w_in]) if n_in == w_in => Ok((*rows, *n_in, *n_out)),
+        (a, b) => candle_core::bail!("linear: input {a:?} against weight {b:?}"),
+    }
+}
+
+fn linear_forward(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    dims: (usize, usize, usize),
+) -> Vec<f32> {
+    let (rows, n_in, n_out) = dims;
+    let mut y = vec![0f32; rows * n_out];
+    let dst = MatMut::rows_of(&mut y, 0, rows, n_out, n_out);
+    let lhs = MatRef::rows_of(x, 0, rows, n_in, n_in);
+    matmul_par(
+        dst,
+        lhs,
+        MatRef::rows_of(w, 0, n_out, n_in, n_in).t(),
+        1.0,
+        false,
+    );
+    if let Some(b) = bias {
+        y.par_chunks_mut(n_out.max(1))
+            .for_each(|r| r.iter_mut().zip(b).for_each(|(o, b)| *o += b));
+    }
+    y
+}
+
+/// Column sums of a row-major matrix with `cols` columns, in parallel.
+pub(super) fn column_sums(m: &[f32], cols: usize) -> Vec<f32> {
+    let cols = cols.max(1);
+    let rows_per_task = (m.len() / cols)
+        .div_ceil(rayon::current_num_threads() * 2)
+        .max(1);
+    let partials = m
+        .par_chunks(rows_per_task * cols)
+        .map(|chunk| {
+            let mut acc = vec![0f32; cols];
+            for row in chunk.chunks(cols) {
+                acc.iter_mut().zip(row).for_each(|(a, v)| *a += v);
+            }
+            acc
+        })
+        .collect();
+    sum_partials(partials, cols)
+}
+
+/// `(dx, dW)` of a linear layer: `dx = dy W`, `dW = dyᵀ x`.
+fn linear_backward(
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    dims: (usize, usize, usize),
+) -> (Vec<f32>, Vec<f32>) {
+    let (rows, n_in, n_out) = dims;
+    let dy_m = MatRef::rows_of(dy, 0, rows, n_out, n_out);
+    let mut dx = vec![0f32; rows * n_in];
+    let w_m = MatRef::rows_of(w, 0, n_out, n_in, n_in);
+    matmul_par(
+        MatMut::rows_of(&mut dx, 0, rows, n_in, n_in),
+        dy_m,
+        w_m,
+        1.0,
+        false,
+    );
+    let mut dw = vec![0f32; n_out * n_in];
+    let x_m = MatRef::rows_of(x, 0, rows, n_in, n_in);
+    matmul_par(
+        MatMut::rows_of(&mut dw, 0, n_out, n_in, n_in),
+        dy_m.t(),
+        x_m,
+        1.0,
+        false,
+    );
+    (dx, dw)
+}
+
+impl CustomOp2 for LinearOp {
+    fn name(&self) -> &'static str {
+        "dino-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> CResult<(CpuStorage, Shape)> {
+        let dims = linear_dims(l1, l2)?;
+        let x = contiguous_f32(s1, l1, self.name())?;
+        let w = contiguous_f32(s2, l2, self.name())?;
+        let y = linear_forward(x, w, None, dims);
+        Ok((CpuStorage::F32(y), Shape::from((dims.0, dims.2))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> CResult<(Option<Tensor>, Option<Tensor>)> {
+        let dims = (x.dim(0)?, x.dim(1)?, w.dim(0)?);
+        let (dx, dw) = read_f32(x, |xs| {
+            read_f32(w, |ws| read_f32(dy, |g| linear_backward(xs, ws, g, dims)))
+        })???;
+        Ok((Some(tensor_like(dx, x)?), Some(tensor_like(dw, w)?)))
+    }
+}
+
+/// [`LinearOp`] with a bias added to every row.
+#[derive(Debug, Clone, Copy)]
+pub struct LinearBiasOp;
+
+impl CustomOp3 for LinearBiasOp {
+    fn name(&self) -> &'static str {
+        "dino-linear-bias"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> CResult<(CpuStorage, Shape)> {
+        let dims = linear_dims(l1, l2)?;
+        let x = contiguous_f32(s1, l1, self.name())?;
+        let w = contiguous_f32(s2, l2, self.name())?;
+        let b = contiguous_f32(s3, l3, self.name())?;
+        if b.len() != dims.2 {
+            candle_core::bail!("linear: bias of {} for {} outputs", b.len(), dims.2);
+        }
+        let y = linear_forward(x, w, Some(b), dims);
+        Ok((CpuStorage::F32(y), Shape::from((dims.0, dims.2))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> CResult<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let dims = (x.dim(0)?, x.dim(1)?, w.dim(0)?);
+        let (dx, dw) = read_f32(x, |xs| {
+            read_f32(w, |ws| read_f32(dy, |g| linear_backward(xs, ws, g, dims)))
+        })???;
+        let db = read_f32(dy, |g| column_sums(g, dims.2))?;
+        Ok((
+            Some(tensor_like(dx, x)?),
+            Some(tensor_like(dw, w)?),
+            Some(tensor_like(db, b)?),
+        ))
     }
 }

@@ -106,6 +106,72 @@ pub fn matmul(dst: MatMut<'_>, lhs: MatRef<'_>, rhs: MatRef<'_>, scale: f32, acc
     product(dst, lhs, rhs, scale, accumulate, gemm::Parallelism::None);
 }
 
+/// Products at most this many multiply-adds use plain loops: below it, gemm's packing
+/// and dispatch cost more than the arithmetic (attention of 48- and 96-pixel crops).
+pub const SMALL_PRODUCT: usize = 48 * 48 * 64;
+
+/// [`matmul`] for tiny matrices: loops the compiler vectorises when the inner
+/// dimension is contiguous, gemm otherwise.
+pub fn matmul_small(dst: MatMut<'_>, lhs: MatRef<'_>, rhs: MatRef<'_>, scale: f32) {
+    let contiguous_rows = rhs.col_stride == 1 && dst.col_stride == 1;
+    let contiguous_dots = lhs.col_stride == 1 && rhs.row_stride == 1;
+    if lhs.rows * lhs.cols * rhs.cols > SMALL_PRODUCT || !(contiguous_rows || contiguous_dots) {
+        return matmul(dst, lhs, rhs, scale, false);
+    }
+    assert!(
+        lhs.cols == rhs.rows && dst.rows == lhs.rows && dst.cols == rhs.cols,
+        "small_gemm: shapes"
+    );
+    if contiguous_rows {
+        axpy_product(dst, lhs, rhs, scale);
+    } else {
+        dot_product(dst, lhs, rhs, scale);
+    }
+}
+
+/// `dst_i = scale · Σ_p lhs_ip · rhs_p` with contiguous rows of `rhs` and `dst`.
+fn axpy_product(dst: MatMut<'_>, lhs: MatRef<'_>, rhs: MatRef<'_>, scale: f32) {
+    let n = dst.cols;
+    for i in 0..dst.rows {
+        let out = &mut dst.data[i * dst.row_stride..i * dst.row_stride + n];
+        out.fill(0.0);
+        for p in 0..lhs.cols {
+            let a = scale * lhs.data[i * lhs.row_stride + p * lhs.col_stride];
+            let row = &rhs.data[p * rhs.row_stride..p * rhs.row_stride + n];
+            out.iter_mut().zip(row).for_each(|(o, &r)| *o += a * r);
+        }
+    }
+}
+
+/// `dst_ij = scale · lhs_i · rhs_j` with contiguous rows of `lhs` and columns of `rhs`.
+fn dot_product(dst: MatMut<'_>, lhs: MatRef<'_>, rhs: MatRef<'_>, scale: f32) {
+    let k = lhs.cols;
+    for i in 0..dst.rows {
+        let a = &lhs.data[i * lhs.row_stride..i * lhs.row_stride + k];
+        for j in 0..dst.cols {
+            let b = &rhs.data[j * rhs.col_stride..j * rhs.col_stride + k];
+            dst.data[i * dst.row_stride + j * dst.col_stride] = scale * dot(a, b);
+        }
+    }
+}
+
+/// Dot product with 8 independent accumulators so the compiler can vectorise it.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let chunks = a.len() / 8 * 8;
+    for (ca, cb) in a[..chunks].chunks_exact(8).zip(b[..chunks].chunks_exact(8)) {
+        for l in 0..8 {
+            acc[l] += ca[l] * cb[l];
+        }
+    }
+    let tail: f32 = a[chunks..]
+        .iter()
+        .zip(&b[chunks..])
+        .map(|(x, y)| x * y)
+        .sum();
+    acc.iter().sum::<f32>() + tail
+}
+
 /// [`matmul`] on all of rayon's threads, for large products.
 pub fn matmul_par(dst: MatMut<'_>, lhs: MatRef<'_>, rhs: MatRef<'_>, scale: f32, accumulate: bool) {
     let threads = rayon::current_num_threads();
@@ -224,6 +290,37 @@ mod tests {
         matmul(MatMut::rows_of(&mut out, 0, 3, 5, 5), lhs, rhs, 2.0, true);
         for (o, w) in out.iter().zip(&want) {
             assert!((o - 3.0 * w).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn loop_products_match_gemm() {
+        let a: Vec<f32> = (0..2000).map(|i| (i as f32 * 0.37).sin()).collect();
+        let b: Vec<f32> = (0..2000).map(|i| (i as f32 * 0.11).cos()).collect();
+        // q kᵀ (dot form), p v (axpy form), pᵀ v (axpy, strided lhs)
+        let cases = [
+            (
+                MatRef::rows_of(&a, 3, 7, 16, 40),
+                MatRef::rows_of(&b, 5, 9, 16, 40).t(),
+            ),
+            (
+                MatRef::rows_of(&a, 0, 7, 9, 9),
+                MatRef::rows_of(&b, 1, 9, 16, 40),
+            ),
+            (
+                MatRef::rows_of(&a, 0, 9, 7, 7).t(),
+                MatRef::rows_of(&b, 2, 9, 16, 40),
+            ),
+        ];
+        for (lhs, rhs) in cases {
+            let mut want = vec![0f32; lhs.rows * rhs.cols];
+            let mut got = want.clone();
+            let (r, c) = (lhs.rows, rhs.cols);
+            matmul(MatMut::rows_of(&mut want, 0, r, c, c), lhs, rhs, 0.5, false);
+            matmul_small(MatMut::rows_of(&mut got, 0, r, c, c), lhs, rhs, 0.5);
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() < 1e-5, "{g} vs {w}");
+            }
         }
     }
 
