@@ -4,6 +4,7 @@
 
 use candle_core::{DType, Device, Tensor};
 
+use super::config::{LossKind, TeacherNorm};
 use super::schedule::teacher_temp_schedule;
 use crate::model::layers::{log_softmax_last_dim, softmax_last_dim};
 use crate::{Error, Result};
@@ -51,7 +52,12 @@ pub struct DinoLoss {
     cfg: LossConfig,
     teacher_temps: Vec<f64>,
     center: Tensor,
+    teacher_norm: TeacherNorm,
+    kind: LossKind,
 }
+
+/// Sinkhorn-Knopp iterations of the Sinkhorn ablation (as SwAV).
+const SINKHORN_ITERATIONS: usize = 3;
 
 impl DinoLoss {
     /// A loss with a zero centre on `device`.
@@ -73,7 +79,17 @@ impl DinoLoss {
             cfg,
             teacher_temps,
             center,
+            teacher_norm: TeacherNorm::Centering,
+            kind: LossKind::Ce,
         })
+    }
+
+    /// The paper's ablations: Sinkhorn-Knopp targets instead of centring, MSE instead of
+    /// cross-entropy.
+    pub fn with_variants(mut self, teacher_norm: TeacherNorm, kind: LossKind) -> Self {
+        self.teacher_norm = teacher_norm;
+        self.kind = kind;
+        self
     }
 
     /// The running centre `[1, out_dim]`.
@@ -103,11 +119,18 @@ impl DinoLoss {
             .unwrap_or(self.cfg.teacher_temp)
     }
 
-    /// The teacher's target distributions `softmax((t - center) / τt)`, detached.
+    /// The teacher's target distributions `softmax((t - center) / τt)` (or the
+    /// Sinkhorn-Knopp assignment of `t / τt`), detached.
     pub fn teacher_targets(&self, teacher_output: &Tensor, epoch: usize) -> Result<Tensor> {
-        let centred = teacher_output.broadcast_sub(&self.center)?;
-        let sharpened = (centred / self.teacher_temp(epoch))?;
-        Ok(softmax_last_dim(&sharpened)?.detach())
+        let temp = self.teacher_temp(epoch);
+        let targets = match self.teacher_norm {
+            TeacherNorm::Centering => {
+                let centred = teacher_output.broadcast_sub(&self.center)?;
+                softmax_last_dim(&(centred / temp)?)?
+            }
+            TeacherNorm::Sinkhorn => sinkhorn_knopp(&(teacher_output.detach() / temp)?)?,
+        };
+        Ok(targets.detach())
     }
 
     /// The loss for `student_output` (`[ncrops·B, K]`, view-major) against
@@ -120,7 +143,10 @@ impl DinoLoss {
         epoch: usize,
     ) -> Result<Tensor> {
         let targets = self.teacher_targets(teacher_output, epoch)?;
-        let loss = cross_view_entropy(student_output, &targets, &self.cfg)?;
+        let loss = match self.kind {
+            LossKind::Ce => cross_view_entropy(student_output, &targets, &self.cfg)?,
+            LossKind::Mse => cross_view_squared_error(student_output, &targets, &self.cfg)?,
+        };
         self.update_center(teacher_output)?;
         Ok(loss)
     }
@@ -133,6 +159,45 @@ impl DinoLoss {
         self.center = ((&self.center * m)? + (batch_center * (1.0 - m))?)?;
         Ok(())
     }
+}
+
+/// SwAV's Sinkhorn-Knopp: rows of `exp(scores)` rescaled so that every prototype gets
+/// an equal share of the batch and every sample a distribution (rows sum to 1).
+fn sinkhorn_knopp(scores: &Tensor) -> Result<Tensor> {
+    let (rows, k) = scores.dims2()?;
+    let max = scores.max_all()?;
+    let mut q = scores.broadcast_sub(&max)?.exp()?;
+    q = q.broadcast_div(&q.sum_all()?)?;
+    for _ in 0..SINKHORN_ITERATIONS {
+        q = (q.broadcast_div(&q.sum_keepdim(0)?)? / k as f64)?;
+        q = (q.broadcast_div(&q.sum_keepdim(1)?)? / rows as f64)?;
+    }
+    Ok((q * rows as f64)?)
+}
+
+/// The view pairs of [`cross_view_entropy`] with `Σ_k (q − p)²` instead of `−q log p`
+/// (`p = softmax(s / τs)`): the paper's MSE ablation.
+fn cross_view_squared_error(
+    student_output: &Tensor,
+    targets: &Tensor,
+    cfg: &LossConfig,
+) -> Result<Tensor> {
+    let (student_rows, k) = student_output.dims2()?;
+    let batch = student_rows / cfg.ncrops.max(1);
+    let n_teacher = targets.dim(0)? / batch.max(1);
+    let probs =
+        softmax_last_dim(&(student_output / cfg.student_temp)?)?.reshape((cfg.ncrops, batch, k))?;
+    let targets = targets.reshape((n_teacher, batch, k))?;
+    let mut total = Tensor::zeros((), student_output.dtype(), student_output.device())?;
+    for i in 0..n_teacher {
+        let t = targets.get(i)?;
+        for v in (0..cfg.ncrops).filter(|&v| v != i) {
+            let d = (probs.get(v)? - &t)?.sqr()?.sum_all()?;
+            total = (total + d)?;
+        }
+    }
+    let n_pairs = n_teacher * cfg.ncrops - n_teacher;
+    Ok((total / (batch * n_pairs) as f64)?)
 }
 
 /// Mean over (teacher view i, student view v ≠ i) of `mean_b Σ_k −q_i log softmax(s_v/τs)`.

@@ -6,10 +6,11 @@ use std::time::Instant;
 use candle_core::{Device, Tensor};
 use rand::rngs::StdRng;
 
+use super::config::TrainConfig;
 use super::ema::ema_update;
 use super::loss::DinoLoss;
-use super::optim::{cancel_last_layer, clip_gradients, collect_gradients, AdamW};
-use crate::model::DinoNet;
+use super::optim::{cancel_last_layer, clip_gradients, collect_gradients, AdamW, AdamWConfig};
+use crate::model::{DinoNet, ParamBuilder};
 use crate::{Error, Result};
 
 /// One gradient per student parameter, `None` where the optimizer must skip it.
@@ -95,6 +96,32 @@ pub struct DinoState {
 }
 
 impl DinoState {
+    /// A fresh run: student initialised from `cfg.seed`, teacher a copy of it, zero
+    /// centre, empty optimizer.
+    pub fn new(cfg: &TrainConfig, device: &Device) -> Result<Self> {
+        cfg.validate()?;
+        let student_pb = ParamBuilder::trainable(device, cfg.seed);
+        let student =
+            DinoNet::with_predictor(&student_pb, &cfg.vit(true), &cfg.head(), cfg.predictor)?;
+        let teacher_pb = ParamBuilder::frozen(device, cfg.seed);
+        let teacher = DinoNet::new(&teacher_pb, &cfg.vit(false), &cfg.head())?;
+        teacher.params().copy_matching(student.params())?;
+        let loss =
+            DinoLoss::new(cfg.loss_config(), device)?.with_variants(cfg.teacher_norm, cfg.loss);
+        let optimizer = AdamW::new(AdamWConfig::default(), student.params().params().len());
+        Ok(Self {
+            student,
+            teacher,
+            loss,
+            optimizer,
+            cfg: StepConfig {
+                n_global: 2,
+                clip_grad: cfg.clip_grad,
+                freeze_last_layer: cfg.freeze_last_layer,
+            },
+        })
+    }
+
     /// Teacher outputs on the global views and student outputs on all views.
     pub fn forward(&self, views: &[Tensor], rng: Option<&mut StdRng>) -> Result<(Tensor, Tensor)> {
         let teacher_output = self.teacher_forward(views)?;
@@ -149,6 +176,12 @@ impl DinoState {
             .loss
             .forward(&student_output, &teacher_output, sched.epoch)?;
         let loss_value = loss.to_scalar::<f32>()?;
+        if !loss_value.is_finite() {
+            return Err(Error::Diverged(format!(
+                "loss is {loss_value} at epoch {}, learning rate {:.3e}",
+                sched.epoch, sched.lr
+            )));
+        }
         times.student_s = lap(&mut clock, &device)?;
         let (grads, grad_norms) = self.gradients(&loss, sched.epoch)?;
         times.backward_s = lap(&mut clock, &device)?;

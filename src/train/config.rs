@@ -1,0 +1,231 @@
+//! Everything that defines a training run, with the CPU and GPU presets.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{HeadConfig, VitArch, VitConfig};
+use crate::train::loss::LossConfig;
+use crate::{Error, Result};
+
+/// How the teacher's targets are normalised (paper Table 7: centring vs Sinkhorn-Knopp).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum TeacherNorm {
+    /// Centre then sharpen (DINO).
+    #[default]
+    Centering,
+    /// Three Sinkhorn-Knopp iterations instead of centring.
+    Sinkhorn,
+}
+
+/// The student/teacher objective (paper Table 7: cross-entropy vs MSE).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum LossKind {
+    /// Cross-entropy between teacher and student distributions (DINO).
+    #[default]
+    Ce,
+    /// Mean squared error between the distributions.
+    Mse,
+}
+
+/// A complete, serialisable description of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Backbone size.
+    pub arch: VitArch,
+    /// Patch side in pixels.
+    pub patch_size: usize,
+    /// Transformer blocks (12 in every official model; fewer for quick experiments).
+    pub depth: usize,
+    /// Global view side in pixels.
+    pub global_size: u32,
+    /// Local view side in pixels.
+    pub local_size: u32,
+    /// Local views per image (0 disables multi-crop).
+    pub local_crops: usize,
+    /// Area range of the global crops.
+    pub global_scale: (f32, f32),
+    /// Area range of the local crops.
+    pub local_scale: (f32, f32),
+    /// Head prototypes.
+    pub out_dim: usize,
+    /// Head MLP width.
+    pub head_hidden: usize,
+    /// Head bottleneck width.
+    pub head_bottleneck: usize,
+    /// Images per step.
+    pub batch_size: usize,
+    /// Passes over the collection.
+    pub epochs: usize,
+    /// Stop after this many steps (0: run all epochs).
+    pub max_steps: u64,
+    /// Peak learning rate for a batch of 256 (scaled linearly with the batch).
+    pub lr: f64,
+    /// Final learning rate.
+    pub min_lr: f64,
+    /// Linear warm-up epochs of the learning rate.
+    pub warmup_epochs: usize,
+    /// Weight decay at the start (cosine to `weight_decay_end`).
+    pub weight_decay: f64,
+    /// Weight decay at the end.
+    pub weight_decay_end: f64,
+    /// Teacher EMA momentum at the start (cosine to 1).
+    pub momentum_teacher: f64,
+    /// Teacher temperature after warm-up.
+    pub teacher_temp: f64,
+    /// Teacher temperature at the start.
+    pub warmup_teacher_temp: f64,
+    /// Epochs of teacher-temperature warm-up.
+    pub warmup_teacher_temp_epochs: usize,
+    /// Per-tensor gradient clipping (0: off).
+    pub clip_grad: f64,
+    /// Epochs with the head's last layer frozen.
+    pub freeze_last_layer: usize,
+    /// Student stochastic depth.
+    pub drop_path: f64,
+    /// Seed of every random choice (init, data order, augmentations, stochastic depth).
+    pub seed: u64,
+    /// Write a checkpoint every this many steps (and at each epoch end).
+    pub checkpoint_every: u64,
+    /// Ablation: the teacher copies the student every step instead of an EMA.
+    pub no_momentum_teacher: bool,
+    /// Ablation: teacher target normalisation.
+    pub teacher_norm: TeacherNorm,
+    /// Ablation: the objective.
+    pub loss: LossKind,
+    /// Ablation: a 2-layer MLP predictor on the student output.
+    pub predictor: bool,
+}
+
+/// The two presets: small enough to learn on a laptop CPU, or the official GPU setup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Preset {
+    /// ViT-Tiny at small resolution, tuned for small collections on 2–8 CPU cores.
+    Cpu,
+    /// ViT-Small/16 at 224/96 as in the paper.
+    Gpu,
+}
+
+impl TrainConfig {
+    /// The settings of a preset (every field can be overridden afterwards).
+    pub fn preset(preset: Preset) -> Self {
+        match preset {
+            Preset::Cpu => Self {
+                arch: VitArch::VitTiny,
+                patch_size: 16,
+                global_size: 96,
+                local_size: 48,
+                local_crops: 6,
+                out_dim: 4096,
+                batch_size: 32,
+                epochs: 30,
+                lr: 5e-4,
+                warmup_epochs: 1,
+                ..Self::official()
+            },
+            Preset::Gpu => Self::official(),
+        }
+    }
+
+    /// The official `main_dino.py` defaults for ViT-S/16.
+    fn official() -> Self {
+        Self {
+            arch: VitArch::VitSmall,
+            patch_size: 16,
+            depth: 12,
+            global_size: 224,
+            local_size: 96,
+            local_crops: 8,
+            global_scale: (0.4, 1.0),
+            local_scale: (0.05, 0.4),
+            out_dim: 65536,
+            head_hidden: 2048,
+            head_bottleneck: 256,
+            batch_size: 64,
+            epochs: 100,
+            max_steps: 0,
+            lr: 5e-4,
+            min_lr: 1e-6,
+            warmup_epochs: 10,
+            weight_decay: 0.04,
+            weight_decay_end: 0.4,
+            momentum_teacher: 0.996,
+            teacher_temp: 0.04,
+            warmup_teacher_temp: 0.04,
+            warmup_teacher_temp_epochs: 0,
+            clip_grad: 3.0,
+            freeze_last_layer: 1,
+            drop_path: 0.1,
+            seed: 0,
+            checkpoint_every: 500,
+            no_momentum_teacher: false,
+            teacher_norm: TeacherNorm::Centering,
+            loss: LossKind::Ce,
+            predictor: false,
+        }
+    }
+
+    /// Views per image the student sees.
+    pub fn ncrops(&self) -> usize {
+        2 + self.local_crops
+    }
+
+    /// The backbone's shape (student: with stochastic depth).
+    pub fn vit(&self, student: bool) -> VitConfig {
+        VitConfig {
+            depth: self.depth,
+            drop_path_rate: if student { self.drop_path } else { 0.0 },
+            ..VitConfig::preset(self.arch, self.patch_size)
+        }
+    }
+
+    /// The head's shape.
+    pub fn head(&self) -> HeadConfig {
+        HeadConfig {
+            in_dim: self.arch.dims().0,
+            out_dim: self.out_dim,
+            hidden_dim: self.head_hidden,
+            bottleneck_dim: self.head_bottleneck,
+            norm_last_layer: true,
+        }
+    }
+
+    /// The loss settings for this run.
+    pub fn loss_config(&self) -> LossConfig {
+        LossConfig {
+            out_dim: self.out_dim,
+            ncrops: self.ncrops(),
+            warmup_teacher_temp: self.warmup_teacher_temp,
+            teacher_temp: self.teacher_temp,
+            warmup_teacher_temp_epochs: self.warmup_teacher_temp_epochs,
+            epochs: self.epochs,
+            student_temp: 0.1,
+            center_momentum: 0.9,
+        }
+    }
+
+    /// Checks the values a user can set for ones that cannot work.
+    pub fn validate(&self) -> Result<()> {
+        let fail = |msg: String| Err(Error::Config(msg));
+        if self.batch_size == 0 || self.epochs == 0 || self.depth == 0 {
+            return fail("batch size, epochs and depth must be at least 1".into());
+        }
+        let p = self.patch_size as u32;
+        if p == 0 || self.global_size < p || (self.local_crops > 0 && self.local_size < p) {
+            return fail(format!(
+                "views ({} and {} px) must hold at least one {p}-px patch",
+                self.global_size, self.local_size
+            ));
+        }
+        let lr_ok = self.lr > 0.0; // false for NaN too
+        if self.out_dim == 0 || !lr_ok || self.teacher_temp <= 0.0 {
+            return fail("out_dim, lr and the teacher temperature must be positive".into());
+        }
+        let scale_ok = |(a, b): (f32, f32)| a > 0.0 && a <= b && b <= 1.0;
+        if !scale_ok(self.global_scale) || !scale_ok(self.local_scale) {
+            return fail("crop scales must satisfy 0 < min <= max <= 1".into());
+        }
+        Ok(())
+    }
+}
