@@ -7,9 +7,12 @@
 pub mod atomic;
 pub mod bench;
 pub mod device;
+pub mod embed;
 pub mod error;
+pub mod eval;
 pub mod model;
 pub mod photo;
 pub mod train;
+pub mod workspace;
 
 pub use error::{Error, Result};

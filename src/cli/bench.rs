@@ -1,0 +1,92 @@
+//! `dino-curate bench …`
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+
+use super::{device_from, ArchArg, DeviceArg};
+use dino_curate::bench::{bench_train, TrainBenchConfig};
+use dino_curate::device::device_name;
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Time full DINO training steps (teacher + student forward, loss, backward, AdamW, EMA).
+    Train(BenchTrainArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchTrainArgs {
+    /// Backbone size.
+    #[arg(long, value_enum, default_value = "vit-tiny")]
+    arch: ArchArg,
+    /// Patch size in pixels.
+    #[arg(long, default_value_t = 16)]
+    patch_size: usize,
+    /// Side of the global views in pixels.
+    #[arg(long, default_value_t = 96)]
+    global_size: usize,
+    /// Side of the local views in pixels.
+    #[arg(long, default_value_t = 48)]
+    local_size: usize,
+    /// Number of local views per image.
+    #[arg(long, default_value_t = 6)]
+    local_crops: usize,
+    /// Images per step.
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
+    /// Number of prototypes of the head.
+    #[arg(long, default_value_t = 4096)]
+    out_dim: usize,
+    /// Student stochastic-depth rate.
+    #[arg(long, default_value_t = 0.1)]
+    drop_path: f64,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Timed steps (the median is reported).
+    #[arg(long, default_value_t = 7)]
+    steps: usize,
+    /// Where to compute.
+    #[arg(long, value_enum, default_value = "auto")]
+    device: DeviceArg,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(cmd: BenchCommand) -> Result<()> {
+    match cmd {
+        BenchCommand::Train(args) => bench_train_command(args),
+    }
+}
+
+fn bench_train_command(args: BenchTrainArgs) -> Result<()> {
+    let cfg = TrainBenchConfig {
+        arch: args.arch.into(),
+        patch_size: args.patch_size,
+        global_size: args.global_size,
+        local_size: args.local_size,
+        local_crops: args.local_crops,
+        batch_size: args.batch_size,
+        out_dim: args.out_dim,
+        drop_path: args.drop_path,
+        warmup: args.warmup,
+        steps: args.steps,
+    };
+    let device = device_from(args.device)?;
+    eprintln!("benchmarking on {}", device_name(&device));
+    let report = super::on_compute_pool(|| {
+        bench_train(&cfg, &device, |i, total, secs| {
+            eprintln!("step {i}/{total}: {secs:.3} s");
+        })
+    })??;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        let b = &report.breakdown;
+        println!(
+            "median step {:.3} s, {:.1} source img/s (teacher {:.3} s, student+loss {:.3} s, backward {:.3} s, update {:.3} s)",
+            report.median_step_s, report.img_per_s, b.teacher_s, b.student_s, b.backward_s, b.update_s
+        );
+    }
+    Ok(())
+}

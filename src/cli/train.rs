@@ -1,0 +1,281 @@
+//! `dino-curate train PATH...`
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::{device_from, ArchArg, DeviceArg};
+use dino_curate::device::device_name;
+use dino_curate::train::config::{LossKind, Preset, TeacherNorm, TrainConfig};
+use dino_curate::train::trainer::{train, TrainEvent, TrainOptions, TrainSummary};
+use dino_curate::workspace::Workspace;
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Photo folders (or files) to learn from; searched recursively.
+    #[arg(required_unless_present = "resume", value_name = "PATH")]
+    paths: Vec<PathBuf>,
+    /// Starting settings: `cpu` (ViT-Tiny, small views) or `gpu` (ViT-S/16, 224/96);
+    /// chosen by device when omitted. Every flag below overrides it.
+    #[arg(long, value_enum)]
+    preset: Option<PresetArg>,
+    /// Backbone size.
+    #[arg(long, value_enum)]
+    arch: Option<ArchArg>,
+    /// Patch size in pixels (8 or 16 for the official models).
+    #[arg(long)]
+    patch_size: Option<usize>,
+    /// Transformer blocks (12 in every official model).
+    #[arg(long)]
+    depth: Option<usize>,
+    /// Passes over the collection.
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Stop after this many steps (schedules still span --epochs).
+    #[arg(long)]
+    max_steps: Option<u64>,
+    /// Images per step.
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Side of the two global views in pixels.
+    #[arg(long, value_name = "PX")]
+    global_size: Option<u32>,
+    /// Side of the local views in pixels.
+    #[arg(long, value_name = "PX")]
+    local_size: Option<u32>,
+    /// Local views per image (0 disables multi-crop).
+    #[arg(long)]
+    local_crops: Option<usize>,
+    /// Prototypes of the DINO head.
+    #[arg(long)]
+    out_dim: Option<usize>,
+    /// Peak learning rate for a batch of 256 (scaled with the batch size).
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Warm-up epochs of the learning rate.
+    #[arg(long)]
+    warmup_epochs: Option<usize>,
+    /// Teacher temperature.
+    #[arg(long)]
+    teacher_temp: Option<f64>,
+    /// Teacher EMA momentum at the start (cosine to 1).
+    #[arg(long)]
+    momentum_teacher: Option<f64>,
+    /// Seed of every random choice.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Write a checkpoint every N steps (and at each epoch end).
+    #[arg(long, value_name = "N")]
+    checkpoint_every: Option<u64>,
+    /// Where to compute.
+    #[arg(long, value_enum, default_value = "auto")]
+    device: DeviceArg,
+    /// Start both backbones from these weights (an official DINO .pth or a dino-curate file).
+    #[arg(long, value_name = "WEIGHTS")]
+    init: Option<PathBuf>,
+    /// Continue the workspace's current run from its last checkpoint, exactly.
+    #[arg(long)]
+    resume: bool,
+    /// Memory for decoded photos kept between epochs, in MiB.
+    #[arg(long, default_value_t = 2048, value_name = "MIB")]
+    cache_mb: u64,
+    /// Ablation: the teacher copies the student every step (no momentum encoder).
+    #[arg(long)]
+    no_momentum_teacher: bool,
+    /// Ablation: Sinkhorn-Knopp normalisation of the teacher instead of centring.
+    #[arg(long)]
+    sinkhorn: bool,
+    /// Ablation: the objective (`mse` instead of DINO's cross-entropy).
+    #[arg(long, value_enum, default_value = "ce")]
+    loss: LossArg,
+    /// Ablation: a 2-layer MLP predictor on the student output.
+    #[arg(long)]
+    predictor: bool,
+    /// Print the final summary as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum PresetArg {
+    /// ViT-Tiny/16, 96/48-px views: learns on a laptop CPU.
+    Cpu,
+    /// ViT-S/16, 224/96-px views, the paper's setup.
+    Gpu,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LossArg {
+    /// Cross-entropy between teacher and student (DINO).
+    Ce,
+    /// Mean squared error between the distributions.
+    Mse,
+}
+
+fn config_from(args: &TrainArgs, device: &candle_core::Device) -> TrainConfig {
+    let preset = match args.preset {
+        Some(PresetArg::Cpu) => Preset::Cpu,
+        Some(PresetArg::Gpu) => Preset::Gpu,
+        None if device.is_cuda() => Preset::Gpu,
+        None => Preset::Cpu,
+    };
+    let mut c = TrainConfig::preset(preset);
+    macro_rules! set {
+        ($($field:ident),*) => { $(if let Some(v) = args.$field { c.$field = v.into(); })* };
+    }
+    set!(
+        arch,
+        patch_size,
+        depth,
+        epochs,
+        max_steps,
+        batch_size,
+        global_size,
+        local_size,
+        local_crops
+    );
+    set!(
+        out_dim,
+        lr,
+        warmup_epochs,
+        teacher_temp,
+        momentum_teacher,
+        seed,
+        checkpoint_every
+    );
+    c.warmup_teacher_temp = c.warmup_teacher_temp.min(c.teacher_temp);
+    c.no_momentum_teacher = args.no_momentum_teacher;
+    c.teacher_norm = if args.sinkhorn {
+        TeacherNorm::Sinkhorn
+    } else {
+        TeacherNorm::Centering
+    };
+    c.loss = match args.loss {
+        LossArg::Ce => LossKind::Ce,
+        LossArg::Mse => LossKind::Mse,
+    };
+    c.predictor = args.predictor;
+    if c.local_crops == 0 {
+        // The official advice without multi-crop: a wider range of global crop scales.
+        c.global_scale = (0.14, 1.0);
+    }
+    c
+}
+
+fn absolute(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    paths
+        .iter()
+        .map(|p| std::path::absolute(p).with_context(|| format!("{}", p.display())))
+        .collect()
+}
+
+pub fn run(args: &TrainArgs, workspace: Option<&Path>) -> Result<()> {
+    let ws = Workspace::open(workspace)?;
+    let mut ws_cfg = ws.config()?;
+    let device = device_from(args.device)?;
+    let (run_dir, roots) = if args.resume {
+        let Some(run) = ws_cfg.current_model.clone() else {
+            bail!(
+                "nothing to resume: no run recorded in {}",
+                ws.root().display()
+            );
+        };
+        let roots = if args.paths.is_empty() {
+            ws_cfg.roots.clone()
+        } else {
+            absolute(&args.paths)?
+        };
+        (run, roots)
+    } else {
+        (ws.new_run_dir()?, absolute(&args.paths)?)
+    };
+    ws_cfg.roots = roots.clone();
+    ws_cfg.current_model = Some(run_dir.clone());
+    ws.save_config(&ws_cfg)?;
+    let opts = TrainOptions {
+        config: config_from(args, &device),
+        roots,
+        run_dir: run_dir.clone(),
+        device: device.clone(),
+        resume: args.resume,
+        init: args.init.clone(),
+        cache_bytes: args.cache_mb.saturating_mul(1 << 20),
+    };
+    eprintln!(
+        "training on {} into {}",
+        device_name(&device),
+        run_dir.display()
+    );
+    let summary = super::on_compute_pool(|| train_with_progress(&opts))??;
+    report(&summary, args.json)
+}
+
+fn train_with_progress(opts: &TrainOptions) -> Result<TrainSummary> {
+    let reading =
+        ProgressBar::new(0).with_style(style("reading photos {pos}/{len} {wide_bar} {eta}"));
+    let reading_progress = |done: usize, total: usize| {
+        reading.set_length(total as u64);
+        reading.set_position(done as u64);
+    };
+    let bar = ProgressBar::hidden();
+    let mut on_event = |event: TrainEvent<'_>| match event {
+        TrainEvent::Started {
+            images,
+            skipped,
+            start_step,
+            end_step,
+            steps_per_epoch,
+        } => {
+            reading.finish_and_clear();
+            eprintln!(
+                "{images} photos, {} skipped; steps {start_step}..{end_step}, {steps_per_epoch} per epoch",
+                skipped.len()
+            );
+            bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+            bar.set_style(style("{prefix} {wide_bar} {pos}/{len} {msg} eta {eta}"));
+            bar.set_length(end_step);
+            bar.set_position(start_step);
+            bar.reset_eta();
+        }
+        TrainEvent::Step(m) => {
+            bar.set_position(m.step);
+            bar.set_prefix(format!("epoch {}", m.epoch));
+            bar.set_message(format!(
+                "loss {:.4} lr {:.2e} {:.1} img/s wait {:.0} ms",
+                m.loss,
+                m.lr,
+                m.img_per_s,
+                m.data_wait_s * 1e3
+            ));
+        }
+        TrainEvent::Checkpoint { .. } => {}
+    };
+    let result = train(opts, &reading_progress, &mut on_event);
+    bar.finish();
+    Ok(result?)
+}
+
+fn style(template: &str) -> ProgressStyle {
+    ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar())
+}
+
+fn report(summary: &TrainSummary, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(summary)?);
+        return Ok(());
+    }
+    for s in &summary.skipped {
+        eprintln!("skipped {}: {}", s.path, s.reason);
+    }
+    println!(
+        "trained {} steps ({} epochs) on {} photos, last loss {}; checkpoint {}",
+        summary.steps,
+        summary.epochs,
+        summary.images,
+        summary.last_loss.map_or("-".into(), |l| format!("{l:.4}")),
+        summary.checkpoint.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,403 @@
+//! The training loop: collection → loader → DINO steps → metrics and checkpoints.
+//! It never prints; it reports [`TrainEvent`]s to the caller.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::Device;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use serde::Serialize;
+
+use super::checkpoint::{self, Progress};
+use super::config::TrainConfig;
+use super::data::{derive_seed, Collection, Loader, LoaderPlan, ProgressFn};
+use super::plot::{series_from_metrics, write_plot};
+use super::schedule::cosine_scheduler;
+use super::step::{DinoState, StepSchedule};
+use super::views::ViewsConfig;
+use crate::model::weights::{backbone_tensors, read_weights};
+use crate::photo::{DecodeOptions, Skipped, DEFAULT_MAX_PIXELS};
+use crate::{Error, Result};
+
+/// File names inside a run folder.
+pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
+/// One JSON line per step.
+pub const METRICS_FILE: &str = "metrics.jsonl";
+/// The plot of the metrics, written at the end of a run.
+pub const PLOT_FILE: &str = "metrics.png";
+
+/// What to train, where, and from what.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    /// The run's settings. On resume the checkpoint's are used, except `max_steps`,
+    /// which may extend (or shorten) the run.
+    pub config: TrainConfig,
+    /// Photo folders (or files).
+    pub roots: Vec<PathBuf>,
+    /// Folder of this run: checkpoint, metrics.
+    pub run_dir: PathBuf,
+    /// Device to compute on.
+    pub device: Device,
+    /// Continue from the run folder's checkpoint.
+    pub resume: bool,
+    /// Start both networks' backbones from these weights (official `.pth` or ours).
+    pub init: Option<PathBuf>,
+    /// Bytes of decoded photos kept in memory across epochs.
+    pub cache_bytes: u64,
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepMetrics {
+    /// Steps done after this one.
+    pub step: u64,
+    /// Epoch of this step.
+    pub epoch: usize,
+    /// DINO loss.
+    pub loss: f32,
+    /// Learning rate.
+    pub lr: f64,
+    /// Weight decay.
+    pub wd: f64,
+    /// Teacher momentum.
+    pub momentum: f64,
+    /// Teacher temperature.
+    pub teacher_temp: f64,
+    /// Images per second of this step (model time plus waiting for data).
+    pub img_per_s: f64,
+    /// Seconds the model waited for the loader.
+    pub data_wait_s: f64,
+    /// Seconds of the step itself.
+    pub step_s: f64,
+}
+
+/// Progress reports.
+#[derive(Debug)]
+pub enum TrainEvent<'a> {
+    /// The collection is open and the loop starts.
+    Started {
+        /// Usable photos.
+        images: usize,
+        /// Files left out.
+        skipped: &'a [Skipped],
+        /// First step of this session.
+        start_step: u64,
+        /// Step after the last.
+        end_step: u64,
+        /// Steps per epoch.
+        steps_per_epoch: u64,
+    },
+    /// A step finished.
+    Step(&'a StepMetrics),
+    /// A checkpoint was written.
+    Checkpoint {
+        /// Steps it holds.
+        step: u64,
+    },
+}
+
+/// The outcome of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainSummary {
+    /// Steps done in all (this session and before).
+    pub steps: u64,
+    /// Epochs reached.
+    pub epochs: usize,
+    /// Loss of the last step.
+    pub last_loss: Option<f32>,
+    /// The final checkpoint.
+    pub checkpoint: PathBuf,
+    /// The plot of loss and schedules.
+    pub plot: PathBuf,
+    /// Usable photos.
+    pub images: usize,
+    /// Files left out, with reasons.
+    pub skipped: Vec<SkippedFile>,
+    /// Seconds the model waited for data in this session.
+    pub data_wait_s: f64,
+    /// Seconds of this session's loop.
+    pub elapsed_s: f64,
+}
+
+/// A left-out file in the summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct SkippedFile {
+    /// Its path (lossy for non-UTF-8 names).
+    pub path: String,
+    /// Why.
+    pub reason: String,
+}
+
+impl From<&Skipped> for SkippedFile {
+    fn from(s: &Skipped) -> Self {
+        Self {
+            path: s.path.to_string_lossy().into_owned(),
+            reason: s.reason.clone(),
+        }
+    }
+}
+
+/// Per-iteration schedules of the run.
+struct Schedules {
+    lr: Vec<f64>,
+    wd: Vec<f64>,
+    momentum: Vec<f64>,
+}
+
+impl Schedules {
+    fn new(cfg: &TrainConfig, steps_per_epoch: usize) -> Self {
+        let base_lr = cfg.lr * cfg.batch_size as f64 / 256.0;
+        let (epochs, n) = (cfg.epochs, steps_per_epoch);
+        let momentum = if cfg.no_momentum_teacher {
+            vec![0.0; epochs * n]
+        } else {
+            cosine_scheduler(cfg.momentum_teacher, 1.0, epochs, n, 0, 0.0)
+        };
+        Self {
+            lr: cosine_scheduler(base_lr, cfg.min_lr, epochs, n, cfg.warmup_epochs, 0.0),
+            wd: cosine_scheduler(cfg.weight_decay, cfg.weight_decay_end, epochs, n, 0, 0.0),
+            momentum,
+        }
+    }
+
+    fn at(&self, step: u64, epoch: usize) -> StepSchedule {
+        let i = (step as usize).min(self.lr.len().saturating_sub(1));
+        StepSchedule {
+            epoch,
+            lr: self.lr.get(i).copied().unwrap_or(0.0),
+            weight_decay: self.wd.get(i).copied().unwrap_or(0.0),
+            momentum: self.momentum.get(i).copied().unwrap_or(1.0),
+        }
+    }
+}
+
+fn views_config(cfg: &TrainConfig) -> ViewsConfig {
+    ViewsConfig {
+        global_size: cfg.global_size,
+        local_size: cfg.local_size,
+        local_crops: cfg.local_crops,
+        global_scale: cfg.global_scale,
+        local_scale: cfg.local_scale,
+    }
+}
+
+/// Starts both backbones from a weights file.
+fn init_backbones(state: &DinoState, path: &Path) -> Result<()> {
+    let tensors = backbone_tensors(read_weights(path)?);
+    for net in [&state.student, &state.teacher] {
+        net.params()
+            .load_prefixed("backbone.", &tensors)
+            .map_err(|e| Error::Weights {
+                path: path.to_path_buf(),
+                reason: format!("does not fit the configured backbone: {e}"),
+            })?;
+    }
+    Ok(())
+}
+
+/// Keeps the lines of `metrics.jsonl` for steps before `start_step` (a resumed run
+/// rewrites the steps after its checkpoint).
+fn truncate_metrics(path: &Path, start_step: u64) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: String = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v.get("step").and_then(|s| s.as_u64()))
+                .is_some_and(|s| s <= start_step)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(path, kept).map_err(|e| Error::io(path, e))
+}
+
+/// Refuses to checkpoint weights that are no longer finite (the previous checkpoint
+/// stays the last good one).
+fn ensure_finite(state: &DinoState, step: u64, ckpt_path: &Path) -> Result<()> {
+    for p in state.student.params().params() {
+        let sum = p
+            .var
+            .as_tensor()
+            .sum_all()?
+            .to_dtype(candle_core::DType::F32)?;
+        if !sum.to_scalar::<f32>()?.is_finite() {
+            return Err(Error::Diverged(format!(
+                "after step {step}, {} is no longer finite; the last good checkpoint is {}",
+                p.name,
+                ckpt_path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Trains as `opts` says; `reading(done, total)` follows the first decoding pass (from
+/// worker threads), `events` the loop. Returns the summary.
+pub fn train(
+    opts: &TrainOptions,
+    reading: ProgressFn<'_>,
+    events: &mut dyn FnMut(TrainEvent<'_>),
+) -> Result<TrainSummary> {
+    std::fs::create_dir_all(&opts.run_dir).map_err(|e| Error::io(&opts.run_dir, e))?;
+    let ckpt_path = opts.run_dir.join(CHECKPOINT_FILE);
+    let resumed = if opts.resume && ckpt_path.exists() {
+        Some(checkpoint::load(&ckpt_path, &opts.device)?)
+    } else {
+        None
+    };
+    let mut cfg = resumed.as_ref().map_or(&opts.config, |c| &c.config).clone();
+    cfg.max_steps = opts.config.max_steps;
+    cfg.validate()?;
+
+    let decode = DecodeOptions {
+        max_pixels: DEFAULT_MAX_PIXELS,
+        target_short_side: Some(cfg.global_size.saturating_mul(2)),
+    };
+    let collection = Arc::new(Collection::open(
+        &opts.roots,
+        decode,
+        opts.cache_bytes,
+        reading,
+    )?);
+    run_loop(opts, &cfg, collection, resumed, &ckpt_path, events)
+}
+
+fn run_loop(
+    opts: &TrainOptions,
+    cfg: &TrainConfig,
+    collection: Arc<Collection>,
+    resumed: Option<checkpoint::Checkpoint>,
+    ckpt_path: &Path,
+    events: &mut dyn FnMut(TrainEvent<'_>),
+) -> Result<TrainSummary> {
+    let steps_per_epoch = (collection.samples.len() / cfg.batch_size).max(1);
+    let schedules = Schedules::new(cfg, steps_per_epoch);
+    let total = (cfg.epochs * steps_per_epoch) as u64;
+    let end_step = if cfg.max_steps > 0 {
+        cfg.max_steps.min(total)
+    } else {
+        total
+    };
+
+    let mut state = DinoState::new(cfg, &opts.device)?;
+    let mut progress = Progress {
+        step: 0,
+        epoch: 0,
+        last_loss: None,
+    };
+    match &resumed {
+        Some(ckpt) => {
+            ckpt.restore(&mut state)?;
+            progress = ckpt.progress.clone();
+        }
+        None => {
+            if let Some(init) = &opts.init {
+                init_backbones(&state, init)?;
+            }
+        }
+    }
+    let metrics_path = opts.run_dir.join(METRICS_FILE);
+    truncate_metrics(&metrics_path, progress.step)?;
+    let mut metrics_file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&metrics_path)
+        .map_err(|e| Error::io(&metrics_path, e))?;
+
+    events(TrainEvent::Started {
+        images: collection.samples.len(),
+        skipped: &collection.skipped,
+        start_step: progress.step,
+        end_step,
+        steps_per_epoch: steps_per_epoch as u64,
+    });
+    let plan = LoaderPlan {
+        start_step: progress.step,
+        end_step,
+        steps_per_epoch: steps_per_epoch as u64,
+        batch_size: cfg.batch_size,
+        seed: cfg.seed,
+        queue: 2,
+    };
+    let mut loader = Loader::start(
+        Arc::clone(&collection),
+        views_config(cfg),
+        plan,
+        opts.device.clone(),
+    );
+    let started = Instant::now();
+    let mut data_wait_s = 0.0;
+    let mut skipped = collection.skipped.clone();
+    while let Some((batch, waited)) = loader.next_batch() {
+        let batch = batch?;
+        skipped.extend(batch.failed.iter().cloned());
+        let step = batch.step;
+        let epoch = (step / steps_per_epoch as u64) as usize;
+        let sched = schedules.at(step, epoch);
+        let mut rng = StdRng::seed_from_u64(derive_seed(cfg.seed, 0, step));
+        let clock = Instant::now();
+        let report = state
+            .step(&batch.views, sched, &mut rng)
+            .map_err(|e| match e {
+                Error::Diverged(why) => Error::Diverged(format!(
+                    "step {step}: {why}; the last good checkpoint is {}",
+                    ckpt_path.display()
+                )),
+                other => other,
+            })?;
+        let step_s = clock.elapsed().as_secs_f64();
+        let wait = waited.as_secs_f64();
+        data_wait_s += wait;
+        let metrics = StepMetrics {
+            step: step + 1,
+            epoch,
+            loss: report.loss,
+            lr: sched.lr,
+            wd: sched.weight_decay,
+            momentum: sched.momentum,
+            teacher_temp: state.loss.teacher_temp(epoch),
+            img_per_s: batch.images as f64 / (step_s + wait).max(1e-9),
+            data_wait_s: wait,
+            step_s,
+        };
+        let line = serde_json::to_string(&metrics).map_err(|e| Error::Config(e.to_string()))?;
+        writeln!(metrics_file, "{line}").map_err(|e| Error::io(&metrics_path, e))?;
+        events(TrainEvent::Step(&metrics));
+        progress = Progress {
+            step: step + 1,
+            epoch: ((step + 1) / steps_per_epoch as u64) as usize,
+            last_loss: Some(report.loss),
+        };
+        let epoch_end = (step + 1) % steps_per_epoch as u64 == 0;
+        let periodic = cfg.checkpoint_every > 0 && (step + 1) % cfg.checkpoint_every == 0;
+        if epoch_end || periodic || step + 1 == end_step {
+            ensure_finite(&state, step + 1, ckpt_path)?;
+            checkpoint::save(ckpt_path, &state, cfg, &progress)?;
+            events(TrainEvent::Checkpoint { step: step + 1 });
+        }
+    }
+    if progress.step < end_step {
+        return Err(Error::Config("the data loader stopped early".into()));
+    }
+    drop(metrics_file);
+    let plot_path = opts.run_dir.join(PLOT_FILE);
+    write_plot(&series_from_metrics(&metrics_path)?, &plot_path)?;
+    Ok(TrainSummary {
+        steps: progress.step,
+        epochs: progress.epoch,
+        last_loss: progress.last_loss,
+        checkpoint: ckpt_path.to_path_buf(),
+        plot: plot_path,
+        images: collection.samples.len(),
+        skipped: skipped.iter().map(SkippedFile::from).collect(),
+        data_wait_s,
+        elapsed_s: started.elapsed().as_secs_f64(),
+    })
+}

@@ -1,0 +1,221 @@
+//! End-to-end training on small generated photos: exact resume, bad files, an empty
+//! folder, the NaN guard, and what `train` writes.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+use dino_curate::train::config::{Preset, TrainConfig};
+use dino_curate::train::trainer::{train, TrainOptions, TrainSummary, METRICS_FILE};
+use dino_curate::Error;
+use image::{Rgb, RgbImage};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+/// Distinct, deterministic pictures: gradients, stripes and a square per index.
+fn picture(i: u32, w: u32, h: u32) -> RgbImage {
+    RgbImage::from_fn(w, h, |x, y| {
+        let stripe = ((x + i * 3) / (2 + i % 4)) % 2 == 0;
+        let square = x > w / 4 && x < w / 2 + i % 7 && y > h / 3 && y < h * 3 / 4;
+        let r = (x * 255 / w) as u8;
+        let g = if stripe { 200 } else { (y * 255 / h) as u8 };
+        let b = if square { 255 } else { (i * 40 % 256) as u8 };
+        Rgb([r, g, b])
+    })
+}
+
+fn photo_folder(dir: &Path, n: u32) -> TestResult {
+    std::fs::create_dir_all(dir)?;
+    for i in 0..n {
+        let ext = if i % 2 == 0 { "jpg" } else { "png" };
+        picture(i, 56 + i * 3, 48 + i * 2).save(dir.join(format!("photo{i:02}.{ext}")))?;
+    }
+    Ok(())
+}
+
+fn tiny_config() -> TrainConfig {
+    TrainConfig {
+        depth: 2,
+        global_size: 32,
+        local_size: 16,
+        local_crops: 2,
+        out_dim: 64,
+        head_hidden: 64,
+        head_bottleneck: 32,
+        batch_size: 4,
+        epochs: 3,
+        warmup_epochs: 1,
+        checkpoint_every: 0,
+        seed: 5,
+        ..TrainConfig::preset(Preset::Cpu)
+    }
+}
+
+fn options(
+    config: TrainConfig,
+    roots: Vec<PathBuf>,
+    run_dir: PathBuf,
+    resume: bool,
+) -> TrainOptions {
+    TrainOptions {
+        config,
+        roots,
+        run_dir,
+        device: Device::Cpu,
+        resume,
+        init: None,
+        cache_bytes: 64 << 20,
+    }
+}
+
+fn run(opts: &TrainOptions) -> dino_curate::Result<TrainSummary> {
+    train(opts, &|_, _| {}, &mut |_| {})
+}
+
+fn losses(run_dir: &Path) -> Result<Vec<(u64, f64)>, Box<dyn std::error::Error>> {
+    let text = std::fs::read_to_string(run_dir.join(METRICS_FILE))?;
+    text.lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l)?;
+            let step = v["step"].as_u64().ok_or("no step")?;
+            let loss = v["loss"].as_f64().ok_or("no loss")?;
+            Ok((step, loss))
+        })
+        .collect()
+}
+
+#[test]
+fn resuming_continues_exactly() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let photos = tmp.path().join("photos");
+    photo_folder(&photos, 10)?;
+    let roots = vec![photos];
+    // 10 photos / batch 4 = 2 steps per epoch: the break falls inside epoch 1.
+    let straight = tmp.path().join("straight");
+    let config = TrainConfig {
+        max_steps: 5,
+        ..tiny_config()
+    };
+    run(&options(
+        config.clone(),
+        roots.clone(),
+        straight.clone(),
+        false,
+    ))?;
+
+    let split = tmp.path().join("split");
+    run(&options(
+        TrainConfig {
+            max_steps: 3,
+            ..config.clone()
+        },
+        roots.clone(),
+        split.clone(),
+        false,
+    ))?;
+    let summary = run(&options(config, roots, split.clone(), true))?;
+    assert_eq!(summary.steps, 5);
+
+    let (a, b) = (losses(&straight)?, losses(&split)?);
+    assert_eq!(a.iter().map(|l| l.0).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+    assert_eq!(b.iter().map(|l| l.0).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+    for ((step, la), (_, lb)) in a.iter().zip(&b) {
+        assert!(
+            (la - lb).abs() <= 1e-5 * la.abs(),
+            "step {step}: {la} straight vs {lb} resumed"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn bad_files_are_skipped_and_reported() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let photos = tmp.path().join("photos");
+    photo_folder(&photos, 6)?;
+    std::fs::write(photos.join("empty.jpg"), b"")?;
+    std::fs::write(photos.join("notes.png"), b"not a picture at all")?;
+    let full = std::fs::read(photos.join("photo00.jpg"))?;
+    std::fs::write(photos.join("truncated.jpg"), &full[..full.len() / 3])?;
+    let config = TrainConfig {
+        max_steps: 1,
+        ..tiny_config()
+    };
+    let summary = run(&options(
+        config,
+        vec![photos],
+        tmp.path().join("run"),
+        false,
+    ))?;
+    let names: Vec<&str> = summary
+        .skipped
+        .iter()
+        .filter_map(|s| Path::new(&s.path).file_name().and_then(|n| n.to_str()))
+        .collect();
+    assert_eq!(summary.images, 6, "skipped: {:?}", summary.skipped);
+    for bad in ["empty.jpg", "notes.png", "truncated.jpg"] {
+        assert!(names.contains(&bad), "{bad} not reported: {names:?}");
+    }
+    assert!(summary.skipped.iter().all(|s| !s.reason.is_empty()));
+    Ok(())
+}
+
+#[test]
+fn an_empty_folder_is_a_clear_error() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let photos = tmp.path().join("photos");
+    std::fs::create_dir_all(&photos)?;
+    std::fs::write(photos.join("readme.txt"), b"no photos here")?;
+    let err = run(&options(
+        tiny_config(),
+        vec![photos],
+        tmp.path().join("run"),
+        false,
+    ))
+    .err()
+    .ok_or("training on an empty folder succeeded")?;
+    let msg = err.to_string();
+    assert!(msg.contains("no usable photo"), "{msg}");
+    assert!(!msg.contains('\n'), "one line: {msg}");
+    Ok(())
+}
+
+#[test]
+fn a_diverging_run_stops_and_keeps_the_last_good_checkpoint() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let photos = tmp.path().join("photos");
+    photo_folder(&photos, 8)?;
+    let run_dir = tmp.path().join("run");
+    let good = TrainConfig {
+        max_steps: 2,
+        checkpoint_every: 1,
+        ..tiny_config()
+    };
+    run(&options(
+        good.clone(),
+        vec![photos.clone()],
+        run_dir.clone(),
+        false,
+    ))?;
+    let before = std::fs::read(run_dir.join("checkpoint.safetensors"))?;
+
+    // An infinite learning rate turns the weights into NaN at the next update.
+    let bad = TrainConfig {
+        lr: f64::INFINITY,
+        max_steps: 6,
+        ..good
+    };
+    let err = run(&options(bad, vec![photos], run_dir.clone(), false))
+        .err()
+        .ok_or("a NaN run succeeded")?;
+    assert!(matches!(err, Error::Diverged(_)), "{err}");
+    assert!(err.to_string().contains("checkpoint"), "{err}");
+    // The checkpoint on disk is still one with finite weights.
+    let after = std::fs::read(run_dir.join("checkpoint.safetensors"))?;
+    let tensors = candle_core::safetensors::load_buffer(&after, &Device::Cpu)?;
+    for (name, t) in tensors.iter().filter(|(n, _)| n.starts_with("student.")) {
+        let s = t.sum_all()?.to_scalar::<f32>()?;
+        assert!(s.is_finite(), "{name} saved non-finite");
+    }
+    assert!(before == after, "the good checkpoint was replaced");
+    Ok(())
+}
