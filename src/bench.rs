@@ -7,10 +7,9 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::Serialize;
 
-use crate::model::{DinoNet, HeadConfig, ParamBuilder, VitArch, VitConfig};
-use crate::train::loss::{DinoLoss, LossConfig};
-use crate::train::optim::{AdamW, AdamWConfig};
-use crate::train::step::{DinoState, StepConfig, StepSchedule, StepTimes};
+use crate::model::VitArch;
+use crate::train::config::{Preset, TrainConfig};
+use crate::train::step::{DinoState, StepSchedule, StepTimes};
 use crate::{Error, Result};
 
 /// What to time.
@@ -73,29 +72,20 @@ fn synthetic_views(cfg: &TrainBenchConfig, device: &Device) -> Result<Vec<Tensor
 }
 
 fn bench_state(cfg: &TrainBenchConfig, device: &Device) -> Result<DinoState> {
-    let vit = VitConfig {
-        drop_path_rate: cfg.drop_path,
-        ..VitConfig::preset(cfg.arch, cfg.patch_size)
+    let train = TrainConfig {
+        arch: cfg.arch,
+        patch_size: cfg.patch_size,
+        global_size: cfg.global_size as u32,
+        local_size: cfg.local_size as u32,
+        local_crops: cfg.local_crops,
+        out_dim: cfg.out_dim,
+        head_hidden: 2048,
+        head_bottleneck: 256,
+        batch_size: cfg.batch_size,
+        drop_path: cfg.drop_path,
+        ..TrainConfig::preset(Preset::Cpu)
     };
-    let head = HeadConfig::official(vit.embed_dim, cfg.out_dim);
-    let student = DinoNet::new(&ParamBuilder::trainable(device, 0), &vit, &head)?;
-    let teacher = DinoNet::new(&ParamBuilder::frozen(device, 0), &vit, &head)?;
-    teacher.params().copy_from(student.params())?;
-    let ncrops = 2 + cfg.local_crops;
-    let loss = DinoLoss::new(LossConfig::official(cfg.out_dim, ncrops, 100), device)?;
-    let optimizer = AdamW::new(AdamWConfig::default(), student.params().params().len());
-    let step_cfg = StepConfig {
-        n_global: 2,
-        clip_grad: 3.0,
-        freeze_last_layer: 1,
-    };
-    Ok(DinoState {
-        student,
-        teacher,
-        loss,
-        optimizer,
-        cfg: step_cfg,
-    })
+    DinoState::new(&train, device)
 }
 
 /// Runs `warmup + steps` DINO steps on random inputs; `progress(i, total, seconds)` is

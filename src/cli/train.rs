@@ -48,7 +48,7 @@ pub struct TrainArgs {
     /// Local views per image (0 disables multi-crop).
     #[arg(long)]
     local_crops: Option<usize>,
-    /// Prototypes of the DINO head.
+    /// Prototypes of the DINO head (default: from the collection size, 4096 to 65536).
     #[arg(long)]
     out_dim: Option<usize>,
     /// Peak learning rate for a batch of 256 (scaled with the batch size).
@@ -63,6 +63,9 @@ pub struct TrainArgs {
     /// Teacher EMA momentum at the start (cosine to 1).
     #[arg(long)]
     momentum_teacher: Option<f64>,
+    /// Student stochastic-depth rate (0.1 officially).
+    #[arg(long)]
+    drop_path: Option<f64>,
     /// Seed of every random choice.
     #[arg(long)]
     seed: Option<u64>,

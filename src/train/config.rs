@@ -47,7 +47,7 @@ pub struct TrainConfig {
     pub global_scale: (f32, f32),
     /// Area range of the local crops.
     pub local_scale: (f32, f32),
-    /// Head prototypes.
+    /// Head prototypes; 0 chooses from the collection size ([`auto_out_dim`]).
     pub out_dim: usize,
     /// Head MLP width.
     pub head_hidden: usize,
@@ -97,6 +97,14 @@ pub struct TrainConfig {
     pub predictor: bool,
 }
 
+/// Prototypes for a collection of `images` photos: the next power of two above half the
+/// collection, between 4096 and the official 65536 (reached from ~65k photos). Small
+/// collections with the official 65536 spread few images over many prototypes, one of
+/// the reported routes to collapse (official issues #43, #246, #279).
+pub fn auto_out_dim(images: usize) -> usize {
+    (images / 2).next_power_of_two().clamp(4096, 65536)
+}
+
 /// The two presets: small enough to learn on a laptop CPU, or the official GPU setup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -117,7 +125,7 @@ impl TrainConfig {
                 global_size: 96,
                 local_size: 48,
                 local_crops: 6,
-                out_dim: 4096,
+                out_dim: 0,
                 batch_size: 32,
                 epochs: 30,
                 lr: 5e-4,
@@ -139,7 +147,7 @@ impl TrainConfig {
             local_crops: 8,
             global_scale: (0.4, 1.0),
             local_scale: (0.05, 0.4),
-            out_dim: 65536,
+            out_dim: 0,
             head_hidden: 2048,
             head_bottleneck: 256,
             batch_size: 64,
@@ -164,6 +172,14 @@ impl TrainConfig {
             loss: LossKind::Ce,
             predictor: false,
         }
+    }
+
+    /// The configuration with `out_dim` chosen for `images` photos when it is 0.
+    pub fn for_collection(mut self, images: usize) -> Self {
+        if self.out_dim == 0 {
+            self.out_dim = auto_out_dim(images);
+        }
+        self
     }
 
     /// Views per image the student sees.
@@ -219,13 +235,49 @@ impl TrainConfig {
             ));
         }
         let lr_ok = self.lr > 0.0; // false for NaN too
-        if self.out_dim == 0 || !lr_ok || self.teacher_temp <= 0.0 {
-            return fail("out_dim, lr and the teacher temperature must be positive".into());
+        if !lr_ok || self.teacher_temp <= 0.0 {
+            return fail("lr and the teacher temperature must be positive".into());
         }
         let scale_ok = |(a, b): (f32, f32)| a > 0.0 && a <= b && b <= 1.0;
         if !scale_ok(self.global_scale) || !scale_ok(self.local_scale) {
             return fail("crop scales must satisfy 0 < min <= max <= 1".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prototypes_grow_with_the_collection() {
+        assert_eq!(auto_out_dim(30), 4096);
+        assert_eq!(auto_out_dim(3000), 4096);
+        assert_eq!(auto_out_dim(20_000), 16384);
+        assert_eq!(auto_out_dim(1_000_000), 65536);
+        let cfg = TrainConfig::preset(Preset::Gpu).for_collection(100_000);
+        assert_eq!(cfg.out_dim, 65536);
+        let fixed = TrainConfig {
+            out_dim: 1024,
+            ..TrainConfig::preset(Preset::Cpu)
+        };
+        assert_eq!(fixed.for_collection(100_000).out_dim, 1024);
+    }
+
+    #[test]
+    fn presets_are_valid_and_bad_values_are_refused() {
+        assert!(TrainConfig::preset(Preset::Cpu).validate().is_ok());
+        assert!(TrainConfig::preset(Preset::Gpu).validate().is_ok());
+        let bad = TrainConfig {
+            global_size: 8,
+            ..TrainConfig::preset(Preset::Cpu)
+        };
+        assert!(bad.validate().is_err());
+        let bad = TrainConfig {
+            lr: f64::NAN,
+            ..TrainConfig::preset(Preset::Cpu)
+        };
+        assert!(bad.validate().is_err());
     }
 }

@@ -34,6 +34,22 @@ fn check_len(a: usize, b: usize, op: &str) -> CResult<()> {
     Ok(())
 }
 
+/// Applies `update(dst_i, src_i)` over two equally long contiguous f32 buffers, in parallel.
+fn update_each(
+    name: &str,
+    dst: (&mut CpuStorage, &Layout),
+    src: (&CpuStorage, &Layout),
+    update: impl Fn(&mut f32, f32) + Sync,
+) -> CResult<()> {
+    let d = slice_mut(dst.0, dst.1, name)?;
+    let s = slice(src.0, src.1, name)?;
+    check_len(d.len(), s.len(), name)?;
+    d.par_chunks_mut(CHUNK)
+        .zip(s.par_chunks(CHUNK))
+        .for_each(|(d, s)| d.iter_mut().zip(s).for_each(|(d, &s)| update(d, s)));
+    Ok(())
+}
+
 /// `exp_avg.lerp_(grad, 1 − β1)`: `m += (g − m)(1 − β1)`.
 #[derive(Debug, Clone, Copy)]
 pub struct FirstMoment {
@@ -53,16 +69,8 @@ impl InplaceOp2 for FirstMoment {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> CResult<()> {
-        let m = slice_mut(s1, l1, self.name())?;
-        let g = slice(s2, l2, self.name())?;
-        check_len(m.len(), g.len(), self.name())?;
         let w = self.weight;
-        m.par_chunks_mut(CHUNK)
-            .zip(g.par_chunks(CHUNK))
-            .for_each(|(m, g)| {
-                m.iter_mut().zip(g).for_each(|(m, &g)| *m += w * (g - *m));
-            });
-        Ok(())
+        update_each(self.name(), (s1, l1), (s2, l2), |m, g| *m += w * (g - *m))
     }
 }
 
@@ -87,18 +95,10 @@ impl InplaceOp2 for SecondMoment {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> CResult<()> {
-        let v = slice_mut(s1, l1, self.name())?;
-        let g = slice(s2, l2, self.name())?;
-        check_len(v.len(), g.len(), self.name())?;
         let (b2, w) = (self.beta2, self.weight);
-        v.par_chunks_mut(CHUNK)
-            .zip(g.par_chunks(CHUNK))
-            .for_each(|(v, g)| {
-                v.iter_mut()
-                    .zip(g)
-                    .for_each(|(v, &g)| *v = *v * b2 + w * g * g);
-            });
-        Ok(())
+        update_each(self.name(), (s1, l1), (s2, l2), |v, g| {
+            *v = *v * b2 + w * g * g
+        })
     }
 }
 
@@ -169,15 +169,7 @@ impl InplaceOp2 for EmaUpdate {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> CResult<()> {
-        let t = slice_mut(s1, l1, self.name())?;
-        let s = slice(s2, l2, self.name())?;
-        check_len(t.len(), s.len(), self.name())?;
         let (m, w) = (self.momentum, self.student_weight);
-        t.par_chunks_mut(CHUNK)
-            .zip(s.par_chunks(CHUNK))
-            .for_each(|(t, s)| {
-                t.iter_mut().zip(s).for_each(|(t, &s)| *t = *t * m + w * s);
-            });
-        Ok(())
+        update_each(self.name(), (s1, l1), (s2, l2), |t, s| *t = *t * m + w * s)
     }
 }

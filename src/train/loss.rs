@@ -264,6 +264,35 @@ mod tests {
     }
 
     #[test]
+    fn sinkhorn_balances_prototypes_and_normalises_images() -> Result<()> {
+        let scores = Tensor::randn(0f32, 3., (8, 4), &Device::Cpu)?;
+        let q = sinkhorn_knopp(&scores)?;
+        for row in q.sum(1)?.to_vec1::<f32>()? {
+            assert!((row - 1.0).abs() < 1e-4, "row sums to {row}");
+        }
+        // three iterations get each prototype close to an equal share (8 / 4)
+        for col in q.sum(0)?.to_vec1::<f32>()? {
+            assert!((col - 2.0).abs() < 0.5, "prototype share {col}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn mse_is_zero_when_every_view_matches_the_targets() -> Result<()> {
+        let dev = Device::Cpu;
+        let cfg = LossConfig::official(5, 3, 1);
+        let logits = Tensor::randn(0f32, 1., (2, 5), &dev)?;
+        let student = Tensor::cat(&[&logits, &logits, &logits], 0)?;
+        let targets = softmax_last_dim(&(&logits / cfg.student_temp)?)?;
+        let targets = Tensor::cat(&[&targets, &targets], 0)?;
+        let loss = cross_view_squared_error(&student, &targets, &cfg)?.to_scalar::<f32>()?;
+        assert!(loss.abs() < 1e-10, "{loss}");
+        let shifted = (&student + Tensor::randn(0f32, 1., (6, 5), &dev)?)?;
+        assert!(cross_view_squared_error(&shifted, &targets, &cfg)?.to_scalar::<f32>()? > 0.0);
+        Ok(())
+    }
+
+    #[test]
     fn matches_a_direct_pairwise_sum() -> Result<()> {
         let dev = Device::Cpu;
         // batch 1, 3 student views, 2 teacher views, 4 prototypes

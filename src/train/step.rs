@@ -69,6 +69,36 @@ pub struct StepReport {
     pub grad_norms: Vec<Option<f64>>,
     /// Time spent in each phase.
     pub times: StepTimes,
+    /// Collapse indicators of the teacher's targets in this step.
+    pub targets: TargetEntropy,
+}
+
+/// Entropies (nats) of the teacher's target distributions, DINO's two collapse modes:
+/// `per_image` near `ln K` means uniform targets (collapse by flattening); `batch` near 0
+/// means every image gets the same prototype (collapse by domination). Healthy training
+/// keeps `per_image` well below `ln K` and `batch` well above `per_image`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct TargetEntropy {
+    /// Mean entropy of one image's target.
+    pub per_image: f64,
+    /// Entropy of the batch's mean target.
+    pub batch: f64,
+}
+
+fn entropy_rows(p: &Tensor) -> Result<Tensor> {
+    let logp = p.clamp(1e-12f32, 1f32)?.log()?;
+    Ok((p * logp)?.sum(candle_core::D::Minus1)?.neg()?)
+}
+
+/// [`TargetEntropy`] of target probabilities `[rows, K]`.
+pub fn target_entropy(targets: &Tensor) -> Result<TargetEntropy> {
+    let per_image = entropy_rows(targets)?.mean_all()?.to_scalar::<f32>()?;
+    let mean = targets.mean_keepdim(0)?;
+    let batch = entropy_rows(&mean)?.mean_all()?.to_scalar::<f32>()?;
+    Ok(TargetEntropy {
+        per_image: f64::from(per_image),
+        batch: f64::from(batch),
+    })
 }
 
 /// Seconds since `start`, after waiting for the device to finish queued work.
@@ -170,6 +200,7 @@ impl DinoState {
         let mut clock = Instant::now();
         let mut times = StepTimes::default();
         let teacher_output = self.teacher_forward(views)?;
+        let targets = target_entropy(&self.loss.teacher_targets(&teacher_output, sched.epoch)?)?;
         times.teacher_s = lap(&mut clock, &device)?;
         let student_output = self.student.forward_views(views, Some(rng))?;
         let loss = self
@@ -197,6 +228,7 @@ impl DinoState {
             loss: loss_value,
             grad_norms,
             times,
+            targets,
         })
     }
 }

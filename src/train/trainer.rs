@@ -73,6 +73,10 @@ pub struct StepMetrics {
     pub data_wait_s: f64,
     /// Seconds of the step itself.
     pub step_s: f64,
+    /// Mean entropy of one image's teacher target (collapse to uniform: → ln K).
+    pub target_entropy: f64,
+    /// Entropy of the batch-mean teacher target (collapse to one prototype: → 0).
+    pub batch_entropy: f64,
 }
 
 /// Progress reports.
@@ -366,6 +370,8 @@ fn run_loop(
             img_per_s: batch.images as f64 / (step_s + wait).max(1e-9),
             data_wait_s: wait,
             step_s,
+            target_entropy: report.targets.per_image,
+            batch_entropy: report.targets.batch,
         };
         let line = serde_json::to_string(&metrics).map_err(|e| Error::Config(e.to_string()))?;
         writeln!(metrics_file, "{line}").map_err(|e| Error::io(&metrics_path, e))?;

@@ -18,8 +18,8 @@ use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::kernels::{
-    attention_backward_sample, attention_forward_sample, column_sums, gelu, gelu_grad,
-    layer_norm_backward_into, layer_norm_rows, AttnDims,
+    attention_backward_sample, attention_forward_sample, column_sums, contiguous_f32, gelu,
+    gelu_grad, layer_norm_backward_into, layer_norm_rows, read_f32, AttnDims,
 };
 use super::small_gemm::{matmul_par, MatMut, MatRef};
 
@@ -124,22 +124,6 @@ impl BlockOp {
             keep_activations,
             saved: Mutex::new(None),
         }
-    }
-}
-
-fn contiguous<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> CResult<&'a [f32]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&s.as_slice::<f32>()?[a..b]),
-        None => candle_core::bail!("transformer block: {what} must be contiguous"),
-    }
-}
-
-fn read<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> CResult<R> {
-    let t = t.contiguous()?;
-    let (storage, layout) = t.storage_and_layout();
-    match &*storage {
-        candle_core::Storage::Cpu(cpu) => Ok(f(contiguous(cpu, layout, "input")?)),
-        _ => candle_core::bail!("transformer block: CPU only"),
     }
 }
 
@@ -442,8 +426,8 @@ impl CustomOp2 for BlockOp {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> CResult<(CpuStorage, Shape)> {
-        let x = contiguous(s1, l1, "tokens")?;
-        let flat = contiguous(s2, l2, "parameters")?;
+        let x = contiguous_f32(s1, l1, "transformer block tokens")?;
+        let flat = contiguous_f32(s2, l2, "transformer block parameters")?;
         let (b, n, d) = l1.shape().dims3()?;
         if d != self.params.dim || flat.len() != self.params.len() || d % self.num_heads.max(1) != 0
         {
@@ -476,9 +460,9 @@ impl CustomOp2 for BlockOp {
             candle_core::bail!("transformer block: backward without kept activations")
         };
         let (b, n, _) = x.dims3()?;
-        let (dx, dflat) = read(x, |xs| {
-            read(flat, |fs| {
-                read(dy, |dys| self.backward_slices(xs, fs, dys, b, n, &saved))
+        let (dx, dflat) = read_f32(x, |xs| {
+            read_f32(flat, |fs| {
+                read_f32(dy, |dys| self.backward_slices(xs, fs, dys, b, n, &saved))
             })
         })???;
         Ok((

@@ -16,7 +16,11 @@ type CResult<T> = candle_core::Result<T>;
 /// Rows per rayon task: enough work per task to amortise scheduling.
 const MIN_ROWS_PER_TASK: usize = 32;
 
-fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> CResult<&'a [f32]> {
+pub(super) fn contiguous_f32<'a>(
+    storage: &'a CpuStorage,
+    layout: &Layout,
+    op: &str,
+) -> CResult<&'a [f32]> {
     let data = storage.as_slice::<f32>()?;
     match layout.contiguous_offsets() {
         Some((start, end)) => Ok(&data[start..end]),
@@ -29,7 +33,7 @@ fn last_dim(layout: &Layout) -> usize {
 }
 
 /// Runs `f` on the contiguous f32 values of a CPU tensor.
-fn read_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> CResult<R> {
+pub(super) fn read_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> CResult<R> {
     let t = t.contiguous()?;
     let (storage, layout) = t.storage_and_layout();
     match &*storage {
