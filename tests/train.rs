@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
+use dino_curate::train::checkpoint;
 use dino_curate::train::config::{Preset, TrainConfig};
 use dino_curate::train::trainer::{train, TrainOptions, TrainSummary, METRICS_FILE};
 use dino_curate::Error;
@@ -156,6 +157,23 @@ fn bad_files_are_skipped_and_reported() -> TestResult {
         assert!(names.contains(&bad), "{bad} not reported: {names:?}");
     }
     assert!(summary.skipped.iter().all(|s| !s.reason.is_empty()));
+    Ok(())
+}
+
+#[test]
+fn prototypes_default_to_the_collection_size() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let photos = tmp.path().join("photos");
+    photo_folder(&photos, 4)?;
+    let run_dir = tmp.path().join("run");
+    let config = TrainConfig {
+        out_dim: 0,
+        max_steps: 1,
+        ..tiny_config()
+    };
+    let summary = run(&options(config, vec![photos], run_dir, false))?;
+    let ckpt = checkpoint::load(&summary.checkpoint, &Device::Cpu)?;
+    assert_eq!(ckpt.config.out_dim, 4096);
     Ok(())
 }
 

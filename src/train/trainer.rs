@@ -270,6 +270,7 @@ pub fn train(
         opts.cache_bytes,
         reading,
     )?);
+    let cfg = cfg.for_collection(collection.samples.len());
     run_loop(opts, &cfg, collection, resumed, &ckpt_path, events)
 }
 
