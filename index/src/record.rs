@@ -1,0 +1,246 @@
+//! What is stored about a photo, and how it is laid out in the database.
+//!
+//! Keys: ids are big-endian `u64` (so trees iterate in id order), paths are the raw bytes of
+//! the `OsStr` (any Unix path, UTF-8 or not). Records are bincode of a private mirror of
+//! [`PhotoRecord`] holding the path as bytes (serde refuses non-UTF-8 `PathBuf`s). Vectors are
+//! little-endian `f32`s.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use bincode::Options;
+use serde::{Deserialize, Serialize};
+
+use crate::IndexError;
+
+/// Identifier of a photo in the store; stable across moves and re-embedding.
+pub type PhotoId = u64;
+
+/// Every photo with its nearest neighbours `(id, cosine similarity)`, best first.
+pub type KnnGraph = Vec<(PhotoId, Vec<(PhotoId, f32)>)>;
+
+/// What the store knows about one photo file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PhotoRecord {
+    /// Where the file is.
+    pub path: PathBuf,
+    /// File size in bytes.
+    pub size: u64,
+    /// Modification time, nanoseconds since the Unix epoch.
+    pub mtime_ns: i128,
+    /// blake3 hash of the file's bytes (recognises moved and copied files).
+    pub blake3: [u8; 32],
+    /// Upright width in pixels (EXIF orientation applied).
+    pub width: u32,
+    /// Upright height in pixels.
+    pub height: u32,
+    /// EXIF DateTimeOriginal as `YYYY-MM-DDTHH:MM:SS`, if known.
+    pub taken_at: Option<String>,
+    /// Cheap quality statistics computed while indexing.
+    pub stats: Option<ImageStats>,
+}
+
+/// Cheap per-image quality statistics.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ImageStats {
+    /// Variance of the Laplacian of the luma (low = blurry).
+    pub laplacian_var: f32,
+    /// Mean luma in [0, 1].
+    pub mean_luma: f32,
+    /// Fraction of nearly black pixels.
+    pub dark_fraction: f32,
+    /// Fraction of nearly white pixels.
+    pub bright_fraction: f32,
+    /// Entropy of the luma histogram, in bits.
+    pub entropy: f32,
+}
+
+/// A summary of the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Meta {
+    /// Layout version of the database.
+    pub schema_version: u32,
+    /// Dimension of the vectors, once a model is declared.
+    pub dim: Option<usize>,
+    /// Identifier of the model producing the vectors, once declared.
+    pub model_id: Option<String>,
+    /// Bumped whenever the ANN graph must be rebuilt from scratch (model change).
+    pub ann_generation: u64,
+    /// Number of photo records.
+    pub photos: usize,
+    /// Number of photos that have an embedding for the current model.
+    pub embeddings: usize,
+}
+
+/// On-disk mirror of [`PhotoRecord`].
+#[derive(Serialize, Deserialize)]
+struct StoredRecord {
+    path: Vec<u8>,
+    size: u64,
+    mtime_ns: i128,
+    blake3: [u8; 32],
+    width: u32,
+    height: u32,
+    taken_at: Option<String>,
+    stats: Option<ImageStats>,
+}
+
+pub(crate) fn encode_record(r: &PhotoRecord) -> Result<Vec<u8>, IndexError> {
+    let stored = StoredRecord {
+        path: path_key(&r.path).to_vec(),
+        size: r.size,
+        mtime_ns: r.mtime_ns,
+        blake3: r.blake3,
+        width: r.width,
+        height: r.height,
+        taken_at: r.taken_at.clone(),
+        stats: r.stats,
+    };
+    codec()
+        .serialize(&stored)
+        .map_err(|e| IndexError::Corrupt(format!("encoding record: {e}")))
+}
+
+/// bincode with fixed-width integers and a size limit: a damaged length prefix in a stored
+/// value yields an error, never a huge allocation.
+pub(crate) fn codec() -> impl bincode::Options {
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .with_limit(1 << 20)
+}
+
+pub(crate) fn decode_record(bytes: &[u8]) -> Result<PhotoRecord, IndexError> {
+    let s: StoredRecord = codec()
+        .deserialize(bytes)
+        .map_err(|e| IndexError::Corrupt(format!("photo record: {e}")))?;
+    Ok(PhotoRecord {
+        path: path_from_key(&s.path),
+        size: s.size,
+        mtime_ns: s.mtime_ns,
+        blake3: s.blake3,
+        width: s.width,
+        height: s.height,
+        taken_at: s.taken_at,
+        stats: s.stats,
+    })
+}
+
+/// The raw bytes of a path, used as a key.
+pub(crate) fn path_key(path: &Path) -> &[u8] {
+    path.as_os_str().as_bytes()
+}
+
+pub(crate) fn path_from_key(bytes: &[u8]) -> PathBuf {
+    PathBuf::from(OsStr::from_bytes(bytes))
+}
+
+pub(crate) fn id_key(id: PhotoId) -> [u8; 8] {
+    id.to_be_bytes()
+}
+
+pub(crate) fn decode_u64_be(bytes: &[u8], what: &str) -> Result<u64, IndexError> {
+    let arr: [u8; 8] = bytes.try_into().map_err(|_| {
+        IndexError::Corrupt(format!("{what}: expected 8 bytes, found {}", bytes.len()))
+    })?;
+    Ok(u64::from_be_bytes(arr))
+}
+
+/// Key of the hash index: blake3 followed by the id, so that one hash maps to many ids.
+pub(crate) fn hash_key(blake3: &[u8; 32], id: PhotoId) -> [u8; 40] {
+    let mut k = [0u8; 40];
+    k[..32].copy_from_slice(blake3);
+    k[32..].copy_from_slice(&id.to_be_bytes());
+    k
+}
+
+/// An embedding value: the ANN sequence number of this vector, then the vector.
+pub(crate) fn encode_embedding(seq: u64, v: &[f32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + 4 * v.len());
+    out.extend_from_slice(&seq.to_le_bytes());
+    for x in v {
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out
+}
+
+/// The sequence number stored with an embedding.
+pub(crate) fn embedding_seq(bytes: &[u8]) -> Result<u64, IndexError> {
+    let head: [u8; 8] = bytes
+        .get(..8)
+        .and_then(|h| h.try_into().ok())
+        .ok_or_else(|| IndexError::Corrupt("embedding value shorter than its header".into()))?;
+    Ok(u64::from_le_bytes(head))
+}
+
+/// Decodes the vector part of an embedding value into `out` (cleared first).
+pub(crate) fn embedding_vector_into(bytes: &[u8], out: &mut Vec<f32>) -> Result<(), IndexError> {
+    let body = bytes
+        .get(8..)
+        .filter(|b| b.len() % 4 == 0)
+        .ok_or_else(|| IndexError::Corrupt("embedding value of invalid length".into()))?;
+    out.clear();
+    out.extend(
+        body.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+    );
+    Ok(())
+}
+
+pub(crate) fn decode_embedding(bytes: &[u8]) -> Result<(u64, Vec<f32>), IndexError> {
+    let seq = embedding_seq(bytes)?;
+    let mut v = Vec::new();
+    embedding_vector_into(bytes, &mut v)?;
+    Ok((seq, v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> PhotoRecord {
+        PhotoRecord {
+            path: PathBuf::from(OsStr::from_bytes(b"/photos/\xff\xfe caf\xc3\xa9.jpg")),
+            size: 123_456,
+            mtime_ns: -1_234_567_890_123_456_789_012,
+            blake3: [7; 32],
+            width: 4032,
+            height: 3024,
+            taken_at: Some("2024-05-01T10:11:12".into()),
+            stats: Some(ImageStats {
+                laplacian_var: 1.5,
+                mean_luma: 0.4,
+                dark_fraction: 0.01,
+                bright_fraction: 0.02,
+                entropy: 7.1,
+            }),
+        }
+    }
+
+    #[test]
+    fn record_round_trip_with_non_utf8_path() -> Result<(), IndexError> {
+        let r = sample();
+        assert!(r.path.to_str().is_none());
+        assert_eq!(decode_record(&encode_record(&r)?)?, r);
+        Ok(())
+    }
+
+    #[test]
+    fn truncated_record_is_an_error_not_a_panic() -> Result<(), IndexError> {
+        let bytes = encode_record(&sample())?;
+        for cut in 0..bytes.len() {
+            assert!(decode_record(&bytes[..cut]).is_err());
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn embedding_round_trip_and_bad_lengths() -> Result<(), IndexError> {
+        let v = vec![0.5f32, -0.25, 1e-7];
+        let bytes = encode_embedding(42, &v);
+        assert_eq!(decode_embedding(&bytes)?, (42, v));
+        assert!(decode_embedding(&bytes[..7]).is_err());
+        assert!(decode_embedding(&bytes[..bytes.len() - 1]).is_err());
+        Ok(())
+    }
+}
