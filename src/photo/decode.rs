@@ -1,7 +1,7 @@
 //! Decoding one photo into an upright, optionally downscaled, 8-bit RGB image.
 
 use std::fs::File;
-use std::io::{BufReader, Seek};
+use std::io::{BufRead, BufReader, Seek};
 use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
 
@@ -10,6 +10,9 @@ use image::metadata::Orientation;
 use image::{DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader, Limits, RgbImage};
 
 use super::error::PhotoError;
+use super::format::{self, PhotoFormat};
+#[cfg(feature = "heic")]
+use super::heic;
 use super::jpeg;
 
 /// Default [`DecodeOptions::max_pixels`]: 100 megapixels.
@@ -46,8 +49,9 @@ pub struct Photo {
     pub original_width: u32,
     /// Height of the full-size photo once upright, in pixels.
     pub original_height: u32,
-    /// The format found in the content (not taken from the extension).
-    pub format: ImageFormat,
+    /// The format found in the content (from the extension only for a `.heic`/`.heif` file
+    /// whose content is not recognised).
+    pub format: PhotoFormat,
 }
 
 /// What a format-specific decoder hands back before the common finishing steps.
@@ -73,8 +77,11 @@ const SUPPORTED_FORMATS: [ImageFormat; 6] = [
 
 /// Decodes the photo at `path` into an upright 8-bit RGB image.
 ///
-/// The format is sniffed from the content. The size in the header is checked against
-/// [`DecodeOptions::max_pixels`] before decoding. The EXIF orientation is applied (once).
+/// The format is sniffed from the content; HEIF (HEIC) photos, recognised by their `ftyp` box
+/// or else by a `.heic`/`.heif` extension, need the `heic` feature (libheif), and fail with a
+/// [`PhotoError::Unsupported`] saying so without it. The size in the header is checked
+/// against [`DecodeOptions::max_pixels`] before decoding. The EXIF orientation is applied
+/// (once; for HEIF, libheif applies the file's rotation and mirroring and EXIF is ignored).
 /// Grey, alpha, 16-bit and palette images all become 8-bit RGB (alpha is dropped); a GIF
 /// gives its first frame. With [`DecodeOptions::target_short_side`], large photos are
 /// downscaled, JPEGs first in the DCT domain, then once with a Lanczos3 filter.
@@ -82,13 +89,24 @@ const SUPPORTED_FORMATS: [ImageFormat; 6] = [
 /// Safe to call from many threads at once; never panics on bad input (a decoder panic is
 /// caught and reported as a corrupt image).
 pub fn decode(path: &Path, opts: &DecodeOptions) -> Result<Photo, PhotoError> {
-    let file = open(path)?;
-    let reader = ImageReader::new(BufReader::new(file))
+    let mut file = BufReader::new(open(path)?);
+    let header = file
+        .fill_buf()
+        .map_err(|err| PhotoError::from_io(path, err))?;
+    if format::is_heif(header) {
+        return decode_heif(path, file, opts);
+    }
+    let reader = ImageReader::new(file)
         .with_guessed_format()
         .map_err(|err| PhotoError::from_io(path, err))?;
-    let format = reader.format().ok_or_else(|| PhotoError::NotAnImage {
-        path: path.to_path_buf(),
-    })?;
+    let Some(format) = reader.format() else {
+        if format::has_heif_extension(path) {
+            return decode_heif(path, reader.into_inner(), opts);
+        }
+        return Err(PhotoError::NotAnImage {
+            path: path.to_path_buf(),
+        });
+    };
     if !SUPPORTED_FORMATS.contains(&format) {
         return Err(PhotoError::unsupported(
             path,
@@ -99,8 +117,34 @@ pub fn decode(path: &Path, opts: &DecodeOptions) -> Result<Photo, PhotoError> {
         ImageFormat::Jpeg => decode_jpeg(path, reader.into_inner(), opts),
         _ => decode_generic(path, reader, opts),
     })?;
-    finish(path, decoded, opts, format)
+    finish(path, decoded, opts, format.into())
 }
+
+/// A HEIF photo, through libheif, which applies the rotation and mirroring in the file itself.
+#[cfg(feature = "heic")]
+fn decode_heif(
+    path: &Path,
+    reader: BufReader<File>,
+    opts: &DecodeOptions,
+) -> Result<Photo, PhotoError> {
+    let decoded = catch_panics(path, || heic::decode(path, reader, opts))?;
+    finish(path, decoded, opts, PhotoFormat::Heif)
+}
+
+/// Without the `heic` feature a HEIF photo is refused, saying why.
+#[cfg(not(feature = "heic"))]
+fn decode_heif(
+    path: &Path,
+    _reader: BufReader<File>,
+    _opts: &DecodeOptions,
+) -> Result<Photo, PhotoError> {
+    Err(PhotoError::unsupported(path, NO_HEIC_SUPPORT))
+}
+
+/// Why a HEIF photo is refused by a build without the `heic` feature.
+#[cfg(not(feature = "heic"))]
+const NO_HEIC_SUPPORT: &str =
+    "HEIC/HEIF photo: this build has no HEIC support (build with --features heic)";
 
 /// Opens the file, telling apart a vanished, an unreadable and an empty one.
 fn open(path: &Path) -> Result<File, PhotoError> {
@@ -183,7 +227,11 @@ pub(super) fn check_pixels(
     Ok(())
 }
 
-fn too_large(path: &Path, (width, height): (u32, u32), opts: &DecodeOptions) -> PhotoError {
+pub(super) fn too_large(
+    path: &Path,
+    (width, height): (u32, u32),
+    opts: &DecodeOptions,
+) -> PhotoError {
     PhotoError::TooLarge {
         path: path.to_path_buf(),
         width,
@@ -227,7 +275,7 @@ fn finish(
     path: &Path,
     decoded: Decoded,
     opts: &DecodeOptions,
-    format: ImageFormat,
+    format: PhotoFormat,
 ) -> Result<Photo, PhotoError> {
     let Decoded {
         mut image,

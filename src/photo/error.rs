@@ -159,6 +159,8 @@ impl fmt::Display for Skipped {
     }
 }
 
+impl std::error::Error for Skipped {}
+
 impl From<PhotoError> for Skipped {
     fn from(err: PhotoError) -> Self {
         err.to_skipped()

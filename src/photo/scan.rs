@@ -11,8 +11,11 @@ use walkdir::{DirEntry, WalkDir};
 use super::error::{ScanError, Skipped};
 
 /// File name extensions (lower case, without the dot) of the files [`scan`] keeps; compared
-/// case-insensitively.
-pub const IMAGE_EXTENSIONS: [&str; 8] = ["jpg", "jpeg", "png", "webp", "gif", "tif", "tiff", "bmp"];
+/// case-insensitively. HEIF ones are kept even in a build without the `heic` feature, so that
+/// decoding reports them rather than leaving them out silently.
+pub const IMAGE_EXTENSIONS: [&str; 10] = [
+    "jpg", "jpeg", "png", "webp", "gif", "tif", "tiff", "bmp", "heic", "heif",
+];
 
 /// One image file found by [`scan`].
 #[derive(Debug, Clone, PartialEq, Eq)]

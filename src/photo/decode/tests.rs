@@ -398,3 +398,57 @@ fn unreadable_file() -> TestResult {
     }
     Ok(())
 }
+
+/// The start of a HEIC file: its `ftyp` box and the header of a `meta` box, no image.
+fn heic_header() -> Vec<u8> {
+    let mut bytes = 24u32.to_be_bytes().to_vec();
+    bytes.extend_from_slice(b"ftypheic\0\0\0\0mif1heic");
+    bytes.extend_from_slice(&40u32.to_be_bytes());
+    bytes.extend_from_slice(b"meta\0\0\0\0");
+    bytes
+}
+
+#[cfg(not(feature = "heic"))]
+#[test]
+fn heic_without_the_feature_is_refused_saying_why() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let paths = [
+        // Recognised by content, whatever the extension...
+        write(&dir, "IMG_0001.heic", &heic_header())?,
+        write(&dir, "IMG_0002.jpg", &heic_header())?,
+        // ...or by extension when the content is not recognised.
+        write(&dir, "IMG_0003.HEIF", b"not really a HEIF file")?,
+    ];
+    for path in paths {
+        let err = decode(&path, &DecodeOptions::default()).err();
+        assert!(
+            matches!(err, Some(PhotoError::Unsupported { .. })),
+            "{err:?}"
+        );
+        let err = err.ok_or("no error")?;
+        assert_names(&err, &path);
+        let reason = err.reason();
+        assert!(
+            reason.contains("no HEIC support") && reason.contains("--features heic"),
+            "{reason}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn broken_heic_is_an_error_naming_the_file() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let header = heic_header();
+    let paths = [
+        write(&dir, "header_only.heic", &header)?,
+        write(&dir, "cut.heic", &header[..12])?,
+        write(&dir, "garbage.heic", b"\x00\x01\x02 not a photo at all")?,
+        write(&dir, "ftyp_only.jpg", &header[..24])?,
+    ];
+    for path in paths {
+        let err = decode(&path, &DecodeOptions::default()).err();
+        assert_names(&err.ok_or("decoded a broken HEIC")?, &path);
+    }
+    Ok(())
+}
