@@ -10,7 +10,7 @@ use crate::model::weights::load_backbone;
 use crate::model::{ParamBuilder, Vit, VitConfig};
 use crate::train::checkpoint;
 use crate::train::trainer::CHECKPOINT_FILE;
-use crate::train::views::{eval_view, views_to_tensors};
+use crate::train::views::{eval_view, views_to_tensors, View};
 use crate::{Error, Result};
 
 /// A backbone ready to embed images at a fixed input size.
@@ -83,9 +83,16 @@ impl Embedder {
     pub fn embed(&self, images: &[RgbImage]) -> Result<Tensor> {
         let views = images
             .iter()
-            .map(|img| eval_view(img, self.size).map(|v| vec![v]))
+            .map(|img| eval_view(img, self.size))
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| Error::Config(e.to_string()))?;
+        self.embed_views(views)
+    }
+
+    /// [`Embedder::embed`] on views already made with [`eval_view`] at [`Embedder::size`]
+    /// (so that callers can prepare them on other threads).
+    pub fn embed_views(&self, views: Vec<View>) -> Result<Tensor> {
+        let views: Vec<Vec<View>> = views.into_iter().map(|v| vec![v]).collect();
         let batch = views_to_tensors(&views, &self.device)?;
         let input = batch
             .into_iter()
@@ -93,6 +100,14 @@ impl Embedder {
             .ok_or_else(|| Error::Config("no image to embed".into()))?;
         let cls = self.vit.forward(&input, None)?;
         l2_rows(&cls)
+    }
+
+    /// [`Embedder::embed_views`] as one `Vec<f32>` per image.
+    pub fn embed_rows(&self, views: Vec<View>) -> Result<Vec<Vec<f32>>> {
+        if views.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(self.embed_views(views)?.to_vec2::<f32>()?)
     }
 }
 

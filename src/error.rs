@@ -30,6 +30,9 @@ pub enum Error {
     /// Training produced a NaN or infinite loss.
     #[error("training diverged: {0}")]
     Diverged(String),
+    /// The index store failed.
+    #[error(transparent)]
+    Index(#[from] dino_curate_index::IndexError),
     /// A configuration value is outside what the model supports.
     #[error("invalid configuration: {0}")]
     Config(String),

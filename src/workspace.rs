@@ -20,6 +20,21 @@ pub struct WorkspaceConfig {
     pub roots: Vec<PathBuf>,
     /// The run folder of the model `index` and the curation commands use.
     pub current_model: Option<PathBuf>,
+    /// The weights file the index was built with and its input side (so that `search`
+    /// embeds its query with the same model).
+    #[serde(default)]
+    pub index_model: Option<IndexModel>,
+}
+
+/// What `index` embedded with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexModel {
+    /// The weights file (a run's checkpoint or an imported file).
+    pub weights: PathBuf,
+    /// Input side in pixels.
+    pub size: u32,
+    /// Whether it is a training run's checkpoint (else a plain weights file).
+    pub from_run: bool,
 }
 
 /// A workspace folder.
@@ -122,6 +137,11 @@ mod tests {
         let cfg = WorkspaceConfig {
             roots: vec![PathBuf::from("/photos")],
             current_model: Some(a),
+            index_model: Some(IndexModel {
+                weights: PathBuf::from("/w.pth"),
+                size: 224,
+                from_run: false,
+            }),
         };
         ws.save_config(&cfg)?;
         assert_eq!(ws.config()?, cfg);
