@@ -1,0 +1,493 @@
+//! The curation commands: `search`, `dups`, `clusters`, `outliers`, `select`, `quality`,
+//! `trash` and `undo`. Compute lives in `dino_curate::curate`; this file reads the store,
+//! prints, asks for confirmation and moves files.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use serde_json::{json, Value};
+
+use dino_curate::curate::clusters::default_k;
+use dino_curate::curate::collection::Collection;
+use dino_curate::curate::dups::DupRule;
+use dino_curate::curate::keeper::KeepRule;
+use dino_curate::curate::quality::flags;
+use dino_curate::trash::{Moved, Trash};
+use dino_curate::workspace::Workspace;
+use dino_curate_index::{PhotoId, Store};
+
+/// Neighbours per photo in the k-NN graph that `dups` and `outliers` use.
+const GRAPH_K: usize = 10;
+/// Default `dups --threshold` (see docs/quality.md for the measurement behind it).
+pub const DEFAULT_DUP_THRESHOLD: f32 = 0.90;
+
+/// A path as JSON: the text, and `"lossy": true` beside it when it was not UTF-8.
+fn path_fields(key: &str, path: &Path) -> serde_json::Map<String, Value> {
+    let mut m = serde_json::Map::new();
+    m.insert(key.into(), json!(path.to_string_lossy()));
+    if path.to_str().is_none() {
+        m.insert("lossy".into(), json!(true));
+    }
+    m
+}
+
+fn open_store(ws: &Workspace) -> Result<Store> {
+    Store::open(ws.root())
+        .with_context(|| format!("cannot open the index in {}", ws.root().display()))
+}
+
+fn path_of(c: &Collection, id: PhotoId) -> PathBuf {
+    c.records
+        .get(&id)
+        .map(|r| r.path.clone())
+        .unwrap_or_default()
+}
+
+fn print_json(v: &Value) -> Result<()> {
+    println!("{}", serde_json::to_string(v)?);
+    Ok(())
+}
+
+/// Asks `question` on stderr; true only for an explicit yes.
+fn confirm(question: &str) -> Result<bool> {
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES"))
+}
+
+#[derive(Debug, Args)]
+pub struct DupsArgs {
+    /// Smallest similarity (cosine, −1…1) of two near-duplicates.
+    #[arg(long, default_value_t = DEFAULT_DUP_THRESHOLD)]
+    threshold: f32,
+    /// Which photo of a group to keep: largest, newest, oldest or path:PREFIX.
+    #[arg(long, default_value = "largest")]
+    keep: KeepRule,
+    /// Move every photo but the keeper of each group to the workspace trash (asks first).
+    #[arg(long)]
+    trash: bool,
+    /// With --trash: show what would move, move nothing.
+    #[arg(long, requires = "trash")]
+    dry_run: bool,
+    /// With --trash: do not ask for confirmation.
+    #[arg(long, requires = "trash")]
+    yes: bool,
+    /// Compare raw vectors instead of vectors with the collection's mean removed.
+    #[arg(long)]
+    raw: bool,
+    /// Print the groups as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn dups(args: &DupsArgs, workspace: Option<&Path>) -> Result<()> {
+    let ws = Workspace::open(workspace)?;
+    let mut store = open_store(&ws)?;
+    let mut collection = Collection::load(&store)?;
+    let mut knn = store.knn_graph(GRAPH_K)?;
+    if !args.raw {
+        collection = collection.centred();
+        knn = collection.rescore(&knn);
+    }
+    let groups = collection.duplicates(&knn, &DupRule::with_threshold(args.threshold), &args.keep);
+    if args.json {
+        let list: Vec<Value> = groups
+            .iter()
+            .map(|g| {
+                let mut obj = path_fields("keep", &path_of(&collection, g.keep));
+                let members: Vec<Value> = g
+                    .members
+                    .iter()
+                    .map(|&(id, s)| {
+                        let mut m = path_fields("path", &path_of(&collection, id));
+                        m.insert("similarity".into(), json!(s));
+                        Value::Object(m)
+                    })
+                    .collect();
+                obj.insert("members".into(), Value::Array(members));
+                Value::Object(obj)
+            })
+            .collect();
+        print_json(&Value::Array(list))?;
+    } else {
+        for g in &groups {
+            println!("keep {}", path_of(&collection, g.keep).display());
+            for &(id, s) in &g.members {
+                println!("  {:.3} {}", s, path_of(&collection, id).display());
+            }
+        }
+    }
+    let extra: usize = groups.iter().map(|g| g.members.len()).sum();
+    eprintln!(
+        "{} groups, {extra} photos besides their keepers",
+        groups.len()
+    );
+    if args.trash {
+        let files: Vec<PathBuf> = groups
+            .iter()
+            .flat_map(|g| g.members.iter().map(|&(id, _)| path_of(&collection, id)))
+            .collect();
+        move_to_trash(&ws, &store, &files, args.dry_run, args.yes, false)?;
+    }
+    Ok(())
+}
+
+/// Plans, confirms and performs a move to the trash.
+fn move_to_trash(
+    ws: &Workspace,
+    store: &Store,
+    files: &[PathBuf],
+    dry_run: bool,
+    yes: bool,
+    json: bool,
+) -> Result<()> {
+    if files.is_empty() {
+        eprintln!("nothing to move");
+        return Ok(());
+    }
+    let trash = Trash::new(ws.root());
+    let plan = trash.plan(files, &ws.config()?.roots)?;
+    if dry_run {
+        for (from, to) in &plan.files {
+            eprintln!("would move {} -> {}", from.display(), to.display());
+        }
+        return print_moved(&plan, json, true);
+    }
+    if !yes && !confirm(&format!("move {} photos to the trash?", plan.files.len()))? {
+        bail!("nothing moved");
+    }
+    let moved = trash.remove(&plan, store)?;
+    eprintln!(
+        "moved {} photos to the trash (`dino-curate undo` puts them back)",
+        moved.files.len()
+    );
+    print_moved(&moved, json, false)
+}
+
+fn print_moved(moved: &Moved, json: bool, dry_run: bool) -> Result<()> {
+    if json {
+        let files: Vec<Value> = moved
+            .files
+            .iter()
+            .map(|(from, to)| {
+                let mut m = path_fields("from", from);
+                m.extend(path_fields("to", to));
+                Value::Object(m)
+            })
+            .collect();
+        print_json(&json!({"operation": moved.operation, "dry_run": dry_run, "moved": files}))?;
+    }
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct TrashArgs {
+    /// Photos to move to the workspace trash.
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// Show what would move, move nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    yes: bool,
+    /// Print what moved as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn trash(args: &TrashArgs, workspace: Option<&Path>) -> Result<()> {
+    let ws = Workspace::open(workspace)?;
+    let store = open_store(&ws)?;
+    let files = args
+        .paths
+        .iter()
+        .map(|p| std::path::absolute(p).with_context(|| format!("{}", p.display())))
+        .collect::<Result<Vec<_>>>()?;
+    move_to_trash(&ws, &store, &files, args.dry_run, args.yes, args.json)
+}
+
+#[derive(Debug, Args)]
+pub struct UndoArgs {
+    /// Print what moved back as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn undo(args: &UndoArgs, workspace: Option<&Path>) -> Result<()> {
+    let ws = Workspace::open(workspace)?;
+    let store = open_store(&ws)?;
+    match Trash::new(ws.root()).undo(&store)? {
+        None => {
+            eprintln!("nothing to undo");
+            if args.json {
+                print_json(&json!({"operation": null, "moved": []}))?;
+            }
+        }
+        Some(moved) => {
+            eprintln!("restored {} photos", moved.files.len());
+            print_moved(&moved, args.json, false)?;
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct ClustersArgs {
+    /// Number of clusters (default: about √(photos/2)).
+    #[arg(short, long)]
+    k: Option<usize>,
+    /// Write one folder of symbolic links per cluster here.
+    #[arg(long, value_name = "DIR")]
+    export: Option<PathBuf>,
+    /// Random seed of the k-means++ initialisation.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Print the clusters as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn clusters(args: &ClustersArgs, workspace: Option<&Path>) -> Result<()> {
+    let ws = Workspace::open(workspace)?;
+    let store = open_store(&ws)?;
+    let c = Collection::load(&store)?;
+    let k = args.k.unwrap_or_else(|| default_k(c.vectors.len()));
+    let clusters = c.clusters(k, args.seed);
+    if let Some(dir) = &args.export {
+        export_clusters(dir, &c, &clusters)?;
+    }
+    if args.json {
+        let list: Vec<Value> = clusters
+            .iter()
+            .enumerate()
+            .map(|(i, (cl, ids))| {
+                let mut obj = serde_json::Map::new();
+                obj.insert("id".into(), json!(i));
+                obj.insert("size".into(), json!(ids.len()));
+                obj.insert("cohesion".into(), json!(cl.cohesion));
+                let rep = path_of(&c, c.vectors.id(cl.representative));
+                obj.insert("representative".into(), json!(rep.to_string_lossy()));
+                let members: Vec<Value> = ids
+                    .iter()
+                    .map(|&id| json!(path_of(&c, id).to_string_lossy()))
+                    .collect();
+                obj.insert("members".into(), Value::Array(members));
+                Value::Object(obj)
+            })
+            .collect();
+        print_json(&Value::Array(list))?;
+    } else {
+        for (i, (cl, ids)) in clusters.iter().enumerate() {
+            let rep = path_of(&c, c.vectors.id(cl.representative));
+            println!("{i:>4} {:>6} photos  {}", ids.len(), rep.display());
+        }
+    }
+    Ok(())
+}
+
+fn export_clusters(
+    dir: &Path,
+    c: &Collection,
+    clusters: &[(dino_curate::curate::clusters::Cluster, Vec<PhotoId>)],
+) -> Result<()> {
+    for (i, (_, ids)) in clusters.iter().enumerate() {
+        let sub = dir.join(format!("cluster-{i:04}"));
+        std::fs::create_dir_all(&sub).with_context(|| format!("{}", sub.display()))?;
+        link_all(&sub, ids.iter().map(|&id| path_of(c, id)), false)?;
+    }
+    eprintln!("{} cluster folders in {}", clusters.len(), dir.display());
+    Ok(())
+}
+
+/// Links (or copies) each file into `dir`, numbering names that collide.
+fn link_all(dir: &Path, files: impl Iterator<Item = PathBuf>, copy: bool) -> Result<()> {
+    for (n, file) in files.enumerate() {
+        let name = file
+            .file_name()
+            .map(|s| s.to_os_string())
+            .unwrap_or_default();
+        let mut target = dir.join(&name);
+        if target.exists() || target.symlink_metadata().is_ok() {
+            let mut numbered = std::ffi::OsString::from(format!("{n:06}-"));
+            numbered.push(&name);
+            target = dir.join(numbered);
+        }
+        let done = if copy {
+            std::fs::copy(&file, &target).map(|_| ())
+        } else {
+            std::os::unix::fs::symlink(&file, &target)
+        };
+        done.with_context(|| format!("{} -> {}", file.display(), target.display()))?;
+    }
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct OutliersArgs {
+    /// How many to list.
+    #[arg(short, long, default_value_t = 20)]
+    n: usize,
+    /// Print them as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn outliers(args: &OutliersArgs, workspace: Option<&Path>) -> Result<()> {
+    let ws = Workspace::open(workspace)?;
+    let mut store = open_store(&ws)?;
+    let c = Collection::load(&store)?;
+    let knn = store.knn_graph(GRAPH_K)?;
+    let list = c.outliers(&knn, args.n);
+    print_scored(&c, &list, "score", args.json)
+}
+
+fn print_scored(c: &Collection, list: &[(PhotoId, f32)], key: &str, json: bool) -> Result<()> {
+    if json {
+        let v: Vec<Value> = list
+            .iter()
+            .map(|&(id, s)| {
+                let mut m = path_fields("path", &path_of(c, id));
+                m.insert(key.into(), json!(s));
+                Value::Object(m)
+            })
+            .collect();
+        print_json(&Value::Array(v))
+    } else {
+        for &(id, s) in list {
+            println!("{s:.3} {}", path_of(c, id).display());
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct SelectArgs {
+    /// How many photos to pick.
+    n: usize,
+    /// Put symbolic links to the picked photos in this folder.
+    #[arg(long, value_name = "DIR", conflicts_with = "copy_to")]
+    link_to: Option<PathBuf>,
+    /// Put copies of the picked photos in this folder.
+    #[arg(long, value_name = "DIR")]
+    copy_to: Option<PathBuf>,
+    /// Print them as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn select(args: &SelectArgs, workspace: Option<&Path>) -> Result<()> {
+    let ws = Workspace::open(workspace)?;
+    let store = open_store(&ws)?;
+    let c = Collection::load(&store)?;
+    let picked = c.diverse(args.n);
+    for (dir, copy) in [(&args.link_to, false), (&args.copy_to, true)] {
+        if let Some(dir) = dir {
+            std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
+            link_all(dir, picked.iter().map(|&(id, _)| path_of(&c, id)), copy)?;
+        }
+    }
+    print_scored(&c, &picked, "nearest_chosen_similarity", args.json)
+}
+
+#[derive(Debug, Args)]
+pub struct QualityArgs {
+    /// Print the flagged photos as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn quality(args: &QualityArgs, workspace: Option<&Path>) -> Result<()> {
+    let ws = Workspace::open(workspace)?;
+    let store = open_store(&ws)?;
+    let mut flagged = Vec::new();
+    for entry in store.photos() {
+        let (_, r) = entry?;
+        let f = flags(&r);
+        if !f.is_empty() {
+            flagged.push((r, f));
+        }
+    }
+    flagged.sort_by(|a, b| a.0.path.cmp(&b.0.path));
+    if args.json {
+        let v: Vec<Value> = flagged
+            .iter()
+            .map(|(r, f)| {
+                let mut m = path_fields("path", &r.path);
+                m.insert("flags".into(), json!(f));
+                m.insert(
+                    "stats".into(),
+                    json!(r.stats.map(|s| json!({
+                    "laplacian_var": s.laplacian_var, "mean_luma": s.mean_luma,
+                    "dark_fraction": s.dark_fraction, "bright_fraction": s.bright_fraction,
+                    "entropy": s.entropy}))),
+                );
+                Value::Object(m)
+            })
+            .collect();
+        print_json(&Value::Array(v))?;
+    } else {
+        for (r, f) in &flagged {
+            let names: Vec<String> = f.iter().map(|x| format!("{x:?}").to_lowercase()).collect();
+            println!("{:<24} {}", names.join(","), r.path.display());
+        }
+    }
+    eprintln!("{} photos flagged", flagged.len());
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    /// Any image file, in the collection or not.
+    image: PathBuf,
+    /// How many photos to list.
+    #[arg(short, long, default_value_t = 10)]
+    k: usize,
+    /// Where to compute the query's vector.
+    #[arg(long, value_enum, default_value = "auto")]
+    device: super::DeviceArg,
+    /// Print the list as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn search(args: &SearchArgs, workspace: Option<&Path>) -> Result<()> {
+    let ws = Workspace::open(workspace)?;
+    let mut store = open_store(&ws)?;
+    let device = super::device_from(args.device)?;
+    let embedder = super::index::indexed_model(&ws, &store, &device)?;
+    let photo = dino_curate::photo::decode(&args.image, &Default::default())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let query = embedder
+        .embed(std::slice::from_ref(&photo.image))?
+        .to_vec2::<f32>()?;
+    let query = query
+        .into_iter()
+        .next()
+        .context("no vector for the query")?;
+    let hits = store.search(&query, args.k)?;
+    let list: Vec<(PathBuf, f32)> = hits
+        .into_iter()
+        .filter_map(|(id, s)| Some((store.get(id).ok()??.path, s)))
+        .collect();
+    if args.json {
+        let v: Vec<Value> = list
+            .iter()
+            .map(|(p, s)| {
+                let mut m = path_fields("path", p);
+                m.insert("similarity".into(), json!(s));
+                Value::Object(m)
+            })
+            .collect();
+        print_json(&Value::Array(v))
+    } else {
+        for (p, s) in &list {
+            println!("{s:.3} {}", p.display());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,15 @@
+//! Curation: pure functions over the embeddings (no I/O, no printing), used unchanged by
+//! the command line and the terminal UI.
+
+pub mod clusters;
+pub mod collection;
+pub mod dups;
+pub mod keeper;
+pub mod quality;
+pub mod select;
+pub mod vectors;
+
+pub use vectors::Vectors;
+
+/// A photo's nearest neighbours with their similarity, best first.
+pub type Neighbours = Vec<(dino_curate_index::PhotoId, f32)>;

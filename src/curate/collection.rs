@@ -1,0 +1,199 @@
+//! The indexed collection in memory for curation: every record and vector read once from
+//! the store, and the results of the curation functions named by photo.
+
+use std::collections::HashMap;
+
+use dino_curate_index::{PhotoId, PhotoRecord, Store};
+
+use super::clusters::{kmeans, Cluster};
+use super::dups::{group_ids, DupRule};
+use super::keeper::{choose_keeper, KeepRule};
+use super::select::{diverse_subset, outliers};
+use super::vectors::{dot, normalize, Vectors};
+use super::Neighbours;
+use crate::{Error, Result};
+
+/// Records and vectors of the indexed photos.
+#[derive(Debug)]
+pub struct Collection {
+    /// The vectors, one row per photo that has one.
+    pub vectors: Vectors,
+    /// Every record, by id.
+    pub records: HashMap<PhotoId, PhotoRecord>,
+}
+
+/// One near-duplicate group: the keeper and the others with their similarity to it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DupGroup {
+    /// The photo to keep.
+    pub keep: PhotoId,
+    /// The others, most similar first.
+    pub members: Vec<(PhotoId, f32)>,
+}
+
+impl Collection {
+    /// Reads the store; fails with a clear message when nothing is indexed.
+    pub fn load(store: &Store) -> Result<Self> {
+        let dim = store.meta()?.dim.unwrap_or(0);
+        let mut vectors = Vectors::new(dim);
+        for entry in store.embeddings() {
+            let (id, v) = entry?;
+            vectors.push(id, &v);
+        }
+        let mut records = HashMap::new();
+        for entry in store.photos() {
+            let (id, r) = entry?;
+            records.insert(id, r);
+        }
+        if vectors.is_empty() {
+            return Err(Error::Config(
+                "the index is empty: run `dino-curate index` first".into(),
+            ));
+        }
+        Ok(Self { vectors, records })
+    }
+
+    /// The same collection with every vector minus the collection's mean direction,
+    /// renormalised. Features learned on one small collection share a large common
+    /// component (every cosine similarity is high); removing it spreads the similarities so
+    /// that a threshold separates copies from look-alikes (measured in docs/quality.md).
+    pub fn centred(mut self) -> Self {
+        let (n, dim) = (self.vectors.len(), self.vectors.dim());
+        let mut mean = vec![0f32; dim];
+        for i in 0..n {
+            mean.iter_mut()
+                .zip(self.vectors.row(i))
+                .for_each(|(m, x)| *m += x);
+        }
+        mean.iter_mut().for_each(|m| *m /= n.max(1) as f32);
+        let mut centred = Vectors::new(dim);
+        for i in 0..n {
+            let mut v: Vec<f32> = self
+                .vectors
+                .row(i)
+                .iter()
+                .zip(&mean)
+                .map(|(x, m)| x - m)
+                .collect();
+            normalize(&mut v);
+            centred.push(self.vectors.id(i), &v);
+        }
+        self.vectors = centred;
+        self
+    }
+
+    /// The k-NN graph with similarities recomputed on this collection's vectors (for
+    /// instance after [`Collection::centred`]).
+    pub fn rescore(&self, knn: &[(PhotoId, Neighbours)]) -> Vec<(PhotoId, Neighbours)> {
+        let rows = self.row_of();
+        knn.iter()
+            .filter_map(|(id, hits)| {
+                let a = self.vectors.row(*rows.get(id)?);
+                let hits = hits
+                    .iter()
+                    .filter_map(|(o, _)| Some((*o, dot(a, self.vectors.row(*rows.get(o)?)))))
+                    .collect();
+                Some((*id, hits))
+            })
+            .collect()
+    }
+
+    fn row_of(&self) -> HashMap<PhotoId, usize> {
+        self.vectors
+            .ids()
+            .iter()
+            .enumerate()
+            .map(|(i, &id)| (id, i))
+            .collect()
+    }
+
+    /// Groups of photos with the same content hash.
+    pub fn exact_copies(&self) -> Vec<Vec<PhotoId>> {
+        let mut by_hash: HashMap<[u8; 32], Vec<PhotoId>> = HashMap::new();
+        for (&id, r) in &self.records {
+            by_hash.entry(r.blake3).or_default().push(id);
+        }
+        let mut groups: Vec<Vec<PhotoId>> = by_hash
+            .into_values()
+            .filter(|g| g.len() > 1)
+            .map(|mut g| {
+                g.sort_unstable();
+                g
+            })
+            .collect();
+        groups.sort_unstable();
+        groups
+    }
+
+    /// Near-duplicate groups from the k-NN graph `knn`, each with its keeper.
+    pub fn duplicates(
+        &self,
+        knn: &[(PhotoId, Neighbours)],
+        rule: &DupRule,
+        keep: &KeepRule,
+    ) -> Vec<DupGroup> {
+        let rows = self.row_of();
+        let mut out: Vec<DupGroup> = group_ids(&self.vectors, &self.exact_copies(), knn, rule)
+            .into_iter()
+            .filter_map(|ids| {
+                let recs: Vec<&PhotoRecord> =
+                    ids.iter().filter_map(|id| self.records.get(id)).collect();
+                if recs.len() != ids.len() {
+                    return None;
+                }
+                let keeper = ids[choose_keeper(&recs, keep)?];
+                let kv = self.vectors.row(*rows.get(&keeper)?);
+                let mut members: Vec<(PhotoId, f32)> = ids
+                    .iter()
+                    .filter(|&&id| id != keeper)
+                    .filter_map(|&id| Some((id, dot(kv, self.vectors.row(*rows.get(&id)?)))))
+                    .collect();
+                members.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+                Some(DupGroup {
+                    keep: keeper,
+                    members,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            b.members
+                .len()
+                .cmp(&a.members.len())
+                .then(a.keep.cmp(&b.keep))
+        });
+        out
+    }
+
+    /// Clusters as photo ids (see [`kmeans`]).
+    pub fn clusters(&self, k: usize, seed: u64) -> Vec<(Cluster, Vec<PhotoId>)> {
+        kmeans(&self.vectors, k, 50, seed)
+            .into_iter()
+            .map(|c| {
+                let ids = c.rows.iter().map(|&r| self.vectors.id(r)).collect();
+                (c, ids)
+            })
+            .collect()
+    }
+
+    /// The `n` photos least similar to their neighbours in `knn`, with their mean
+    /// similarity, lowest first.
+    pub fn outliers(&self, knn: &[(PhotoId, Neighbours)], n: usize) -> Vec<(PhotoId, f32)> {
+        let sims: Vec<Vec<f32>> = knn
+            .iter()
+            .map(|(_, hits)| hits.iter().map(|h| h.1).collect())
+            .collect();
+        outliers(&sims, n)
+            .into_iter()
+            .map(|(i, s)| (knn[i].0, s))
+            .collect()
+    }
+
+    /// A diverse subset of `n` photos (greedy k-center), each with its similarity to the
+    /// nearest photo chosen before it.
+    pub fn diverse(&self, n: usize) -> Vec<(PhotoId, f32)> {
+        diverse_subset(&self.vectors, n)
+            .into_iter()
+            .map(|(r, s)| (self.vectors.id(r), s))
+            .collect()
+    }
+}

@@ -1,0 +1,214 @@
+//! The curation commands on an indexed folder with known answers: exact copies grouped
+//! with the right keeper, trash and undo round trip byte for byte, and the JSON shapes
+//! of `clusters`, `outliers`, `select` and `quality`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use candle_core::Device;
+use dino_curate::model::weights::save_safetensors;
+use dino_curate::model::{ParamBuilder, Vit, VitArch, VitConfig};
+use image::{Rgb, RgbImage};
+use serde_json::Value;
+
+type TestResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
+
+fn picture(i: u32) -> RgbImage {
+    RgbImage::from_fn(64 + i, 48 + i, |x, y| {
+        let stripe = ((x + i * 5) / (2 + i % 5)) % 2 == 0;
+        Rgb([
+            ((x * 255 / (64 + i)) as u8).wrapping_add((i * 37) as u8),
+            if stripe { 220 } else { (y * 5) as u8 },
+            ((i * 71) % 256) as u8,
+        ])
+    })
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    ws: PathBuf,
+    photos: PathBuf,
+}
+
+fn dino(ws: &Path, args: &[&str]) -> TestResult<(bool, String, String)> {
+    let out = Command::new(env!("CARGO_BIN_EXE_dino-curate"))
+        .arg("--workspace")
+        .arg(ws)
+        .args(args)
+        .output()?;
+    Ok((
+        out.status.success(),
+        String::from_utf8(out.stdout)?,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+fn json_of(ws: &Path, args: &[&str]) -> TestResult<Value> {
+    let (ok, stdout, stderr) = dino(ws, args)?;
+    assert!(ok, "{args:?} failed: {stderr}");
+    Ok(serde_json::from_str(&stdout)?)
+}
+
+/// 8 distinct photos, an exact copy of p0 in a sub-folder, a blank photo; indexed.
+fn indexed_folder() -> TestResult<Fixture> {
+    let dir = tempfile::tempdir()?;
+    let (ws, photos) = (dir.path().join("ws"), dir.path().join("photos"));
+    std::fs::create_dir_all(photos.join("copies"))?;
+    for i in 0..8 {
+        picture(i).save(photos.join(format!("p{i}.png")))?;
+    }
+    std::fs::copy(photos.join("p0.png"), photos.join("copies/p0-copy.png"))?;
+    RgbImage::from_pixel(400, 300, Rgb([128, 128, 128])).save(photos.join("blank.png"))?;
+    let pb = ParamBuilder::frozen(&Device::Cpu, 11);
+    Vit::new(
+        &pb,
+        &VitConfig {
+            depth: 2,
+            ..VitConfig::preset(VitArch::VitTiny, 16)
+        },
+    )?;
+    let weights = dir.path().join("w.safetensors");
+    save_safetensors(&pb.store().tensors()?, &weights)?;
+    let (ok, _, err) = dino(
+        &ws,
+        &[
+            "index",
+            photos.to_str().ok_or("path")?,
+            "--weights",
+            weights.to_str().ok_or("path")?,
+            "--size",
+            "32",
+            "--device",
+            "cpu",
+        ],
+    )?;
+    assert!(ok, "{err}");
+    Ok(Fixture {
+        _dir: dir,
+        ws,
+        photos,
+    })
+}
+
+#[test]
+fn exact_copies_group_with_the_keeper_first_and_trash_undo_round_trips() -> TestResult {
+    let f = indexed_folder()?;
+    let groups = json_of(&f.ws, &["dups", "--json", "--threshold", "0.99999"])?;
+    let groups = groups.as_array().ok_or("not a list")?;
+    let copy_group = groups
+        .iter()
+        .find(|g| g["keep"].as_str().is_some_and(|k| k.contains("p0")))
+        .ok_or("no group for the exact copy")?;
+    let members = copy_group["members"].as_array().ok_or("members")?;
+    assert_eq!(members.len(), 1, "{copy_group}");
+    let sim = members[0]["similarity"].as_f64().ok_or("similarity")?;
+    assert!((sim - 1.0).abs() < 1e-5, "{sim}");
+    // same pixels and size: the oldest, then the path, decides; either way one is kept
+    let keep = copy_group["keep"].as_str().ok_or("keep")?.to_owned();
+    let member = members[0]["path"].as_str().ok_or("path")?.to_owned();
+    assert_ne!(keep, member);
+
+    let original = std::fs::read(&member)?;
+    let (ok, _, _) = dino(
+        &f.ws,
+        &["dups", "--trash", "--dry-run", "--threshold", "0.99999"],
+    )?;
+    assert!(ok);
+    assert!(Path::new(&member).exists(), "dry run moved a file");
+
+    let moved = json_of(&f.ws, &["trash", &member, "--yes", "--json"])?;
+    let to = moved["moved"][0]["to"].as_str().ok_or("to")?.to_owned();
+    assert!(!Path::new(&member).exists());
+    assert!(
+        to.starts_with(f.ws.join("trash").to_str().ok_or("ws")?),
+        "{to}"
+    );
+    assert_eq!(std::fs::read(&to)?, original);
+    let after = json_of(&f.ws, &["dups", "--json", "--threshold", "0.99999"])?;
+    assert!(
+        !after.to_string().contains(&member),
+        "trashed photo still indexed"
+    );
+
+    let undone = json_of(&f.ws, &["undo", "--json"])?;
+    assert_eq!(undone["moved"].as_array().map(Vec::len), Some(1));
+    assert_eq!(std::fs::read(&member)?, original, "restored byte for byte");
+    let again = json_of(&f.ws, &["dups", "--json", "--threshold", "0.99999"])?;
+    assert!(again.to_string().contains(&member), "record restored");
+    let nothing = json_of(&f.ws, &["undo", "--json"])?;
+    assert!(nothing["operation"].is_null());
+    Ok(())
+}
+
+#[test]
+fn trash_without_confirmation_moves_nothing() -> TestResult {
+    let f = indexed_folder()?;
+    let target = f.photos.join("p3.png");
+    let out = Command::new(env!("CARGO_BIN_EXE_dino-curate"))
+        .arg("--workspace")
+        .arg(&f.ws)
+        .arg("trash")
+        .arg(&target)
+        .stdin(std::process::Stdio::null())
+        .output()?;
+    assert!(!out.status.success());
+    assert!(target.exists());
+    Ok(())
+}
+
+#[test]
+fn clusters_outliers_select_and_quality_have_their_shapes() -> TestResult {
+    let f = indexed_folder()?;
+    let clusters = json_of(&f.ws, &["clusters", "-k", "3", "--json"])?;
+    let list = clusters.as_array().ok_or("clusters")?;
+    assert_eq!(list.len(), 3);
+    let total: u64 = list.iter().filter_map(|c| c["size"].as_u64()).sum();
+    assert_eq!(total, 10);
+    for c in list {
+        let members = c["members"].as_array().ok_or("members")?;
+        assert_eq!(Some(members.len() as u64), c["size"].as_u64());
+        assert!(members.contains(&c["representative"]));
+    }
+
+    let outliers = json_of(&f.ws, &["outliers", "-n", "3", "--json"])?;
+    assert_eq!(outliers.as_array().map(Vec::len), Some(3));
+    assert!(outliers[0]["score"].is_number() && outliers[0]["path"].is_string());
+
+    let links = f.ws.join("subset");
+    let picked = json_of(
+        &f.ws,
+        &[
+            "select",
+            "4",
+            "--link-to",
+            links.to_str().ok_or("path")?,
+            "--json",
+        ],
+    )?;
+    assert_eq!(picked.as_array().map(Vec::len), Some(4));
+    assert_eq!(std::fs::read_dir(&links)?.count(), 4);
+    let names: Vec<&str> = picked
+        .as_array()
+        .ok_or("list")?
+        .iter()
+        .filter_map(|p| p["path"].as_str())
+        .collect();
+    let copies = names.iter().filter(|n| n.contains("p0")).count();
+    assert!(
+        copies <= 1,
+        "a diverse subset holds one of two identical photos: {names:?}"
+    );
+
+    let quality = json_of(&f.ws, &["quality", "--json"])?;
+    let blank = quality
+        .as_array()
+        .ok_or("quality")?
+        .iter()
+        .find(|q| q["path"].as_str().is_some_and(|p| p.ends_with("blank.png")))
+        .ok_or("blank photo not flagged")?;
+    assert!(
+        blank["flags"].to_string().contains("low-information"),
+        "{blank}"
+    );
+    Ok(())
+}
