@@ -137,3 +137,75 @@ pub fn bench_train(
         device: crate::device::device_name(device),
     })
 }
+
+/// What `bench embed` times: the backbone's eval forward (the CLS vector) on random
+/// square images, as indexing runs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmbedBenchConfig {
+    /// Backbone size.
+    pub arch: VitArch,
+    /// Patch size.
+    pub patch_size: usize,
+    /// Input side in pixels.
+    pub size: usize,
+    /// Images per forward.
+    pub batch_size: usize,
+    /// Untimed batches.
+    pub warmup: usize,
+    /// Timed batches.
+    pub batches: usize,
+}
+
+/// The result, as `bench embed --json` prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct EmbedBenchReport {
+    /// Median seconds per batch.
+    pub median_batch_s: f64,
+    /// Images per second (batch size / median batch time).
+    pub img_per_s: f64,
+    /// Every timed batch, in order.
+    pub batch_s: Vec<f64>,
+    /// Threads the CPU kernels use.
+    pub threads: usize,
+    /// Where it ran.
+    pub device: String,
+}
+
+/// Runs `warmup + batches` forwards of a randomly initialised backbone; `progress(i,
+/// total, seconds)` is called after each.
+pub fn bench_embed(
+    cfg: &EmbedBenchConfig,
+    device: &Device,
+    mut progress: impl FnMut(usize, usize, f64),
+) -> Result<EmbedBenchReport> {
+    if cfg.batches == 0 || cfg.batch_size == 0 {
+        return Err(Error::Config(
+            "bench needs at least one batch and one image".into(),
+        ));
+    }
+    let vit_cfg = crate::model::VitConfig::preset(cfg.arch, cfg.patch_size);
+    let pb = crate::model::ParamBuilder::frozen(device, 0);
+    let vit = crate::model::Vit::new(&pb, &vit_cfg)?;
+    let input = Tensor::randn(0f32, 1., (cfg.batch_size, 3, cfg.size, cfg.size), device)?;
+    let total = cfg.warmup + cfg.batches;
+    let mut timed = Vec::with_capacity(cfg.batches);
+    for i in 0..total {
+        let start = std::time::Instant::now();
+        let cls = vit.forward(&input, None)?;
+        // wait for the device (a no-op on the CPU)
+        let _ = cls.sum_all()?.to_scalar::<f32>()?;
+        let secs = start.elapsed().as_secs_f64();
+        progress(i + 1, total, secs);
+        if i >= cfg.warmup {
+            timed.push(secs);
+        }
+    }
+    let median_batch_s = median(&mut timed.clone());
+    Ok(EmbedBenchReport {
+        median_batch_s,
+        img_per_s: cfg.batch_size as f64 / median_batch_s,
+        batch_s: timed,
+        threads: candle_core::utils::get_num_threads(),
+        device: crate::device::device_name(device),
+    })
+}

@@ -1,7 +1,9 @@
 //! Command-line arguments (clap derive: doc comments are the help) and dispatch.
 
 mod bench;
+mod curate;
 mod eval;
+mod index;
 mod train;
 
 use std::path::PathBuf;
@@ -27,6 +29,24 @@ pub struct Cli {
 enum Command {
     /// Train a DINO model on a folder of photos (the collection is recorded in the workspace).
     Train(Box<train::TrainArgs>),
+    /// Embed new and changed photos into the index, follow moved ones, drop removed ones.
+    Index(index::IndexArgs),
+    /// Nearest photos to any image file.
+    Search(curate::SearchArgs),
+    /// Near-duplicate groups (exact copies included), each with the photo to keep.
+    Dups(curate::DupsArgs),
+    /// Visual themes (spherical k-means), each with a representative photo.
+    Clusters(curate::ClustersArgs),
+    /// The photos least like any other.
+    Outliers(curate::OutliersArgs),
+    /// A diverse subset of N photos (greedy k-center).
+    Select(curate::SelectArgs),
+    /// Blurry, dark, overexposed, tiny and blank photos.
+    Quality(curate::QualityArgs),
+    /// Move photos to the workspace trash (journaled; `undo` puts them back).
+    Trash(curate::TrashArgs),
+    /// Put back the photos of the last trash operation.
+    Undo(curate::UndoArgs),
     /// Measure feature quality on a labelled folder.
     #[command(subcommand)]
     Eval(eval::EvalCommand),
@@ -101,6 +121,15 @@ pub fn on_compute_pool<T: Send>(f: impl FnOnce() -> T + Send) -> Result<T> {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train(args) => train::run(&args, cli.workspace.as_deref()),
+        Command::Index(args) => index::run(&args, cli.workspace.as_deref()),
+        Command::Search(a) => curate::search(&a, cli.workspace.as_deref()),
+        Command::Dups(a) => curate::dups(&a, cli.workspace.as_deref()),
+        Command::Clusters(a) => curate::clusters(&a, cli.workspace.as_deref()),
+        Command::Outliers(a) => curate::outliers(&a, cli.workspace.as_deref()),
+        Command::Select(a) => curate::select(&a, cli.workspace.as_deref()),
+        Command::Quality(a) => curate::quality(&a, cli.workspace.as_deref()),
+        Command::Trash(a) => curate::trash(&a, cli.workspace.as_deref()),
+        Command::Undo(a) => curate::undo(&a, cli.workspace.as_deref()),
         Command::Eval(cmd) => eval::run(cmd, cli.workspace.as_deref()),
         Command::Bench(cmd) => bench::run(cmd),
     }

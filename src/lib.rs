@@ -6,13 +6,16 @@
 
 pub mod atomic;
 pub mod bench;
+pub mod curate;
 pub mod device;
 pub mod embed;
 pub mod error;
 pub mod eval;
+pub mod indexer;
 pub mod model;
 pub mod photo;
 pub mod train;
+pub mod trash;
 pub mod workspace;
 
 pub use error::{Error, Result};

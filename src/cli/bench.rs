@@ -4,13 +4,43 @@ use anyhow::Result;
 use clap::{Args, Subcommand};
 
 use super::{device_from, ArchArg, DeviceArg};
-use dino_curate::bench::{bench_train, TrainBenchConfig};
+use dino_curate::bench::{bench_embed, bench_train, EmbedBenchConfig, TrainBenchConfig};
 use dino_curate::device::device_name;
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// Time full DINO training steps (teacher + student forward, loss, backward, AdamW, EMA).
     Train(BenchTrainArgs),
+    /// Time the backbone's eval forward (what indexing runs per image).
+    Embed(BenchEmbedArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchEmbedArgs {
+    /// Backbone size.
+    #[arg(long, value_enum, default_value = "vit-small")]
+    arch: ArchArg,
+    /// Patch size in pixels.
+    #[arg(long, default_value_t = 16)]
+    patch_size: usize,
+    /// Input side in pixels.
+    #[arg(long, default_value_t = 224)]
+    size: usize,
+    /// Images per forward.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Untimed batches first.
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Timed batches (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    batches: usize,
+    /// Where to compute.
+    #[arg(long, value_enum, default_value = "auto")]
+    device: DeviceArg,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -56,6 +86,7 @@ pub struct BenchTrainArgs {
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Train(args) => bench_train_command(args),
+        BenchCommand::Embed(args) => bench_embed_command(args),
     }
 }
 
@@ -86,6 +117,33 @@ fn bench_train_command(args: BenchTrainArgs) -> Result<()> {
         println!(
             "median step {:.3} s, {:.1} source img/s (teacher {:.3} s, student+loss {:.3} s, backward {:.3} s, update {:.3} s)",
             report.median_step_s, report.img_per_s, b.teacher_s, b.student_s, b.backward_s, b.update_s
+        );
+    }
+    Ok(())
+}
+
+fn bench_embed_command(args: BenchEmbedArgs) -> Result<()> {
+    let cfg = EmbedBenchConfig {
+        arch: args.arch.into(),
+        patch_size: args.patch_size,
+        size: args.size,
+        batch_size: args.batch_size,
+        warmup: args.warmup,
+        batches: args.batches,
+    };
+    let device = device_from(args.device)?;
+    eprintln!("benchmarking on {}", device_name(&device));
+    let report = super::on_compute_pool(|| {
+        bench_embed(&cfg, &device, |i, total, secs| {
+            eprintln!("batch {i}/{total}: {secs:.3} s");
+        })
+    })??;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "median batch {:.3} s, {:.1} img/s",
+            report.median_batch_s, report.img_per_s
         );
     }
     Ok(())

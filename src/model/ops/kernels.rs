@@ -326,15 +326,42 @@ impl AttnDims {
 
 fn softmax_rows_in_place(m: &mut [f32], n: usize) {
     for row in m.chunks_mut(n) {
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0f32;
-        for v in row.iter_mut() {
-            *v = fastmath::exp(*v - max);
-            sum += *v;
-        }
-        let inv = 1.0 / sum;
+        let max = lanewise_max(row);
+        row.iter_mut().for_each(|v| *v = fastmath::exp(*v - max));
+        let inv = 1.0 / lanewise_sum(row);
         row.iter_mut().for_each(|v| *v *= inv);
     }
+}
+
+/// Lanes of the reductions below: independent accumulators let the compiler vectorise
+/// them (a single running max or sum is a serial chain it must keep in order).
+const LANES: usize = 16;
+
+/// The largest element (−∞ for an empty slice).
+fn lanewise_max(xs: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let mut chunks = xs.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        for (a, &x) in acc.iter_mut().zip(chunk) {
+            *a = if x > *a { x } else { *a };
+        }
+    }
+    let tail = chunks.remainder().iter().copied();
+    acc.into_iter()
+        .chain(tail)
+        .fold(f32::NEG_INFINITY, f32::max)
+}
+
+/// The sum of the elements, in `LANES` partial sums.
+fn lanewise_sum(xs: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let mut chunks = xs.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        for (a, &x) in acc.iter_mut().zip(chunk) {
+            *a += x;
+        }
+    }
+    acc.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
 }
 
 /// Attention probabilities of head `h` of one sample into `probs` (`n × n`).
