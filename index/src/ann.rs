@@ -33,7 +33,7 @@ impl Default for AnnParams {
     fn default() -> Self {
         AnnParams {
             max_nb_connection: 16,
-            ef_construction: 100,
+            ef_construction: 200,
         }
     }
 }

@@ -263,6 +263,8 @@ impl Store {
             return None;
         }
         let ann = Ann::load(&self.ann_dir, &rec)?;
+        // Files of a dump interrupted before its record was switched are of no use.
+        let _ = remove_other_dumps(&self.ann_dir, Some(&rec.basename));
         self.status.loads += 1;
         Some(AnnState {
             ann,
