@@ -274,8 +274,7 @@ fn remove_vanished(run: &mut Run<'_>, ctx: &ReadContext, without_vector: &[Photo
 /// Forgets the failures under the roots that this run did not meet again (fixed or gone).
 fn clear_old_failures(run: &Run<'_>, roots: &[PathBuf]) -> Result<()> {
     for (path, _) in run.store.failures()? {
-        let under = roots.iter().any(|r| path.starts_with(r));
-        if under && !run.failed_paths.contains(&path) {
+        if plan::under_any(&path, roots) && !run.failed_paths.contains(&path) {
             run.store.clear_failure(&path)?;
         }
     }

@@ -62,25 +62,8 @@ impl Vectors {
     }
 }
 
-/// Dot product with 16 independent partial sums, so that the compiler vectorises it.
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    const LANES: usize = 16;
-    let mut acc = [0f32; LANES];
-    let mut ca = a.chunks_exact(LANES);
-    let mut cb = b.chunks_exact(LANES);
-    for (x, y) in (&mut ca).zip(&mut cb) {
-        for l in 0..LANES {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    acc.iter().sum::<f32>() + tail
-}
+/// The index crate's SIMD dot product, so curation and search score pairs alike.
+pub use dino_curate_index::dot;
 
 /// `v / ‖v‖` in place (left as is when the norm is 0).
 pub fn normalize(v: &mut [f32]) {

@@ -38,7 +38,7 @@ pub struct Plan {
 }
 
 /// Whether `path` lies under one of `roots` (component-wise, not as a string prefix).
-fn under_any(path: &Path, roots: &[PathBuf]) -> bool {
+pub(super) fn under_any(path: &Path, roots: &[PathBuf]) -> bool {
     roots.iter().any(|root| path.starts_with(root))
 }
 
