@@ -1,5 +1,6 @@
 //! Image → vector: the teacher backbone's L2-normalised CLS token (the descriptor the
-//! official evaluation uses), on resize + centre-crop views.
+//! official evaluation uses) or CLS ⊕ GeM-pooled patch tokens (the official copy-detection
+//! descriptor), on resize + centre-crop views.
 
 use std::path::Path;
 
@@ -10,14 +11,69 @@ use crate::model::weights::load_backbone;
 use crate::model::{ParamBuilder, Vit, VitConfig};
 use crate::train::checkpoint;
 use crate::train::trainer::CHECKPOINT_FILE;
-use crate::train::views::{eval_view, views_to_tensors, View};
+use crate::train::views::{eval_view, views_to_tensors, whole_view, View};
 use crate::{Error, Result};
+
+/// Exponent of the generalised-mean pooling of patch tokens (`eval_copy_detection.py`).
+const GEM_P: f64 = 4.0;
+
+/// Which output of the backbone becomes the image's vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Descriptor {
+    /// The CLS token.
+    #[default]
+    Cls,
+    /// The CLS token and the GeM (p = 4) pool of the patch tokens, each L2-normalised,
+    /// concatenated (twice the width).
+    ClsGem,
+}
+
+impl Descriptor {
+    /// Short name, part of the index's model id.
+    pub fn name(self) -> &'static str {
+        match self {
+            Descriptor::Cls => "cls",
+            Descriptor::ClsGem => "cls-gem",
+        }
+    }
+}
+
+/// How a photo becomes the square input of the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Framing {
+    /// Shorter side resized, centre square kept (the official evaluation transform).
+    #[default]
+    CentreCrop,
+    /// The whole photo squeezed into the square (nothing cut off).
+    Whole,
+}
+
+impl Framing {
+    /// Short name, part of the index's model id.
+    pub fn name(self) -> &'static str {
+        match self {
+            Framing::CentreCrop => "crop",
+            Framing::Whole => "whole",
+        }
+    }
+
+    /// The model input of `img` at `size` pixels.
+    pub fn view(self, img: &RgbImage, size: u32) -> Result<View> {
+        let view = match self {
+            Framing::CentreCrop => eval_view(img, size),
+            Framing::Whole => whole_view(img, size),
+        };
+        view.map_err(|e| Error::Config(e.to_string()))
+    }
+}
 
 /// A backbone ready to embed images at a fixed input size.
 #[derive(Debug)]
 pub struct Embedder {
     vit: Vit,
     size: u32,
+    descriptor: Descriptor,
+    framing: Framing,
     device: Device,
 }
 
@@ -41,6 +97,8 @@ impl Embedder {
         Ok(Self {
             vit,
             size: ckpt.config.global_size,
+            descriptor: Descriptor::Cls,
+            framing: Framing::CentreCrop,
             device: device.clone(),
         })
     }
@@ -50,6 +108,8 @@ impl Embedder {
         Ok(Self {
             vit: load_backbone(path, device)?,
             size,
+            descriptor: Descriptor::Cls,
+            framing: Framing::CentreCrop,
             device: device.clone(),
         })
     }
@@ -60,6 +120,8 @@ impl Embedder {
         Ok(Self {
             vit: Vit::new(&pb, cfg)?,
             size,
+            descriptor: Descriptor::Cls,
+            framing: Framing::CentreCrop,
             device: device.clone(),
         })
     }
@@ -69,6 +131,26 @@ impl Embedder {
         Self { size, ..self }
     }
 
+    /// The same backbone with another descriptor.
+    pub fn with_descriptor(self, descriptor: Descriptor) -> Self {
+        Self { descriptor, ..self }
+    }
+
+    /// The same backbone with another framing.
+    pub fn with_framing(self, framing: Framing) -> Self {
+        Self { framing, ..self }
+    }
+
+    /// How it frames photos.
+    pub fn framing(&self) -> Framing {
+        self.framing
+    }
+
+    /// The descriptor it computes.
+    pub fn descriptor(&self) -> Descriptor {
+        self.descriptor
+    }
+
     /// Input side in pixels.
     pub fn size(&self) -> u32 {
         self.size
@@ -76,21 +158,23 @@ impl Embedder {
 
     /// Width of the vectors.
     pub fn dim(&self) -> usize {
-        self.vit.config().embed_dim
+        match self.descriptor {
+            Descriptor::Cls => self.vit.config().embed_dim,
+            Descriptor::ClsGem => 2 * self.vit.config().embed_dim,
+        }
     }
 
-    /// L2-normalised CLS vectors `[n, dim]` of a batch of images.
+    /// L2-normalised descriptors `[n, dim]` of a batch of images.
     pub fn embed(&self, images: &[RgbImage]) -> Result<Tensor> {
         let views = images
             .iter()
-            .map(|img| eval_view(img, self.size))
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| Error::Config(e.to_string()))?;
+            .map(|img| self.framing.view(img, self.size))
+            .collect::<Result<Vec<_>>>()?;
         self.embed_views(views)
     }
 
-    /// [`Embedder::embed`] on views already made with [`eval_view`] at [`Embedder::size`]
-    /// (so that callers can prepare them on other threads).
+    /// [`Embedder::embed`] on views already made with [`Framing::view`] at
+    /// [`Embedder::size`] (so that callers can prepare them on other threads).
     pub fn embed_views(&self, views: Vec<View>) -> Result<Tensor> {
         let views: Vec<Vec<View>> = views.into_iter().map(|v| vec![v]).collect();
         let batch = views_to_tensors(&views, &self.device)?;
@@ -98,8 +182,22 @@ impl Embedder {
             .into_iter()
             .next()
             .ok_or_else(|| Error::Config("no image to embed".into()))?;
-        let cls = self.vit.forward(&input, None)?;
-        l2_rows(&cls)
+        self.describe(&input)
+    }
+
+    /// The descriptor of a `[B, 3, H, W]` input (any size the patch grid divides).
+    pub fn describe(&self, input: &Tensor) -> Result<Tensor> {
+        match self.descriptor {
+            Descriptor::Cls => l2_rows(&self.vit.forward(input, None)?),
+            Descriptor::ClsGem => {
+                let tokens = self.vit.forward_tokens(input, None)?;
+                let n = tokens.dim(1)?;
+                let cls = l2_rows(&tokens.narrow(1, 0, 1)?.squeeze(1)?)?;
+                let gem = l2_rows(&gem_pool(&tokens.narrow(1, 1, n - 1)?)?)?;
+                let both = Tensor::cat(&[&cls, &gem], 1)?;
+                Ok((both * std::f64::consts::FRAC_1_SQRT_2)?)
+            }
+        }
     }
 
     /// [`Embedder::embed_views`] as one `Vec<f32>` per image.
@@ -111,8 +209,83 @@ impl Embedder {
     }
 }
 
+/// Generalised mean over the token axis of `[B, N, D]` → `[B, D]`:
+/// `mean(max(x, 1e-6)^p)^(1/p)`.
+fn gem_pool(tokens: &Tensor) -> Result<Tensor> {
+    let powered = tokens.maximum(1e-6)?.powf(GEM_P)?;
+    Ok(powered.mean(1)?.powf(1.0 / GEM_P)?)
+}
+
 /// Rows divided by their L2 norm.
 pub fn l2_rows(x: &Tensor) -> Result<Tensor> {
     let norm = x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.maximum(1e-12)?;
     Ok(x.broadcast_div(&norm)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::VitArch;
+
+    type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
+    fn tiny() -> VitConfig {
+        VitConfig {
+            depth: 2,
+            ..VitConfig::preset(VitArch::VitTiny, 16)
+        }
+    }
+
+    fn photos() -> Vec<RgbImage> {
+        (0..3u8)
+            .map(|k| {
+                RgbImage::from_fn(40, 30, |x, y| {
+                    image::Rgb([(x * 6) as u8, (y * 8) as u8, k.wrapping_mul(90)])
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn gem_of_equal_tokens_is_that_token_and_clamps_negatives() -> TestResult {
+        let tokens = Tensor::new(&[[[2f32, -1.0], [2.0, -3.0], [2.0, -2.0]]], &Device::Cpu)?;
+        let pooled = gem_pool(&tokens)?.to_vec2::<f32>()?;
+        assert!((pooled[0][0] - 2.0).abs() < 1e-5);
+        assert!(pooled[0][1] < 1e-5);
+        Ok(())
+    }
+
+    #[test]
+    fn cls_gem_is_twice_as_wide_unit_norm_and_starts_with_the_cls_direction() -> TestResult {
+        let cls = Embedder::random(&tiny(), 32, 7, &Device::Cpu)?;
+        let both =
+            Embedder::random(&tiny(), 32, 7, &Device::Cpu)?.with_descriptor(Descriptor::ClsGem);
+        assert_eq!(both.dim(), 2 * cls.dim());
+        let a = cls.embed(&photos())?.to_vec2::<f32>()?;
+        let b = both.embed(&photos())?.to_vec2::<f32>()?;
+        for (a, b) in a.iter().zip(&b) {
+            assert_eq!(b.len(), 2 * a.len());
+            let norm: f32 = b.iter().map(|v| v * v).sum::<f32>().sqrt();
+            assert!((norm - 1.0).abs() < 1e-4);
+            for (x, y) in a.iter().zip(&b[..a.len()]) {
+                assert!((x * std::f32::consts::FRAC_1_SQRT_2 - y).abs() < 1e-5);
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn whole_framing_sees_the_borders_a_centre_crop_cuts_off() -> TestResult {
+        let mut wide = RgbImage::from_pixel(90, 30, image::Rgb([128, 128, 128]));
+        for y in 0..30 {
+            wide.put_pixel(0, y, image::Rgb([255, 0, 0]));
+        }
+        let mut plain = RgbImage::from_pixel(90, 30, image::Rgb([128, 128, 128]));
+        plain.put_pixel(89, 0, image::Rgb([128, 128, 128]));
+        let crop = |img: &RgbImage| Framing::CentreCrop.view(img, 16).map(|v| v.data);
+        let whole = |img: &RgbImage| Framing::Whole.view(img, 16).map(|v| v.data);
+        assert_eq!(crop(&wide)?, crop(&plain)?);
+        assert_ne!(whole(&wide)?, whole(&plain)?);
+        Ok(())
+    }
 }

@@ -1,5 +1,8 @@
 //! Measuring feature quality with labels the user provides: the official weighted k-NN
-//! protocol on `DIR/train/<class>/…` and `DIR/test/<class>/…`.
+//! protocol on `DIR/train/<class>/…` and `DIR/test/<class>/…`, and pairwise precision and
+//! recall on a near-duplicate benchmark ([`neardup`]).
+
+pub mod neardup;
 
 use std::path::{Path, PathBuf};
 
@@ -89,7 +92,7 @@ impl LabelledSet {
 /// How photos become vectors for the evaluation.
 #[derive(Debug)]
 pub enum Features<'a> {
-    /// A backbone's normalised CLS token.
+    /// A backbone's normalised descriptor.
     Model(&'a Embedder),
     /// The normalised pixels of a `size × size` resize + centre crop.
     Pixels {
@@ -131,22 +134,33 @@ pub fn split_features(
     device: &Device,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Tensor> {
+    embed_paths(&split.paths, features, device, progress)
+}
+
+/// Vectors `[n, d]` of photo files, in order (a photo that fails to decode is an error),
+/// reporting `(done, total)`.
+pub fn embed_paths(
+    paths: &[PathBuf],
+    features: &Features<'_>,
+    device: &Device,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Tensor> {
     let decode = DecodeOptions {
         max_pixels: DEFAULT_MAX_PIXELS,
         target_short_side: Some(features.input_size().saturating_mul(2)),
     };
     let mut parts = Vec::new();
-    for (i, chunk) in split.paths.chunks(BATCH).enumerate() {
+    for (i, chunk) in paths.chunks(BATCH).enumerate() {
         let images = chunk
             .par_iter()
             .map(|p| photo::decode(p, &decode).map(|ph| ph.image))
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| Error::Config(Skipped::from(e).to_string()))?;
         parts.push(features.embed(&images, device)?);
-        progress(
-            (i * BATCH + chunk.len()).min(split.paths.len()),
-            split.paths.len(),
-        );
+        progress((i * BATCH + chunk.len()).min(paths.len()), paths.len());
+    }
+    if parts.is_empty() {
+        return Err(Error::Config("no photos to embed".into()));
     }
     Ok(Tensor::cat(&parts, 0)?)
 }

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use dino_curate_index::{PhotoId, PhotoRecord, Store};
 use serde::Serialize;
 
-use crate::embed::Embedder;
+use crate::embed::{Descriptor, Embedder};
 use crate::photo::{self, Skipped};
 use crate::train::views::View;
 use crate::{Error, Result};
@@ -83,13 +83,17 @@ pub enum IndexEvent {
     Failed(Skipped),
 }
 
+/// The descriptor the index stores: CLS ⊕ GeM-pooled patch tokens on the centre crop,
+/// chosen on the near-duplicate benchmark (docs/quality.md, "Descriptor").
+pub const INDEX_DESCRIPTOR: Descriptor = Descriptor::ClsGem;
+
 /// Identifies a model's vectors: the weights' content, the input size and the descriptor.
 pub fn model_id(weights_hash: &[u8; 32], view_size: u32) -> String {
     let hex: String = weights_hash[..8]
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    format!("{hex}-{view_size}px-cls")
+    format!("{hex}-{view_size}px-{}", INDEX_DESCRIPTOR.name())
 }
 
 /// Running totals and the state shared by the steps of a run.

@@ -7,8 +7,12 @@ use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{device_from, ArchArg, DeviceArg};
-use dino_curate::embed::Embedder;
-use dino_curate::eval::{knn_classify, split_features, Features, LabelledSet};
+use dino_curate::curate::vectors::dot;
+use dino_curate::embed::{Descriptor, Embedder, Framing};
+use dino_curate::eval::neardup::{
+    evaluate, hash_similarity, perceptual_hashes, NearDupReport, NearDupSet, OperatingPoint,
+};
+use dino_curate::eval::{embed_paths, knn_classify, split_features, Features, LabelledSet};
 use dino_curate::model::VitConfig;
 use dino_curate::workspace::Workspace;
 
@@ -16,6 +20,78 @@ use dino_curate::workspace::Workspace;
 pub enum EvalCommand {
     /// Weighted k-NN accuracy of the features on DIR/train/<class>/… and DIR/test/<class>/….
     Knn(KnnArgs),
+    /// Pairwise precision and recall of near-duplicate detection on a benchmark made by
+    /// make_neardup_bench.py (DIR/images/, DIR/groups.json, DIR/manifest.csv).
+    Neardup(NearDupArgs),
+}
+
+/// Which features to evaluate (shared by the `eval` commands).
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    /// A training run folder (default: the workspace's current model).
+    #[arg(long, value_name = "RUN", conflicts_with_all = ["weights", "random_init"])]
+    model: Option<PathBuf>,
+    /// Any weights file instead (official DINO .pth, safetensors).
+    #[arg(long, value_name = "FILE", conflicts_with = "random_init")]
+    weights: Option<PathBuf>,
+    /// Baseline: a randomly initialised ViT (--arch, --patch-size).
+    #[arg(long)]
+    random_init: bool,
+    /// Input side in pixels (default: the run's global view size; 224 for --weights;
+    /// 96 for --random-init; 32 for --pixels).
+    #[arg(long, value_name = "PX")]
+    size: Option<u32>,
+    /// Backbone of --random-init.
+    #[arg(long, value_enum, default_value = "vit-tiny")]
+    arch: ArchArg,
+    /// Patch size of --random-init.
+    #[arg(long, default_value_t = 16)]
+    patch_size: usize,
+    /// The model's output that becomes the photo's vector.
+    #[arg(long, value_enum, default_value = "cls")]
+    descriptor: DescriptorArg,
+    /// How a photo becomes the square model input.
+    #[arg(long, value_enum, default_value = "crop")]
+    framing: FramingArg,
+    /// Where to compute.
+    #[arg(long, value_enum, default_value = "auto")]
+    device: DeviceArg,
+}
+
+/// `--framing` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum FramingArg {
+    /// Shorter side resized, centre square kept (the official evaluation transform).
+    Crop,
+    /// The whole photo squeezed into the square.
+    Whole,
+}
+
+impl From<FramingArg> for Framing {
+    fn from(arg: FramingArg) -> Self {
+        match arg {
+            FramingArg::Crop => Framing::CentreCrop,
+            FramingArg::Whole => Framing::Whole,
+        }
+    }
+}
+
+/// `--descriptor` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum DescriptorArg {
+    /// The CLS token.
+    Cls,
+    /// CLS ⊕ GeM-pooled patch tokens (the official copy-detection descriptor).
+    ClsGem,
+}
+
+impl From<DescriptorArg> for Descriptor {
+    fn from(arg: DescriptorArg) -> Self {
+        match arg {
+            DescriptorArg::Cls => Descriptor::Cls,
+            DescriptorArg::ClsGem => Descriptor::ClsGem,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -28,31 +104,28 @@ pub struct KnnArgs {
     /// Vote temperature: a neighbour's weight is exp(similarity / T).
     #[arg(long, default_value_t = 0.07)]
     temperature: f64,
-    /// A training run folder (default: the workspace's current model).
-    #[arg(long, value_name = "RUN", conflicts_with_all = ["weights", "random_init", "pixels"])]
-    model: Option<PathBuf>,
-    /// Any weights file instead (official DINO .pth, safetensors).
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["random_init", "pixels"])]
-    weights: Option<PathBuf>,
-    /// Baseline: a randomly initialised ViT (--arch, --patch-size).
-    #[arg(long, conflicts_with = "pixels")]
-    random_init: bool,
+    #[command(flatten)]
+    model: ModelArgs,
     /// Baseline: raw pixels of a --size crop.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["model", "weights", "random_init"])]
     pixels: bool,
-    /// Input side in pixels (default: the run's global view size; 224 for --weights;
-    /// 96 for --random-init; 32 for --pixels).
-    #[arg(long, value_name = "PX")]
-    size: Option<u32>,
-    /// Backbone of --random-init.
-    #[arg(long, value_enum, default_value = "vit-tiny")]
-    arch: ArchArg,
-    /// Patch size of --random-init.
-    #[arg(long, default_value_t = 16)]
-    patch_size: usize,
-    /// Where to compute.
-    #[arg(long, value_enum, default_value = "auto")]
-    device: DeviceArg,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct NearDupArgs {
+    /// Benchmark folder (images/, groups.json, optionally manifest.csv).
+    dir: PathBuf,
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Baseline: raw pixels of a --size crop.
+    #[arg(long, conflicts_with_all = ["model", "weights", "random_init", "phash"])]
+    pixels: bool,
+    /// Baseline: a 256-bit perceptual (gradient) hash, as czkawka computes it.
+    #[arg(long, conflicts_with_all = ["model", "weights", "random_init"])]
+    phash: bool,
     /// Print the result as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -61,11 +134,23 @@ pub struct KnnArgs {
 pub fn run(cmd: EvalCommand, workspace: Option<&Path>) -> Result<()> {
     match cmd {
         EvalCommand::Knn(args) => super::on_compute_pool(|| knn(&args, workspace))?,
+        EvalCommand::Neardup(args) => super::on_compute_pool(|| neardup(&args, workspace))?,
     }
 }
 
 fn embedder(
-    args: &KnnArgs,
+    args: &ModelArgs,
+    workspace: Option<&Path>,
+    device: &candle_core::Device,
+) -> Result<Embedder> {
+    let embedder = base_embedder(args, workspace, device)?;
+    Ok(embedder
+        .with_descriptor(args.descriptor.into())
+        .with_framing(args.framing.into()))
+}
+
+fn base_embedder(
+    args: &ModelArgs,
     workspace: Option<&Path>,
     device: &candle_core::Device,
 ) -> Result<Embedder> {
@@ -97,22 +182,26 @@ fn embedder(
     Ok(e)
 }
 
+fn progress_bar() -> ProgressBar {
+    ProgressBar::new(0).with_style(
+        ProgressStyle::with_template("{prefix} {wide_bar} {pos}/{len} {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    )
+}
+
 fn knn(args: &KnnArgs, workspace: Option<&Path>) -> Result<()> {
-    let device = device_from(args.device)?;
+    let device = device_from(args.model.device)?;
     let set = LabelledSet::open(&args.dir)?;
     let model;
     let features = if args.pixels {
         Features::Pixels {
-            size: args.size.unwrap_or(32),
+            size: args.model.size.unwrap_or(32),
         }
     } else {
-        model = embedder(args, workspace, &device)?;
+        model = embedder(&args.model, workspace, &device)?;
         Features::Model(&model)
     };
-    let bar = ProgressBar::new(0).with_style(
-        ProgressStyle::with_template("{prefix} {wide_bar} {pos}/{len} {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let bar = progress_bar();
     let mut progress = |done: usize, total: usize| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
@@ -144,4 +233,79 @@ fn knn(args: &KnnArgs, workspace: Option<&Path>) -> Result<()> {
         );
     }
     Ok(())
+}
+
+fn neardup(args: &NearDupArgs, workspace: Option<&Path>) -> Result<()> {
+    let set = NearDupSet::open(&args.dir)?;
+    let bar = progress_bar();
+    bar.set_prefix("describe");
+    let report = if args.phash {
+        let hashes = perceptual_hashes(&set, &|done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        })?;
+        bar.finish_and_clear();
+        evaluate(&set, "phash-gradient-256", |i, j| {
+            hash_similarity(&hashes[i], &hashes[j])
+        })
+    } else {
+        let device = device_from(args.model.device)?;
+        let model;
+        let (features, method) = if args.pixels {
+            let size = args.model.size.unwrap_or(32);
+            (Features::Pixels { size }, format!("pixels-{size}px"))
+        } else {
+            model = embedder(&args.model, workspace, &device)?;
+            let method = format!(
+                "{}-{}-{}px",
+                model.descriptor().name(),
+                model.framing().name(),
+                model.size()
+            );
+            (Features::Model(&model), method)
+        };
+        let mut progress = |done: usize, total: usize| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        };
+        let vectors = embed_paths(&set.paths, &features, &device, &mut progress)?;
+        bar.finish_and_clear();
+        let rows = vectors.to_vec2::<f32>()?;
+        evaluate(&set, &method, |i, j| dot(&rows[i], &rows[j]))
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_neardup(&report);
+    }
+    Ok(())
+}
+
+fn print_neardup(report: &NearDupReport) {
+    println!(
+        "{}: {} images, {} true pairs, average precision {:.3}",
+        report.method, report.images, report.true_pairs, report.average_precision
+    );
+    let line = |name: &str, p: &OperatingPoint| {
+        println!(
+            "  {name:<10} threshold {:.3}: precision {:.3}, recall {:.3} ({} pairs)",
+            p.threshold, p.precision, p.recall, p.predicted
+        )
+    };
+    match &report.at_target_precision {
+        Some(p) => line("P>=0.99", p),
+        None => println!("  precision 0.99 is never reached"),
+    }
+    if let Some(p) = &report.best_f1 {
+        line("best F1", p);
+    }
+    for p in &report.thresholds {
+        line("", p);
+    }
+    let edits: Vec<String> = report
+        .edits
+        .iter()
+        .map(|e| format!("{} {:.2}", e.edit, e.recall))
+        .collect();
+    println!("  recall per edit: {}", edits.join(", "));
 }

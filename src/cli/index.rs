@@ -9,7 +9,9 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use super::{device_from, DeviceArg};
 use dino_curate::device::device_name;
 use dino_curate::embed::Embedder;
-use dino_curate::indexer::{content_hash, index, model_id, IndexEvent, IndexOptions, IndexSummary};
+use dino_curate::indexer::{
+    content_hash, index, model_id, IndexEvent, IndexOptions, IndexSummary, INDEX_DESCRIPTOR,
+};
 use dino_curate::photo::{Skipped, DEFAULT_MAX_PIXELS};
 use dino_curate::train::trainer::CHECKPOINT_FILE;
 use dino_curate::workspace::{IndexModel, Workspace};
@@ -54,7 +56,8 @@ pub fn run(args: &IndexArgs, workspace: Option<&Path>) -> Result<()> {
     let embedder = match args.weights {
         Some(_) => Embedder::from_weights(&weights, size, &device)?,
         None => Embedder::from_run(&weights, &device)?,
-    };
+    }
+    .with_descriptor(INDEX_DESCRIPTOR);
     let model = model_id(&hash, embedder.size());
     let mut cfg = ws.config()?;
     cfg.index_model = Some(IndexModel {
@@ -231,9 +234,10 @@ pub fn indexed_model(
     if store.meta()?.model_id.as_deref() != Some(model_id(&hash, m.size).as_str()) {
         bail!("the model changed since the index was built: run `dino-curate index` again");
     }
-    Ok(if m.from_run {
+    let embedder = if m.from_run {
         Embedder::from_run(&m.weights, device)?
     } else {
         Embedder::from_weights(&m.weights, m.size, device)?
-    })
+    };
+    Ok(embedder.with_descriptor(INDEX_DESCRIPTOR))
 }

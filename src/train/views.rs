@@ -237,6 +237,26 @@ fn eval_region(width: u32, height: u32, size: u32) -> SourceRegion {
     }
 }
 
+/// The whole image resized to `size`×`size` (bicubic, aspect ratio not kept),
+/// ImageNet-normalised: nothing is cropped away, so borders, letterboxes and corners count.
+pub fn whole_view(img: &RgbImage, size: u32) -> Result<View, ViewsError> {
+    check_nonempty(img)?;
+    if size == 0 {
+        return Err(ViewsError::Config("view size must be positive".into()));
+    }
+    let region = SourceRegion {
+        left: 0.0,
+        top: 0.0,
+        width: f64::from(img.width()),
+        height: f64::from(img.height()),
+    };
+    let mut ws = Workspace::default();
+    crop::resize_region(&mut ws.resizer, img, region, size, &mut ws.rgb)?;
+    let mut data = to_planes(&ws.rgb, size, false);
+    normalize(&mut data);
+    Ok(View { size, data })
+}
+
 /// Deterministic evaluation view: shorter side resized to `size·256/224` (bicubic), centre crop
 /// `size`×`size`, ImageNet-normalised. Done as one resize of the matching source region.
 pub fn eval_view(img: &RgbImage, size: u32) -> Result<View, ViewsError> {
