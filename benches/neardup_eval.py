@@ -3,6 +3,7 @@
 ../shared/tools/make_neardup_bench.py (its groups.json is the ground truth).
 
 usage: neardup_eval.py BINARY WORKSPACE GROUPS_JSON [THRESHOLD ...]
+Extra `dups` arguments (e.g. `--raw`) come from the environment variable DUPS_ARGS.
 Prints one JSON line per threshold: {threshold, precision, recall, predicted_pairs, true_pairs}.
 The workspace must hold an index of the benchmark's images/ folder.
 """
@@ -27,7 +28,8 @@ def main():
     truth = pairs(json.load(open(groups_file))["groups"])
     for t in thresholds:
         out = subprocess.run(
-            [binary, "--workspace", workspace, "dups", "--json", "--threshold", str(t)],
+            [binary, "--workspace", workspace, "dups", "--json", "--threshold", str(t)]
+            + os.environ.get("DUPS_ARGS", "").split(),
             check=True, capture_output=True, text=True,
         ).stdout
         groups = [[os.path.basename(g["keep"])] + [os.path.basename(m["path"]) for m in g["members"]]

@@ -21,7 +21,7 @@ use dino_curate_index::{PhotoId, Store};
 /// Neighbours per photo in the k-NN graph that `dups` and `outliers` use.
 const GRAPH_K: usize = 10;
 /// Default `dups --threshold` (see docs/quality.md for the measurement behind it).
-pub const DEFAULT_DUP_THRESHOLD: f32 = 0.90;
+pub const DEFAULT_DUP_THRESHOLD: f32 = 0.99;
 
 /// A path as JSON: the text, and `"lossy": true` beside it when it was not UTF-8.
 fn path_fields(key: &str, path: &Path) -> serde_json::Map<String, Value> {
@@ -76,9 +76,10 @@ pub struct DupsArgs {
     /// With --trash: do not ask for confirmation.
     #[arg(long, requires = "trash")]
     yes: bool,
-    /// Compare raw vectors instead of vectors with the collection's mean removed.
+    /// Compare vectors with the collection's mean removed (measured worse on the
+    /// near-duplicate benchmark with the default descriptor; see docs/quality.md).
     #[arg(long)]
-    raw: bool,
+    centre: bool,
     /// Print the groups as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -89,7 +90,7 @@ pub fn dups(args: &DupsArgs, workspace: Option<&Path>) -> Result<()> {
     let mut store = open_store(&ws)?;
     let mut collection = Collection::load(&store)?;
     let mut knn = store.knn_graph(GRAPH_K)?;
-    if !args.raw {
+    if args.centre {
         collection = collection.centred();
         knn = collection.rescore(&knn);
     }
