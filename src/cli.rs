@@ -5,6 +5,7 @@ mod curate;
 mod eval;
 mod index;
 mod train;
+mod tui;
 
 use std::path::PathBuf;
 
@@ -50,6 +51,8 @@ enum Command {
     /// Measure feature quality on a labelled folder.
     #[command(subcommand)]
     Eval(eval::EvalCommand),
+    /// Browse clusters, review duplicates and search by example in the terminal.
+    Tui(tui::TuiArgs),
     /// Measure speed on synthetic inputs (no photos needed).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -131,6 +134,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Trash(a) => curate::trash(&a, cli.workspace.as_deref()),
         Command::Undo(a) => curate::undo(&a, cli.workspace.as_deref()),
         Command::Eval(cmd) => eval::run(cmd, cli.workspace.as_deref()),
+        Command::Tui(a) => tui::run(&a, cli.workspace.as_deref()),
         Command::Bench(cmd) => bench::run(cmd),
     }
 }

@@ -16,6 +16,7 @@ pub mod model;
 pub mod photo;
 pub mod train;
 pub mod trash;
+pub mod tui;
 pub mod workspace;
 
 pub use error::{Error, Result};

@@ -13,6 +13,8 @@ pub enum BenchCommand {
     Train(BenchTrainArgs),
     /// Time the backbone's eval forward (what indexing runs per image).
     Embed(BenchEmbedArgs),
+    /// Time the terminal UI's first frame and key redraws on a synthetic collection.
+    Tui(super::tui::BenchTuiArgs),
 }
 
 #[derive(Debug, Args)]
@@ -87,6 +89,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Train(args) => bench_train_command(args),
         BenchCommand::Embed(args) => bench_embed_command(args),
+        BenchCommand::Tui(args) => super::tui::bench(&args),
     }
 }
 

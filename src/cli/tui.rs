@@ -1,0 +1,128 @@
+//! `dino-curate tui`: opens the index and hands it to the terminal UI.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use dino_curate::curate::keeper::KeepRule;
+use dino_curate::embed::Embedder;
+use dino_curate::tui::job::{QueryEmbedder, Settings, Worker};
+use dino_curate::workspace::Workspace;
+use dino_curate_index::Store;
+
+use super::DeviceArg;
+
+/// Neighbours per photo in the k-NN graph of the duplicate search (as `dino-curate dups`).
+const GRAPH_K: usize = 10;
+
+#[derive(Debug, Args)]
+pub struct TuiArgs {
+    /// Smallest similarity (cosine, −1…1) of two near-duplicates, as `dups --threshold`.
+    #[arg(long, default_value_t = super::curate::DEFAULT_DUP_THRESHOLD)]
+    threshold: f32,
+    /// Compare vectors with the collection's mean removed, as `dups --centre`.
+    #[arg(long)]
+    centre: bool,
+    /// Which photo of a duplicate group to keep: largest, newest, oldest or path:PREFIX.
+    #[arg(long, default_value = "largest")]
+    keep: KeepRule,
+    /// Number of clusters (default: about √(photos/2)).
+    #[arg(short, long)]
+    k: Option<usize>,
+    /// How many similar photos a search lists.
+    #[arg(long, default_value_t = 30)]
+    search_k: usize,
+    /// Show no photo previews (details only).
+    #[arg(long)]
+    no_previews: bool,
+    /// Where to compute the vector of an image searched by path outside the index.
+    #[arg(long, value_enum, default_value = "auto")]
+    device: DeviceArg,
+}
+
+pub fn run(args: &TuiArgs, workspace: Option<&Path>) -> Result<()> {
+    let ws = Workspace::open(workspace)?;
+    let store = Store::open(ws.root())
+        .with_context(|| format!("cannot open the index in {}", ws.root().display()))?;
+    let worker = Worker {
+        workspace: ws.clone(),
+        store,
+        settings: Settings {
+            threshold: args.threshold,
+            graph_k: GRAPH_K,
+            centre: args.centre,
+            keep: args.keep.clone(),
+            clusters: args.k,
+            search_k: args.search_k,
+        },
+        embed: Some(query_embedder(ws.clone(), args.device)),
+    };
+    let thumbs = ws.root().join("thumbs");
+    dino_curate::tui::term::run(worker, Some(thumbs), !args.no_previews)?;
+    Ok(())
+}
+
+/// Embeds an image file with the model the index was built with, loaded on first use.
+fn query_embedder(ws: Workspace, device: DeviceArg) -> QueryEmbedder {
+    let mut model: Option<Embedder> = None;
+    Box::new(move |store, path| {
+        embed_file(&ws, store, path, device, &mut model).map_err(|e| format!("{e:#}"))
+    })
+}
+
+fn embed_file(
+    ws: &Workspace,
+    store: &Store,
+    path: &Path,
+    device: DeviceArg,
+    model: &mut Option<Embedder>,
+) -> Result<Vec<f32>> {
+    if model.is_none() {
+        // No notice printed: the screen belongs to the UI.
+        let device = dino_curate::device::select_device(device.into())?.device;
+        *model = Some(super::index::indexed_model(ws, store, &device)?);
+    }
+    let embedder = model.as_ref().context("no model")?;
+    let photo = dino_curate::photo::decode(path, &Default::default())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let rows = embedder
+        .embed(std::slice::from_ref(&photo.image))?
+        .to_vec2::<f32>()?;
+    rows.into_iter().next().context("no vector for the query")
+}
+
+#[derive(Debug, Args)]
+pub struct BenchTuiArgs {
+    /// Photos in the synthetic collection.
+    #[arg(long, default_value_t = 100_000)]
+    photos: u64,
+    /// Terminal columns.
+    #[arg(long, default_value_t = 200)]
+    width: u16,
+    /// Terminal rows.
+    #[arg(long, default_value_t = 50)]
+    height: u16,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `dino-curate bench tui`.
+pub fn bench(args: &BenchTuiArgs) -> Result<()> {
+    let r = dino_curate::tui::bench::run(args.photos, args.width, args.height)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!(
+            "{} photos, {}×{}: first frame {:.1} ms, key + redraw median {:.2} ms, max {:.2} ms",
+            r.photos,
+            r.size.0,
+            r.size.1,
+            r.first_frame_ms,
+            r.key_redraw_median_ms,
+            r.key_redraw_max_ms
+        );
+    }
+    Ok(())
+}
