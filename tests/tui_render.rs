@@ -1,0 +1,103 @@
+//! Every view of the terminal UI drawn into ratatui's `TestBackend` from fixed in-memory
+//! states and compared with the committed snapshots in `tests/snapshots/`.
+
+use dino_curate::tui::app::{App, View};
+use dino_curate::tui::fixture;
+use dino_curate::tui::job::{Reply, Snapshot};
+use dino_curate::tui::thumbs::Previews;
+use dino_curate::tui::{render, Action};
+use ratatui::backend::TestBackend;
+use ratatui::Terminal;
+
+fn screen(app: &mut App) -> String {
+    let mut terminal = Terminal::new(TestBackend::new(110, 30)).expect("test backend");
+    terminal.draw(|f| render::draw(f, app)).expect("draw");
+    terminal.backend().to_string()
+}
+
+fn app_after(actions: &[Action]) -> App {
+    let mut app = App::new(fixture::small(), Previews::disabled());
+    for a in actions {
+        app.apply(a.clone());
+    }
+    app
+}
+
+#[test]
+fn clusters() {
+    insta::assert_snapshot!(screen(&mut app_after(&[Action::Move(1)])));
+}
+
+#[test]
+fn cluster_members() {
+    insta::assert_snapshot!(screen(&mut app_after(&[Action::Enter, Action::Move(2)])));
+}
+
+#[test]
+fn duplicates_with_a_mark() {
+    let mut app = app_after(&[
+        Action::Show(View::Duplicates),
+        Action::Move(1),
+        Action::ToggleMark,
+    ]);
+    insta::assert_snapshot!(screen(&mut app));
+}
+
+#[test]
+fn search_results() {
+    let mut app = app_after(&[Action::Show(View::Search)]);
+    app.receive(Reply::Found(fixture::search()));
+    insta::assert_snapshot!(screen(&mut app));
+}
+
+#[test]
+fn search_before_any_query() {
+    insta::assert_snapshot!(screen(&mut app_after(&[Action::Show(View::Search)])));
+}
+
+#[test]
+fn search_path_prompt() {
+    let mut actions = vec![Action::SearchPathPrompt];
+    actions.extend("/photos/new.jpg".chars().map(Action::Input));
+    insta::assert_snapshot!(screen(&mut app_after(&actions)));
+}
+
+#[test]
+fn failures() {
+    insta::assert_snapshot!(screen(&mut app_after(&[Action::Show(View::Failures)])));
+}
+
+#[test]
+fn training() {
+    insta::assert_snapshot!(screen(&mut app_after(&[Action::Show(View::Training)])));
+}
+
+#[test]
+fn help_overlay() {
+    insta::assert_snapshot!(screen(&mut app_after(&[Action::Help])));
+}
+
+#[test]
+fn trash_confirmation() {
+    let mut app = app_after(&[
+        Action::Show(View::Duplicates),
+        Action::MarkAllButKeepers,
+        Action::Trash,
+    ]);
+    insta::assert_snapshot!(screen(&mut app));
+}
+
+#[test]
+fn filter_being_typed() {
+    let mut actions = vec![Action::Show(View::Duplicates), Action::FilterPrompt];
+    actions.extend("IMG_102".chars().map(Action::Input));
+    insta::assert_snapshot!(screen(&mut app_after(&actions)));
+}
+
+#[test]
+fn loading_with_the_spinner() {
+    let mut app = App::new(Snapshot::default(), Previews::disabled());
+    app.start();
+    app.receive(Reply::Progress("clustering".into()));
+    insta::assert_snapshot!(screen(&mut app));
+}
