@@ -122,6 +122,8 @@ pub struct App {
     pub tick: usize,
     /// Thumbnails.
     pub previews: Previews,
+    /// Width of the list on screen, as last drawn (mouse clicks right of it are not rows).
+    pub list_width: u16,
 }
 
 impl App {
@@ -141,6 +143,7 @@ impl App {
             busy: (0, String::new()),
             tick: 0,
             previews,
+            list_width: 0,
         };
         app.refresh_rows();
         app
@@ -327,7 +330,8 @@ impl App {
     }
 
     fn toggle_mark(&mut self) {
-        let Some(id) = self.selected_photo() else {
+        let Some(Row::Photo { id, .. }) = self.selected_row() else {
+            self.status = "space marks photos: Enter opens the cluster".into();
             return;
         };
         if !self.marks.remove(&id) {
@@ -568,6 +572,16 @@ mod tests {
         assert!(a.apply(Action::Input('n')).is_empty());
         assert_eq!(a.mode, Mode::Normal);
         assert_eq!(a.marks.len(), 1, "marks kept");
+    }
+
+    #[test]
+    fn space_on_a_cluster_marks_nothing() {
+        let mut a = app();
+        a.apply(Action::ToggleMark);
+        assert!(a.marks.is_empty());
+        a.apply(Action::Enter);
+        a.apply(Action::ToggleMark);
+        assert_eq!(a.marks.len(), 1);
     }
 
     #[test]

@@ -96,12 +96,13 @@ fn confirm(key: KeyEvent) -> Option<Action> {
     })
 }
 
-/// The action of a mouse event over the list whose first row is at screen row `list_top`.
-pub fn mouse_action(event: MouseEvent, list_top: u16) -> Option<Action> {
+/// The action of a mouse event; the list's first row is at screen row `list_top` and the
+/// list is `list_width` columns wide.
+pub fn mouse_action(event: MouseEvent, list_top: u16, list_width: u16) -> Option<Action> {
     match event.kind {
         MouseEventKind::ScrollDown => Some(Action::Move(3)),
         MouseEventKind::ScrollUp => Some(Action::Move(-3)),
-        MouseEventKind::Down(_) if event.row >= list_top => {
+        MouseEventKind::Down(_) if event.row >= list_top && event.column < list_width => {
             Some(Action::Click(event.row - list_top))
         }
         _ => None,
@@ -151,6 +152,19 @@ mod tests {
             Some(Action::Input('q'))
         );
         assert_eq!(action_for(key(KeyCode::Enter), &m), Some(Action::Confirm));
+    }
+
+    #[test]
+    fn clicks_select_rows_of_the_list_only() {
+        let at = |column, row| MouseEvent {
+            kind: MouseEventKind::Down(crossterm::event::MouseButton::Left),
+            column,
+            row,
+            modifiers: KeyModifiers::NONE,
+        };
+        assert_eq!(mouse_action(at(5, 7), 3, 60), Some(Action::Click(4)));
+        assert_eq!(mouse_action(at(70, 7), 3, 60), None, "the preview pane");
+        assert_eq!(mouse_action(at(5, 1), 3, 60), None, "above the rows");
     }
 
     #[test]

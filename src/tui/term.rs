@@ -139,7 +139,7 @@ fn handle(app: &mut App, event: Event) -> Vec<crate::tui::Effect> {
     let action = match event {
         Event::Key(key) => keys::action_for(key, &app.mode),
         Event::Mouse(m) if app.mode == crate::tui::Mode::Normal => {
-            keys::mouse_action(m, render::LIST_TOP)
+            keys::mouse_action(m, render::LIST_TOP, app.list_width)
         }
         _ => None,
     };

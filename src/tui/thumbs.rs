@@ -244,6 +244,45 @@ mod tests {
     }
 
     #[test]
+    fn the_worker_delivers_a_preview_that_draws() {
+        use ratatui::buffer::Buffer;
+        use ratatui::layout::Rect;
+        use ratatui::widgets::StatefulWidget;
+        use ratatui_image::{Resize, StatefulImage};
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let photo = dir.path().join("red.png");
+        RgbImage::from_pixel(40, 20, image::Rgb([255, 0, 0]))
+            .save(&photo)
+            .expect("write png");
+        let mut previews = Previews::new(Picker::halfblocks(), None);
+        assert!(matches!(
+            previews.get([3; 32], &photo),
+            Some(Preview::Loading)
+        ));
+        let start = std::time::Instant::now();
+        while !previews.poll() {
+            assert!(start.elapsed().as_secs() < 10, "no preview");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let Some(Preview::Ready(protocol)) = previews.get([3; 32], &photo) else {
+            panic!("not ready");
+        };
+        let area = Rect::new(0, 0, 8, 4);
+        let mut buf = Buffer::empty(area);
+        StatefulImage::default().resize(Resize::Scale(None)).render(
+            area,
+            &mut buf,
+            protocol.as_mut(),
+        );
+        let red = buf
+            .content()
+            .iter()
+            .filter(|c| c.fg == ratatui::style::Color::Rgb(255, 0, 0));
+        assert!(red.count() > 0, "half-blocks drawn in red");
+    }
+
+    #[test]
     fn a_bad_file_gives_a_reason() {
         let dir = tempfile::tempdir().expect("temp dir");
         let bad = dir.path().join("bad.jpg");

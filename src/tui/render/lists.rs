@@ -14,6 +14,7 @@ use crate::tui::app::{App, Row, View};
 pub fn draw(frame: &mut Frame, area: Rect, app: &mut App) {
     let [list, preview] =
         Layout::horizontal([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(area);
+    app.list_width = list.width;
     draw_table(frame, list, app);
     details::draw(frame, preview, app);
 }
