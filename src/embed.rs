@@ -151,6 +151,16 @@ impl Embedder {
         self.descriptor
     }
 
+    /// The backbone itself (for the probes that need more than the descriptor).
+    pub fn backbone(&self) -> &Vit {
+        &self.vit
+    }
+
+    /// The device the backbone lives on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
     /// Input side in pixels.
     pub fn size(&self) -> u32 {
         self.size

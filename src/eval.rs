@@ -2,6 +2,7 @@
 //! protocol on `DIR/train/<class>/…` and `DIR/test/<class>/…`, and pairwise precision and
 //! recall on a near-duplicate benchmark ([`neardup`]).
 
+pub mod linear;
 pub mod neardup;
 
 use std::path::{Path, PathBuf};
@@ -145,9 +146,26 @@ pub fn embed_paths(
     device: &Device,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Tensor> {
+    map_photos(
+        paths,
+        features.input_size(),
+        |images| features.embed(images, device),
+        progress,
+    )
+}
+
+/// Rows `[n, d]` that `f` makes of the photo files, decoded (to twice `size` on the
+/// shorter side) a batch at a time, in order; a photo that fails to decode is an error
+/// naming the file. Reports `(done, total)`.
+pub fn map_photos(
+    paths: &[PathBuf],
+    size: u32,
+    f: impl Fn(&[RgbImage]) -> Result<Tensor>,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Tensor> {
     let decode = DecodeOptions {
         max_pixels: DEFAULT_MAX_PIXELS,
-        target_short_side: Some(features.input_size().saturating_mul(2)),
+        target_short_side: Some(size.saturating_mul(2)),
     };
     let mut parts = Vec::new();
     for (i, chunk) in paths.chunks(BATCH).enumerate() {
@@ -156,7 +174,7 @@ pub fn embed_paths(
             .map(|p| photo::decode(p, &decode).map(|ph| ph.image))
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| Error::Config(Skipped::from(e).to_string()))?;
-        parts.push(features.embed(&images, device)?);
+        parts.push(f(&images)?);
         progress((i * BATCH + chunk.len()).min(paths.len()), paths.len());
     }
     if parts.is_empty() {

@@ -9,10 +9,15 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::{device_from, ArchArg, DeviceArg};
 use dino_curate::curate::vectors::dot;
 use dino_curate::embed::{Descriptor, Embedder, Framing};
+use dino_curate::eval::linear::{
+    linear_probe, pixel_features, probe_features, LinearResult, Matrix, ProbeConfig,
+};
 use dino_curate::eval::neardup::{
     evaluate, hash_similarity, perceptual_hashes, NearDupReport, NearDupSet, OperatingPoint,
 };
-use dino_curate::eval::{embed_paths, knn_classify, split_features, Features, LabelledSet};
+use dino_curate::eval::{
+    embed_paths, knn_classify, map_photos, split_features, Features, LabelledSet, LabelledSplit,
+};
 use dino_curate::model::VitConfig;
 use dino_curate::workspace::Workspace;
 
@@ -20,6 +25,9 @@ use dino_curate::workspace::Workspace;
 pub enum EvalCommand {
     /// Weighted k-NN accuracy of the features on DIR/train/<class>/… and DIR/test/<class>/….
     Knn(KnnArgs),
+    /// Linear probe (the official protocol on frozen features) trained on DIR/train/<class>/…,
+    /// scored on DIR/test/<class>/….
+    Linear(LinearArgs),
     /// Pairwise precision and recall of near-duplicate detection on a benchmark made by
     /// make_neardup_bench.py (DIR/images/, DIR/groups.json, DIR/manifest.csv).
     Neardup(NearDupArgs),
@@ -115,6 +123,32 @@ pub struct KnnArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct LinearArgs {
+    /// Folder with train/<class>/ and test/<class>/ photo folders.
+    dir: PathBuf,
+    /// Passes of SGD over the cached training features.
+    #[arg(long, default_value_t = 100)]
+    epochs: usize,
+    /// Samples per SGD step.
+    #[arg(long, default_value_t = 128)]
+    batch_size: usize,
+    /// Learning rate for a batch of 256 (scaled by batch size / 256, cosine to 0).
+    #[arg(long, default_value_t = 0.001)]
+    lr: f64,
+    /// Append the last block's mean patch token to the CLS tokens of the last 4 blocks.
+    #[arg(long, conflicts_with = "pixels")]
+    avgpool: bool,
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Baseline: raw pixels of a --size crop.
+    #[arg(long, conflicts_with_all = ["model", "weights", "random_init"])]
+    pixels: bool,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct NearDupArgs {
     /// Benchmark folder (images/, groups.json, optionally manifest.csv).
     dir: PathBuf,
@@ -134,6 +168,7 @@ pub struct NearDupArgs {
 pub fn run(cmd: EvalCommand, workspace: Option<&Path>) -> Result<()> {
     match cmd {
         EvalCommand::Knn(args) => super::on_compute_pool(|| knn(&args, workspace))?,
+        EvalCommand::Linear(args) => super::on_compute_pool(|| linear(&args, workspace))?,
         EvalCommand::Neardup(args) => super::on_compute_pool(|| neardup(&args, workspace))?,
     }
 }
@@ -230,6 +265,75 @@ fn knn(args: &KnnArgs, workspace: Option<&Path>) -> Result<()> {
             result.top5,
             result.n_train,
             result.n_test
+        );
+    }
+    Ok(())
+}
+
+fn linear(args: &LinearArgs, workspace: Option<&Path>) -> Result<()> {
+    if matches!(args.model.descriptor, DescriptorArg::ClsGem) {
+        bail!("--descriptor does not apply to eval linear: the probe reads the CLS tokens of the last 4 blocks (--avgpool adds the mean patch token)");
+    }
+    let device = device_from(args.model.device)?;
+    let set = LabelledSet::open(&args.dir)?;
+    let model = if args.pixels {
+        None
+    } else {
+        Some(embedder(&args.model, workspace, &device)?)
+    };
+    let features = |split: &LabelledSplit, name: &str| -> Result<Matrix> {
+        let bar = progress_bar();
+        bar.set_prefix(name.to_string());
+        let mut progress = |done: usize, total: usize| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        };
+        let rows = match &model {
+            Some(m) => map_photos(
+                &split.paths,
+                m.size(),
+                |images| probe_features(m, images, args.avgpool),
+                &mut progress,
+            )?,
+            None => {
+                let size = args.model.size.unwrap_or(32);
+                map_photos(
+                    &split.paths,
+                    size,
+                    |images| pixel_features(images, size, &device),
+                    &mut progress,
+                )?
+            }
+        };
+        bar.finish_and_clear();
+        Ok(Matrix::from_tensor(&rows)?)
+    };
+    let train = features(&set.train, "train")?;
+    let test = features(&set.test, "test")?;
+    let cfg = ProbeConfig {
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        lr: args.lr,
+        ..ProbeConfig::default()
+    };
+    let result = linear_probe(
+        &train,
+        &set.train.labels,
+        &test,
+        &set.test.labels,
+        set.classes.len(),
+        &cfg,
+    )?;
+    print_linear(&result, set.classes.len(), args.json)
+}
+
+fn print_linear(result: &LinearResult, classes: usize, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(result)?);
+    } else {
+        println!(
+            "linear probe ({} epochs, {}-d features) on {classes} classes: top-1 {:.3}, top-5 {:.3} ({} train, {} test photos)",
+            result.epochs, result.dim, result.top1, result.top5, result.n_train, result.n_test
         );
     }
     Ok(())
