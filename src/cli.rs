@@ -1,5 +1,6 @@
 //! Command-line arguments (clap derive: doc comments are the help) and dispatch.
 
+mod attention;
 mod bench;
 mod curate;
 mod eval;
@@ -51,6 +52,8 @@ enum Command {
     /// Measure feature quality on a labelled folder.
     #[command(subcommand)]
     Eval(eval::EvalCommand),
+    /// Heat maps of the last block's CLS attention per head over a photo, and masks.
+    Attention(attention::AttentionArgs),
     /// Browse clusters, review duplicates and search by example in the terminal.
     Tui(tui::TuiArgs),
     /// Measure speed on synthetic inputs (no photos needed).
@@ -134,6 +137,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Trash(a) => curate::trash(&a, cli.workspace.as_deref()),
         Command::Undo(a) => curate::undo(&a, cli.workspace.as_deref()),
         Command::Eval(cmd) => eval::run(cmd, cli.workspace.as_deref()),
+        Command::Attention(a) => attention::run(&a, cli.workspace.as_deref()),
         Command::Tui(a) => tui::run(&a, cli.workspace.as_deref()),
         Command::Bench(cmd) => bench::run(cmd),
     }

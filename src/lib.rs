@@ -5,6 +5,7 @@
 //! separate `dino-curate-index` crate.
 
 pub mod atomic;
+pub mod attention;
 pub mod bench;
 pub mod curate;
 pub mod device;
