@@ -132,11 +132,13 @@ fn patch_at(img: &RgbImage, maps: (usize, usize), x: u32, y: u32) -> usize {
 }
 
 /// `img` half covered by the map as a heat map (black → red → yellow → white), the map
-/// scaled so that its largest value is white.
+/// stretched from its smallest value (black) to its largest (white), as `plt.imsave` does.
 pub fn overlay(img: &RgbImage, map: &[f32], rows: usize, cols: usize) -> RgbImage {
-    let max = map.iter().copied().fold(f32::MIN_POSITIVE, f32::max);
+    let min = map.iter().copied().fold(f32::INFINITY, f32::min);
+    let max = map.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let range = (max - min).max(f32::MIN_POSITIVE);
     RgbImage::from_fn(img.width(), img.height(), |x, y| {
-        let heat = heat_colour(map[patch_at(img, (rows, cols), x, y)] / max);
+        let heat = heat_colour((map[patch_at(img, (rows, cols), x, y)] - min) / range);
         let px = img.get_pixel(x, y);
         Rgb(std::array::from_fn(|c| {
             ((u16::from(px[c]) + u16::from(heat[c])) / 2) as u8
@@ -245,7 +247,8 @@ mod tests {
         let heat = overlay(&img, &map, 2, 3);
         assert_eq!(heat.dimensions(), (6, 4));
         // top-right patch (pixels 4..6 × 0..2) is the hottest
-        assert!(heat.get_pixel(5, 0)[1] > heat.get_pixel(0, 3)[1]);
+        assert_eq!(heat.get_pixel(5, 0), &Rgb([227, 227, 227]));
+        assert_eq!(heat.get_pixel(0, 3), &Rgb([100, 100, 100]));
         let masked = mask_overlay(&img, &[false, false, true, false, false, false], 2, 3);
         assert_eq!(masked.get_pixel(4, 1), &Rgb([200, 200, 200]));
         assert_eq!(masked.get_pixel(0, 0), &Rgb([50, 50, 50]));
