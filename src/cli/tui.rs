@@ -45,10 +45,10 @@ pub fn run(args: &TuiArgs, workspace: Option<&Path>) -> Result<()> {
     let ws = Workspace::open(workspace)?;
     let store = Store::open(ws.root())
         .with_context(|| format!("cannot open the index in {}", ws.root().display()))?;
-    let worker = Worker {
-        workspace: ws.clone(),
+    let worker = Worker::new(
+        ws.clone(),
         store,
-        settings: Settings {
+        Settings {
             threshold: args.threshold,
             graph_k: GRAPH_K,
             centre: args.centre,
@@ -56,8 +56,8 @@ pub fn run(args: &TuiArgs, workspace: Option<&Path>) -> Result<()> {
             clusters: args.k,
             search_k: args.search_k,
         },
-        embed: Some(query_embedder(ws.clone(), args.device)),
-    };
+        Some(query_embedder(ws.clone(), args.device)),
+    );
     let thumbs = ws.root().join("thumbs");
     dino_curate::tui::term::run(worker, Some(thumbs), !args.no_previews)?;
     Ok(())

@@ -34,6 +34,8 @@ pub enum Action {
     MarkAllButKeepers,
     /// Unmark everything.
     ClearMarks,
+    /// Choose the duplicate groups' keepers with the next rule (largest, newest, oldest).
+    CycleKeep,
     /// Ask to move the marked photos to the trash.
     Trash,
     /// Put back the last photos moved to the trash.

@@ -10,6 +10,7 @@ use super::action::{Action, Effect, Query};
 use super::job::{photos, Found, Reply, Request, Snapshot};
 use super::list::Cursor;
 use super::thumbs::Previews;
+use crate::curate::keeper::KeepRule;
 
 /// The five views.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -91,6 +92,25 @@ pub enum Row {
     },
     /// A failure, by index.
     Failure(usize),
+}
+
+/// The rule after `rule` in the cycle largest → newest → oldest.
+pub fn next_rule(rule: &KeepRule) -> KeepRule {
+    match rule {
+        KeepRule::Largest => KeepRule::Newest,
+        KeepRule::Newest => KeepRule::Oldest,
+        KeepRule::Oldest | KeepRule::PathPrefix(_) => KeepRule::Largest,
+    }
+}
+
+/// "largest", "newest", "oldest", "first under /x".
+pub fn rule_name(rule: &KeepRule) -> String {
+    match rule {
+        KeepRule::Largest => "largest".into(),
+        KeepRule::Newest => "newest".into(),
+        KeepRule::Oldest => "oldest".into(),
+        KeepRule::PathPrefix(p) => format!("first under {}", p.display()),
+    }
 }
 
 /// The UI state.
@@ -215,6 +235,7 @@ impl App {
             Action::ToggleMark => self.toggle_mark(),
             Action::MarkAllButKeepers => self.mark_all_but_keepers(),
             Action::ClearMarks => self.marks.clear(),
+            Action::CycleKeep => return self.job(Request::Regroup(next_rule(&self.data.keep))),
             Action::Trash => self.ask_trash(),
             Action::Undo => return self.job(Request::Undo),
             Action::Open => return self.open(),
@@ -402,6 +423,14 @@ impl App {
                 self.cursors[View::Search.index()] = Cursor::default();
                 self.refresh_rows();
             }
+            Reply::Regrouped(dups, keep) => {
+                self.data.dups = dups;
+                let keepers: BTreeSet<PhotoId> = self.data.dups.iter().map(|g| g.keep).collect();
+                self.marks.retain(|id| !keepers.contains(id));
+                self.status = format!("every group keeps its {}", rule_name(&keep));
+                self.data.keep = keep;
+                self.refresh_rows();
+            }
             Reply::Failed(why) => self.status = format!("error: {why}"),
         }
     }
@@ -572,6 +601,25 @@ mod tests {
         assert!(a.apply(Action::Input('n')).is_empty());
         assert_eq!(a.mode, Mode::Normal);
         assert_eq!(a.marks.len(), 1, "marks kept");
+    }
+
+    #[test]
+    fn r_asks_for_the_next_keeper_rule_and_takes_in_the_groups() {
+        let mut a = app();
+        a.apply(Action::Show(View::Duplicates));
+        let next = Request::Regroup(KeepRule::Newest);
+        assert_eq!(a.apply(Action::CycleKeep), vec![Effect::Job(next)]);
+        a.apply(Action::MarkAllButKeepers);
+        let mut dups = a.data.dups.clone();
+        let old_keeper = dups[0].keep;
+        let (new_keeper, _) = dups[0].members.remove(0);
+        dups[0].members.push((old_keeper, 0.9));
+        dups[0].keep = new_keeper;
+        a.receive(Reply::Regrouped(dups, KeepRule::Newest));
+        assert_eq!(a.data.keep, KeepRule::Newest);
+        assert!(!a.marks.contains(&new_keeper), "a keeper is never marked");
+        assert_eq!(a.rows.len(), 6);
+        assert_eq!(next_rule(&KeepRule::Oldest), KeepRule::Largest);
     }
 
     #[test]

@@ -9,6 +9,7 @@ use dino_curate_index::{PhotoId, PhotoRecord};
 use super::action::Query;
 use super::job::{ClusterRow, Found, Snapshot, Training};
 use crate::curate::collection::DupGroup;
+use crate::curate::keeper::KeepRule;
 use crate::train::plot::Series;
 
 /// 2024-05-01T12:00:00Z in nanoseconds.
@@ -55,6 +56,7 @@ pub fn synthetic(n: u64) -> Snapshot {
         records,
         clusters,
         dups,
+        keep: KeepRule::Largest,
         failures: failures(),
         training: Ok(training()),
     }

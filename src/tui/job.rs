@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{channel, Receiver, Sender};
 
-use dino_curate_index::{PhotoId, PhotoRecord, Store};
+use dino_curate_index::{KnnGraph, PhotoId, PhotoRecord, Store};
 
 use super::action::Query;
 use crate::curate::clusters::default_k;
@@ -31,6 +31,8 @@ pub enum Request {
     Trash(Vec<PathBuf>),
     /// Put back the last trash operation, then reload.
     Undo,
+    /// Choose the duplicate groups' keepers again with this rule (no reload).
+    Regroup(KeepRule),
 }
 
 /// One cluster as the UI lists it.
@@ -64,6 +66,8 @@ pub struct Snapshot {
     pub clusters: Vec<ClusterRow>,
     /// Near-duplicate groups, as `dino-curate dups` lists them.
     pub dups: Vec<DupGroup>,
+    /// The rule that chose the groups' keepers.
+    pub keep: KeepRule,
     /// Files the index could not read, with the reason.
     pub failures: Vec<(PathBuf, String)>,
     /// The current training run, or why there is none to show.
@@ -88,6 +92,8 @@ pub enum Reply {
     Loaded(Box<Snapshot>, Option<String>),
     /// Search results.
     Found(Found),
+    /// The duplicate groups with keepers chosen by another rule.
+    Regrouped(Vec<DupGroup>, KeepRule),
     /// The request failed.
     Failed(String),
 }
@@ -122,14 +128,12 @@ pub type QueryEmbedder =
 
 /// What the job thread owns.
 pub struct Worker {
-    /// The user's workspace.
-    pub workspace: Workspace,
-    /// The open index.
-    pub store: Store,
-    /// Curation settings.
-    pub settings: Settings,
-    /// For searches by a file the index does not hold.
-    pub embed: Option<QueryEmbedder>,
+    workspace: Workspace,
+    store: Store,
+    settings: Settings,
+    embed: Option<QueryEmbedder>,
+    /// The collection and k-NN graph of the last load, to regroup without reloading.
+    last: Option<(Collection, KnnGraph)>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -159,6 +163,33 @@ pub fn spawn(mut worker: Worker) -> (Sender<Request>, Receiver<Reply>) {
 }
 
 impl Worker {
+    /// A worker over `store`; `embed` serves searches by a file the index does not hold.
+    pub fn new(
+        workspace: Workspace,
+        store: Store,
+        settings: Settings,
+        embed: Option<QueryEmbedder>,
+    ) -> Self {
+        Self {
+            workspace,
+            store,
+            settings,
+            embed,
+            last: None,
+        }
+    }
+
+    fn regroup(&mut self, keep: KeepRule) -> Result<Reply> {
+        let (collection, knn) = self
+            .last
+            .as_ref()
+            .ok_or_else(|| Error::Config("nothing loaded yet".into()))?;
+        let rule = DupRule::with_threshold(self.settings.threshold);
+        let dups = collection.duplicates(knn, &rule, &keep);
+        self.settings.keep = keep.clone();
+        Ok(Reply::Regrouped(dups, keep))
+    }
+
     fn handle(&mut self, request: Request, out: &Sender<Reply>) -> Result<Reply> {
         let progress = |what: &str| {
             let _ = out.send(Reply::Progress(what.into()));
@@ -166,6 +197,7 @@ impl Worker {
         let note = match request {
             Request::Load => None,
             Request::Search(query) => return self.search(query).map(Reply::Found),
+            Request::Regroup(keep) => return self.regroup(keep),
             Request::Trash(files) => {
                 progress("moving to the trash");
                 Some(self.trash(&files)?)
@@ -208,14 +240,17 @@ impl Worker {
         };
         let rule = DupRule::with_threshold(self.settings.threshold);
         let dups = collection.duplicates(&knn, &rule, &self.settings.keep);
-        Ok(Snapshot {
+        let snapshot = Snapshot {
             empty_reason: None,
-            records: collection.records,
+            records: collection.records.clone(),
             clusters,
             dups,
+            keep: self.settings.keep.clone(),
             failures,
             training,
-        })
+        };
+        self.last = Some((collection, knn));
+        Ok(snapshot)
     }
 
     fn clusters(&self, c: &Collection) -> Vec<ClusterRow> {
@@ -297,6 +332,7 @@ impl Default for Snapshot {
             records: HashMap::new(),
             clusters: Vec::new(),
             dups: Vec::new(),
+            keep: KeepRule::Largest,
             failures: Vec::new(),
             training: Err("loading…".into()),
         }

@@ -8,7 +8,7 @@ use ratatui::Frame;
 
 use super::{details, keep_tail, ACCENT};
 use crate::tui::action::Query;
-use crate::tui::app::{App, Row, View};
+use crate::tui::app::{rule_name, App, Row, View};
 
 /// Draws the list of the view on screen and its preview pane.
 pub fn draw(frame: &mut Frame, area: Rect, app: &mut App) {
@@ -24,7 +24,11 @@ fn title(app: &App) -> String {
     match (app.view, app.drill) {
         (View::Clusters, Some((i, _))) => format!(" Cluster {i}: {n} photos (Esc: back) "),
         (View::Clusters, None) => format!(" {n} clusters (Enter: members) "),
-        (View::Duplicates, _) => format!(" {} groups, {n} photos ", app.data.dups.len()),
+        (View::Duplicates, _) => format!(
+            " {} groups, {n} photos · keeping the {} (r: change) ",
+            app.data.dups.len(),
+            rule_name(&app.data.keep)
+        ),
         (View::Search, _) => match app.search.as_ref().map(|f| &f.query) {
             Some(Query::Photo(id)) => {
                 let name = app.record(*id).and_then(|r| r.path.file_name());
