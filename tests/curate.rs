@@ -2,27 +2,16 @@
 //! with the right keeper, trash and undo round trip byte for byte, and the JSON shapes
 //! of `clusters`, `outliers`, `select` and `quality`.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use candle_core::Device;
-use dino_curate::model::weights::save_safetensors;
-use dino_curate::model::{ParamBuilder, Vit, VitArch, VitConfig};
+use common::picture;
 use image::{Rgb, RgbImage};
 use serde_json::Value;
 
 type TestResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
-
-fn picture(i: u32) -> RgbImage {
-    RgbImage::from_fn(64 + i, 48 + i, |x, y| {
-        let stripe = ((x + i * 5) / (2 + i % 5)) % 2 == 0;
-        Rgb([
-            ((x * 255 / (64 + i)) as u8).wrapping_add((i * 37) as u8),
-            if stripe { 220 } else { (y * 5) as u8 },
-            ((i * 71) % 256) as u8,
-        ])
-    })
-}
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -59,16 +48,7 @@ fn indexed_folder() -> TestResult<Fixture> {
     }
     std::fs::copy(photos.join("p0.png"), photos.join("copies/p0-copy.png"))?;
     RgbImage::from_pixel(400, 300, Rgb([128, 128, 128])).save(photos.join("blank.png"))?;
-    let pb = ParamBuilder::frozen(&Device::Cpu, 11);
-    Vit::new(
-        &pb,
-        &VitConfig {
-            depth: 2,
-            ..VitConfig::preset(VitArch::VitTiny, 16)
-        },
-    )?;
-    let weights = dir.path().join("w.safetensors");
-    save_safetensors(&pb.store().tensors()?, &weights)?;
+    let weights = common::tiny_weights(dir.path())?;
     let (ok, _, err) = dino(
         &ws,
         &[

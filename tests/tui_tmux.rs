@@ -4,29 +4,17 @@
 //!
 //! Skipped, with a message, when tmux is missing, unless `DINO_CURATE_REQUIRE_TMUX=1`.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use candle_core::Device;
-use dino_curate::model::weights::save_safetensors;
-use dino_curate::model::{ParamBuilder, Vit, VitArch, VitConfig};
-use image::{Rgb, RgbImage};
+use common::picture;
 
 type TestResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
 
 const BIN: &str = env!("CARGO_BIN_EXE_dino-curate");
-
-fn picture(i: u32) -> RgbImage {
-    RgbImage::from_fn(64 + i, 48 + i, |x, y| {
-        let stripe = ((x + i * 5) / (2 + i % 5)) % 2 == 0;
-        Rgb([
-            ((x * 255 / (64 + i)) as u8).wrapping_add((i * 37) as u8),
-            if stripe { 220 } else { (y * 5) as u8 },
-            ((i * 71) % 256) as u8,
-        ])
-    })
-}
 
 /// Six photos and an exact copy of the first, indexed with a tiny random model.
 fn indexed_folder(dir: &Path) -> TestResult<(PathBuf, PathBuf)> {
@@ -36,14 +24,7 @@ fn indexed_folder(dir: &Path) -> TestResult<(PathBuf, PathBuf)> {
         picture(i).save(photos.join(format!("p{i}.png")))?;
     }
     std::fs::copy(photos.join("p0.png"), photos.join("copies/p0-copy.png"))?;
-    let pb = ParamBuilder::frozen(&Device::Cpu, 11);
-    let config = VitConfig {
-        depth: 2,
-        ..VitConfig::preset(VitArch::VitTiny, 16)
-    };
-    Vit::new(&pb, &config)?;
-    let weights = dir.join("w.safetensors");
-    save_safetensors(&pb.store().tensors()?, &weights)?;
+    let weights = common::tiny_weights(dir)?;
     let out = Command::new(BIN)
         .arg("--workspace")
         .arg(&ws)
