@@ -11,5 +11,8 @@ pub mod vectors;
 
 pub use vectors::Vectors;
 
+/// Neighbours per photo in the k-NN graph that `dups` and `outliers` read (CLI and TUI).
+pub const GRAPH_K: usize = 10;
+
 /// A photo's nearest neighbours with their similarity, best first.
 pub type Neighbours = Vec<(dino_curate_index::PhotoId, f32)>;

@@ -14,12 +14,11 @@ use dino_curate::curate::collection::Collection;
 use dino_curate::curate::dups::DupRule;
 use dino_curate::curate::keeper::KeepRule;
 use dino_curate::curate::quality::flags;
+use dino_curate::curate::GRAPH_K;
 use dino_curate::trash::{Moved, Trash};
 use dino_curate::workspace::Workspace;
 use dino_curate_index::{PhotoId, Store};
 
-/// Neighbours per photo in the k-NN graph that `dups` and `outliers` use.
-const GRAPH_K: usize = 10;
 /// Default `dups --threshold` (see docs/quality.md for the measurement behind it).
 pub const DEFAULT_DUP_THRESHOLD: f32 = 0.99;
 
@@ -88,13 +87,11 @@ pub struct DupsArgs {
 pub fn dups(args: &DupsArgs, workspace: Option<&Path>) -> Result<()> {
     let ws = Workspace::open(workspace)?;
     let mut store = open_store(&ws)?;
-    let mut collection = Collection::load(&store)?;
+    let collection = Collection::load(&store)?;
     let mut knn = store.knn_graph(GRAPH_K)?;
-    if args.centre {
-        collection = collection.centred();
-        knn = collection.rescore(&knn);
-    }
-    let groups = collection.duplicates(&knn, &DupRule::with_threshold(args.threshold), &args.keep);
+    let rule = DupRule::with_threshold(args.threshold);
+    let (collection, groups) =
+        collection.duplicates_from_graph(&mut knn, args.centre, &rule, &args.keep);
     if args.json {
         let list: Vec<Value> = groups
             .iter()

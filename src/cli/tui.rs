@@ -12,9 +12,7 @@ use dino_curate::workspace::Workspace;
 use dino_curate_index::Store;
 
 use super::DeviceArg;
-
-/// Neighbours per photo in the k-NN graph of the duplicate search (as `dino-curate dups`).
-const GRAPH_K: usize = 10;
+use dino_curate::curate::GRAPH_K;
 
 #[derive(Debug, Args)]
 pub struct TuiArgs {

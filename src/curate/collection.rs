@@ -126,6 +126,28 @@ impl Collection {
         groups
     }
 
+    /// `dups` as the CLI and the TUI run it: near-duplicate groups from the store's k-NN
+    /// graph, on the vectors as stored or, with `centre`, on [`Collection::centred`] ones
+    /// (`knn` rescored to match, in place). Returns the collection the groups were measured
+    /// on.
+    pub fn duplicates_from_graph(
+        self,
+        knn: &mut Vec<(PhotoId, Neighbours)>,
+        centre: bool,
+        rule: &DupRule,
+        keep: &KeepRule,
+    ) -> (Self, Vec<DupGroup>) {
+        let collection = if centre {
+            let centred = self.centred();
+            *knn = centred.rescore(knn);
+            centred
+        } else {
+            self
+        };
+        let groups = collection.duplicates(knn, rule, keep);
+        (collection, groups)
+    }
+
     /// Near-duplicate groups from the k-NN graph `knn`, each with its keeper.
     pub fn duplicates(
         &self,

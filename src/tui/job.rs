@@ -231,15 +231,13 @@ impl Worker {
         let clusters = self.clusters(&collection);
         progress("finding duplicates");
         let mut knn = self.store.knn_graph(self.settings.graph_k)?;
-        let collection = if self.settings.centre {
-            let centred = collection.centred();
-            knn = centred.rescore(&knn);
-            centred
-        } else {
-            collection
-        };
         let rule = DupRule::with_threshold(self.settings.threshold);
-        let dups = collection.duplicates(&knn, &rule, &self.settings.keep);
+        let (collection, dups) = collection.duplicates_from_graph(
+            &mut knn,
+            self.settings.centre,
+            &rule,
+            &self.settings.keep,
+        );
         let snapshot = Snapshot {
             empty_reason: None,
             records: collection.records.clone(),
