@@ -265,14 +265,27 @@ mod tests {
 
     #[test]
     fn sinkhorn_balances_prototypes_and_normalises_images() -> Result<()> {
-        let scores = Tensor::randn(0f32, 3., (8, 4), &Device::Cpu)?;
+        // fixed scores (a random draw made this test flaky): prototype 0 is favoured by
+        // most images, so a plain softmax gives it far more than its share
+        let values: Vec<f32> = (0..32)
+            .map(|i| {
+                if i % 4 == 0 {
+                    1.5
+                } else {
+                    ((i * 7) % 5) as f32 * 0.3
+                }
+            })
+            .collect();
+        let scores = Tensor::from_vec(values, (8, 4), &Device::Cpu)?;
+        let softmax_share = softmax_last_dim(&scores)?.sum(0)?.to_vec1::<f32>()?[0];
+        assert!(softmax_share > 3.0, "softmax share {softmax_share}");
         let q = sinkhorn_knopp(&scores)?;
         for row in q.sum(1)?.to_vec1::<f32>()? {
             assert!((row - 1.0).abs() < 1e-4, "row sums to {row}");
         }
         // three iterations get each prototype close to an equal share (8 / 4)
         for col in q.sum(0)?.to_vec1::<f32>()? {
-            assert!((col - 2.0).abs() < 0.5, "prototype share {col}");
+            assert!((col - 2.0).abs() < 0.25, "prototype share {col}");
         }
         Ok(())
     }
