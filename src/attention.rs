@@ -5,7 +5,8 @@
 //! [`cls_maps`] and [`mass_mask`] are pure; [`attention_input`] prepares a photo (shorter
 //! side resized, both sides cut to a multiple of the patch size, aspect ratio kept) and the
 //! `overlay`/`mask` renderers draw at that input's size, each patch a block of pixels
-//! (nearest-neighbour upsampling, as the official script).
+//! (nearest-neighbour upsampling, as the official script). [`attention_of`] runs a model
+//! on a decoded photo: the one path of the `attention` command and the TUI.
 
 use std::path::Path;
 
@@ -14,8 +15,12 @@ use image::imageops::FilterType;
 use image::{Rgb, RgbImage};
 
 use crate::atomic::write_atomically;
+use crate::embed::Embedder;
 use crate::train::views::{IMAGENET_MEAN, IMAGENET_STD};
 use crate::{Error, Result};
+
+/// Shorter side of the model input, in pixels, unless told otherwise.
+pub const DEFAULT_SIZE: u32 = 480;
 
 /// CLS-to-patch attention of each head over a `rows × cols` patch grid.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,6 +62,16 @@ pub fn cls_maps(attention: &Tensor, rows: usize, cols: usize) -> Result<Attentio
         cols,
         heads: heads_maps,
     })
+}
+
+/// The `(row, column)` of the largest value of a map with `cols` columns (the first one on
+/// ties); None for an empty map.
+pub fn strongest(map: &[f32], cols: usize) -> Option<(usize, usize)> {
+    let (i, _) = map
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0)))?;
+    Some((i.checked_div(cols)?, i % cols))
 }
 
 /// The smallest set of patches whose attention adds up to at least `threshold` of the
@@ -105,6 +120,21 @@ pub fn attention_input(
     let cropped = image::imageops::crop_imm(&resized, 0, 0, cw, ch).to_image();
     let tensor = normalised_chw(&cropped, device)?;
     Ok((cropped, tensor))
+}
+
+/// The photo as `model` sees it with a `short_side`-pixel input ([`attention_input`]) and
+/// the CLS-to-patch attention of each head of the model's last block over it.
+pub fn attention_of(
+    model: &Embedder,
+    img: &RgbImage,
+    short_side: u32,
+) -> Result<(RgbImage, AttentionMaps)> {
+    let vit = model.backbone();
+    let patch = vit.config().patch_size;
+    let (shown, input) = attention_input(img, short_side, patch, model.device())?;
+    let (rows, cols) = (input.dim(2)? / patch, input.dim(3)? / patch);
+    let maps = cls_maps(&vit.last_self_attention(&input)?, rows, cols)?;
+    Ok((shown, maps))
 }
 
 fn scaled(side: u32, scale: f64) -> u32 {
@@ -200,6 +230,13 @@ mod tests {
     }
 
     #[test]
+    fn strongest_is_the_first_largest_patch() {
+        assert_eq!(strongest(&[0.1, 0.5, 0.2, 0.5, 0.0, 0.3], 3), Some((0, 1)));
+        assert_eq!(strongest(&[0.1, 0.2, 0.2, 0.9], 2), Some((1, 1)));
+        assert_eq!(strongest(&[], 3), None);
+    }
+
+    #[test]
     fn mask_is_the_smallest_set_holding_the_mass() -> Result<()> {
         let map = [0.05f32, 0.4, 0.1, 0.25, 0.2];
         let keep = mass_mask(&map, 0.6)?;
@@ -270,6 +307,25 @@ mod tests {
             let s: f32 = h.iter().sum();
             assert!(s > 0.0 && s <= 1.0 + 1e-5);
         }
+        Ok(())
+    }
+
+    #[test]
+    fn a_random_embedder_maps_a_photo_at_the_input_size() -> Result<()> {
+        use crate::model::{VitArch, VitConfig};
+        let cfg = VitConfig {
+            depth: 2,
+            ..VitConfig::preset(VitArch::VitTiny, 16)
+        };
+        let model = Embedder::random(&cfg, 32, 0, &Device::Cpu)?;
+        let img = RgbImage::from_fn(80, 50, |x, y| Rgb([x as u8 * 3, y as u8 * 5, 7]));
+        // 50 → 48 short side: 77 x 48, cut to 64 x 48 = 4 x 3 patches of 16
+        let (shown, maps) = attention_of(&model, &img, 48)?;
+        assert_eq!(shown.dimensions(), (64, 48));
+        assert_eq!((maps.rows, maps.cols, maps.heads.len()), (3, 4, 3));
+        assert_eq!(maps.mean().len(), 12);
+        assert!(maps.heads.iter().all(|h| h.len() == 12));
+        assert_eq!(overlay(&shown, &maps.mean(), 3, 4).dimensions(), (64, 48));
         Ok(())
     }
 }

@@ -7,7 +7,7 @@ use clap::Args;
 
 use super::{device_from, DeviceArg};
 use dino_curate::attention::{
-    attention_input, cls_maps, mask_overlay, mass_mask, overlay, write_png,
+    attention_of, mask_overlay, mass_mask, overlay, write_png, DEFAULT_SIZE,
 };
 use dino_curate::embed::Embedder;
 use dino_curate::photo::{self, DecodeOptions, Skipped, DEFAULT_MAX_PIXELS};
@@ -25,7 +25,7 @@ pub struct AttentionArgs {
     #[arg(long, value_name = "FRACTION")]
     threshold: Option<f32>,
     /// Shorter side of the model input in pixels (aspect ratio kept, cut to whole patches).
-    #[arg(long, value_name = "PX", default_value_t = 480)]
+    #[arg(long, value_name = "PX", default_value_t = DEFAULT_SIZE)]
     size: u32,
     /// A training run folder (default: the workspace's current model).
     #[arg(long, value_name = "RUN", conflicts_with = "weights")]
@@ -67,10 +67,8 @@ fn maps(args: &AttentionArgs, workspace: Option<&Path>) -> Result<()> {
         target_short_side: Some(args.size),
     };
     let photo = photo::decode(&args.image, &decode).map_err(Skipped::from)?;
-    let patch = model.backbone().config().patch_size;
-    let (shown, input) = attention_input(&photo.image, args.size, patch, model.device())?;
-    let (rows, cols) = (input.dim(2)? / patch, input.dim(3)? / patch);
-    let maps = cls_maps(&model.backbone().last_self_attention(&input)?, rows, cols)?;
+    let (shown, maps) = attention_of(&model, &photo.image, args.size)?;
+    let (rows, cols) = (maps.rows, maps.cols);
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
     for (h, map) in maps.heads.iter().enumerate() {
