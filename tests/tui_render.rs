@@ -101,3 +101,11 @@ fn loading_with_the_spinner() {
     app.receive(Reply::Progress("clustering".into()));
     insta::assert_snapshot!(screen(&mut app));
 }
+
+#[test]
+fn attention_map_without_previews() {
+    let mut app = app_after(&[Action::Enter, Action::Move(2), Action::ToggleAttention]);
+    let id = app.selected_photo().expect("a photo selected");
+    app.receive(Reply::Attention(id, Ok(Box::new(fixture::attention()))));
+    insta::assert_snapshot!(screen(&mut app));
+}

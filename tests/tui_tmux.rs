@@ -1,6 +1,7 @@
 //! End to end: the real `dino-curate tui` inside tmux on a small indexed folder. Keys go
 //! in with `send-keys`, the screen comes back with `capture-pane -p`; marking a duplicate,
-//! trashing it (with the confirmation) and undoing must round-trip the real file.
+//! trashing it (with the confirmation) and undoing must round-trip the real file; `v`
+//! draws a cluster's attention map with the indexed model and writes its PNG.
 //!
 //! Skipped, with a message, when tmux is missing, unless `DINO_CURATE_REQUIRE_TMUX=1`.
 
@@ -171,6 +172,13 @@ fn mark_trash_and_undo_a_duplicate_in_tmux() -> TestResult {
     tmux.wait_for("restored 1 photo")?;
     assert_eq!(std::fs::read(&gone)?, original, "put back byte for byte");
     assert!(!in_trash[0].exists());
+
+    tmux.keys(&["1", "v"])?;
+    tmux.wait_for("attention map ready")?;
+    let maps = walk(&ws.join("attention"));
+    assert_eq!(maps.len(), 1, "{maps:?}");
+    assert!(image::open(&maps[0])?.width() > 0);
+    tmux.keys(&["v"])?;
 
     tmux.keys(&["?"])?;
     tmux.wait_for("Keys (Esc closes)")?;

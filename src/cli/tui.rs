@@ -1,13 +1,16 @@
 //! `dino-curate tui`: opens the index and hands it to the terminal UI.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
-use anyhow::{Context, Result};
+use anyhow::{anyhow, Context, Result};
 use clap::Args;
+use image::RgbImage;
 
+use dino_curate::attention::{attention_of, AttentionMaps, DEFAULT_SIZE};
 use dino_curate::curate::keeper::KeepRule;
 use dino_curate::embed::Embedder;
-use dino_curate::tui::job::{QueryEmbedder, Settings, Worker};
+use dino_curate::tui::job::{AttentionMapper, QueryEmbedder, Settings, Worker};
 use dino_curate::workspace::Workspace;
 use dino_curate_index::Store;
 
@@ -34,7 +37,8 @@ pub struct TuiArgs {
     /// Show no photo previews (details only).
     #[arg(long)]
     no_previews: bool,
-    /// Where to compute the vector of an image searched by path outside the index.
+    /// Where to compute the vector of an image searched by path outside the index, and
+    /// attention maps.
     #[arg(long, value_enum, default_value = "auto")]
     device: DeviceArg,
 }
@@ -43,6 +47,7 @@ pub fn run(args: &TuiArgs, workspace: Option<&Path>) -> Result<()> {
     let ws = Workspace::open(workspace)?;
     let store = Store::open(ws.root())
         .with_context(|| format!("cannot open the index in {}", ws.root().display()))?;
+    let model = IndexedModel::new(ws.clone(), args.device);
     let worker = Worker::new(
         ws.clone(),
         store,
@@ -54,40 +59,74 @@ pub fn run(args: &TuiArgs, workspace: Option<&Path>) -> Result<()> {
             clusters: args.k,
             search_k: args.search_k,
         },
-        Some(query_embedder(ws.clone(), args.device)),
-    );
+        Some(query_embedder(model.clone())),
+    )
+    .with_attention(attention_mapper(model));
     let thumbs = ws.root().join("thumbs");
     dino_curate::tui::term::run(worker, Some(thumbs), !args.no_previews)?;
     Ok(())
 }
 
-/// Embeds an image file with the model the index was built with, loaded on first use.
-fn query_embedder(ws: Workspace, device: DeviceArg) -> QueryEmbedder {
-    let mut model: Option<Embedder> = None;
+/// The model the index was built with, loaded on first use and shared by the search by
+/// file and the attention maps.
+#[derive(Clone)]
+struct IndexedModel {
+    ws: Workspace,
+    device: DeviceArg,
+    model: Arc<Mutex<Option<Embedder>>>,
+}
+
+impl IndexedModel {
+    fn new(ws: Workspace, device: DeviceArg) -> Self {
+        Self {
+            ws,
+            device,
+            model: Arc::default(),
+        }
+    }
+
+    /// `f` of the model, loading it first if need be.
+    fn with<T>(&self, store: &Store, f: impl FnOnce(&Embedder) -> Result<T>) -> Result<T> {
+        let mut model = self
+            .model
+            .lock()
+            .map_err(|_| anyhow!("the model was lost to an earlier failure"))?;
+        if model.is_none() {
+            // No notice printed: the screen belongs to the UI.
+            let device = dino_curate::device::select_device(self.device.into())?.device;
+            *model = Some(super::index::indexed_model(&self.ws, store, &device)?);
+        }
+        f(model.as_ref().context("no model")?)
+    }
+}
+
+/// Embeds an image file with the indexed model.
+fn query_embedder(model: IndexedModel) -> QueryEmbedder {
     Box::new(move |store, path| {
-        embed_file(&ws, store, path, device, &mut model).map_err(|e| format!("{e:#}"))
+        model
+            .with(store, |m| embed_file(m, path))
+            .map_err(|e| format!("{e:#}"))
     })
 }
 
-fn embed_file(
-    ws: &Workspace,
-    store: &Store,
-    path: &Path,
-    device: DeviceArg,
-    model: &mut Option<Embedder>,
-) -> Result<Vec<f32>> {
-    if model.is_none() {
-        // No notice printed: the screen belongs to the UI.
-        let device = dino_curate::device::select_device(device.into())?.device;
-        *model = Some(super::index::indexed_model(ws, store, &device)?);
-    }
-    let embedder = model.as_ref().context("no model")?;
+fn embed_file(embedder: &Embedder, path: &Path) -> Result<Vec<f32>> {
     let photo = dino_curate::photo::decode(path, &Default::default())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let rows = embedder
         .embed(std::slice::from_ref(&photo.image))?
         .to_vec2::<f32>()?;
     rows.into_iter().next().context("no vector for the query")
+}
+
+/// Attention maps of decoded photos with the indexed model, as `dino-curate attention`.
+fn attention_mapper(model: IndexedModel) -> AttentionMapper {
+    Box::new(move |store, image: &RgbImage| {
+        model
+            .with(store, |m| -> Result<(RgbImage, AttentionMaps)> {
+                Ok(attention_of(m, image, DEFAULT_SIZE)?)
+            })
+            .map_err(|e| format!("{e:#}"))
+    })
 }
 
 #[derive(Debug, Args)]

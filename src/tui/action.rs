@@ -44,6 +44,8 @@ pub enum Action {
     Open,
     /// Search the collection for photos like the selected one.
     SearchSelected,
+    /// Show the selected photo's attention map, or go back to its thumbnail.
+    ToggleAttention,
     /// Start typing a path to search by.
     SearchPathPrompt,
     /// Start typing a path filter.

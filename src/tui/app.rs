@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use dino_curate_index::{PhotoId, PhotoRecord};
 
 use super::action::{Action, Effect, Query};
-use super::job::{photos, Found, Reply, Request, Snapshot};
+use super::job::{photos, AttentionMap, Found, Reply, Request, Snapshot};
 use super::list::Cursor;
-use super::thumbs::Previews;
+use super::thumbs::{Preview, Previews};
 use crate::curate::keeper::KeepRule;
 
 /// The five views.
@@ -94,6 +94,24 @@ pub enum Row {
     Failure(usize),
 }
 
+/// The selected photo's attention map, shown in the preview pane instead of its thumbnail.
+#[derive(Debug)]
+pub enum Attention {
+    /// Asked for, not there yet.
+    Computing(PhotoId),
+    /// The map, and its image when previews are on.
+    Ready(PhotoId, Box<AttentionMap>, Option<Preview>),
+}
+
+impl Attention {
+    /// The photo it belongs to.
+    pub fn photo(&self) -> PhotoId {
+        match self {
+            Attention::Computing(id) | Attention::Ready(id, ..) => *id,
+        }
+    }
+}
+
 /// The rule after `rule` in the cycle largest → newest → oldest.
 pub fn next_rule(rule: &KeepRule) -> KeepRule {
     match rule {
@@ -142,6 +160,8 @@ pub struct App {
     pub tick: usize,
     /// Thumbnails.
     pub previews: Previews,
+    /// The attention map shown for the selected photo (dropped when the selection moves).
+    pub attention: Option<Attention>,
     /// Width of the list on screen, as last drawn (mouse clicks right of it are not rows).
     pub list_width: u16,
 }
@@ -163,6 +183,7 @@ impl App {
             busy: (0, String::new()),
             tick: 0,
             previews,
+            attention: None,
             list_width: 0,
         };
         app.refresh_rows();
@@ -208,13 +229,15 @@ impl App {
 
     /// Applies one action.
     pub fn apply(&mut self, action: Action) -> Vec<Effect> {
-        match &self.mode {
+        let effects = match &self.mode {
             Mode::Normal => self.apply_normal(action),
             Mode::Help => self.apply_help(action),
             Mode::Filter => self.apply_filter(action),
             Mode::SearchPath(_) => self.apply_search_path(action),
             Mode::Confirm(_) => self.apply_confirm(action),
-        }
+        };
+        self.forget_attention_elsewhere();
+        effects
     }
 
     fn apply_normal(&mut self, action: Action) -> Vec<Effect> {
@@ -240,6 +263,7 @@ impl App {
             Action::Undo => return self.job(Request::Undo),
             Action::Open => return self.open(),
             Action::SearchSelected => return self.search_selected(),
+            Action::ToggleAttention => return self.toggle_attention(),
             Action::SearchPathPrompt => self.mode = Mode::SearchPath(String::new()),
             Action::FilterPrompt => self.mode = Mode::Filter,
             Action::Help => self.mode = Mode::Help,
@@ -337,6 +361,9 @@ impl App {
     }
 
     fn back(&mut self) {
+        if self.attention.take().is_some() {
+            return;
+        }
         if self.view == View::Clusters {
             if let Some((_, parent)) = self.drill.take() {
                 *self.cursor() = parent;
@@ -399,11 +426,63 @@ impl App {
         self.job(Request::Search(Query::Photo(id)))
     }
 
+    /// Asks for the selected photo's attention map, or drops the one shown.
+    fn toggle_attention(&mut self) -> Vec<Effect> {
+        if self.attention.take().is_some() {
+            return Vec::new();
+        }
+        let Some(id) = self.selected_photo() else {
+            self.status = "v shows the attention map of a photo: select one".into();
+            return Vec::new();
+        };
+        self.attention = Some(Attention::Computing(id));
+        self.job(Request::Attention(id))
+    }
+
+    /// Shows an attention map if it is still waited for (the selection has not moved).
+    fn attention_done(&mut self, id: PhotoId, map: Result<Box<AttentionMap>, String>) {
+        let waited = matches!(self.attention, Some(Attention::Computing(w)) if w == id);
+        match map {
+            Err(why) => {
+                if waited {
+                    self.attention = None;
+                }
+                self.status = format!("no attention map: {why}");
+            }
+            Ok(map) if waited => {
+                self.status = format!(
+                    "attention map ready: {}×{} patches (v or Esc: the photo again)",
+                    map.rows, map.cols
+                );
+                let preview = self.previews.of_image(map.overlay.clone());
+                self.attention = Some(Attention::Ready(id, map, preview));
+            }
+            Ok(_) => {}
+        }
+    }
+
+    /// Drops the attention map when the selected photo is no longer its photo.
+    fn forget_attention_elsewhere(&mut self) {
+        let selected = self.selected_photo();
+        if self
+            .attention
+            .as_ref()
+            .is_some_and(|a| Some(a.photo()) != selected)
+        {
+            self.attention = None;
+        }
+    }
+
     /// Takes in a reply of the job thread.
     pub fn receive(&mut self, reply: Reply) {
         if reply.is_final() {
             self.busy.0 = self.busy.0.saturating_sub(1);
         }
+        self.take_reply(reply);
+        self.forget_attention_elsewhere();
+    }
+
+    fn take_reply(&mut self, reply: Reply) {
         match reply {
             Reply::Progress(what) => self.busy.1 = what,
             Reply::Loaded(snapshot, note) => {
@@ -431,6 +510,7 @@ impl App {
                 self.data.keep = keep;
                 self.refresh_rows();
             }
+            Reply::Attention(id, map) => self.attention_done(id, map),
             Reply::Failed(why) => self.status = format!("error: {why}"),
         }
     }
@@ -705,6 +785,71 @@ mod tests {
         assert_eq!(a.cursors[0].selected, 0, "help swallows moves");
         a.apply(Action::Back);
         assert_eq!(a.apply(Action::Quit), vec![Effect::Quit]);
+    }
+
+    /// The app with the attention map of the second member of cluster 0 asked for.
+    fn asked_for_attention() -> (App, PhotoId) {
+        let mut a = app();
+        a.apply(Action::Enter);
+        a.apply(Action::Move(1));
+        let id = a.selected_photo().expect("a photo selected");
+        let effects = a.apply(Action::ToggleAttention);
+        assert_eq!(effects, vec![Effect::Job(Request::Attention(id))]);
+        (a, id)
+    }
+
+    fn map() -> Result<Box<AttentionMap>, String> {
+        Ok(Box::new(fixture::attention()))
+    }
+
+    #[test]
+    fn v_shows_the_attention_map_until_the_selection_moves() {
+        let (mut a, id) = asked_for_attention();
+        assert!(matches!(a.attention, Some(Attention::Computing(i)) if i == id));
+        a.receive(Reply::Attention(id, map()));
+        assert_eq!(a.busy.0, 0);
+        assert!(
+            matches!(&a.attention, Some(Attention::Ready(i, m, None)) if *i == id && m.heads == 3),
+            "ready, without an image when previews are off"
+        );
+        assert!(a.status.contains("30×40 patches"), "{}", a.status);
+        a.apply(Action::Move(1));
+        assert!(a.attention.is_none(), "another photo: its thumbnail again");
+        a.apply(Action::Move(-1));
+        assert!(a.attention.is_none(), "not recomputed by coming back");
+    }
+
+    #[test]
+    fn a_map_that_comes_after_the_selection_moved_is_not_shown() {
+        let (mut a, id) = asked_for_attention();
+        a.apply(Action::Move(1));
+        a.receive(Reply::Attention(id, map()));
+        assert!(a.attention.is_none());
+        assert_eq!(a.busy.0, 0);
+    }
+
+    #[test]
+    fn v_or_esc_go_back_to_the_thumbnail() {
+        let (mut a, id) = asked_for_attention();
+        a.receive(Reply::Attention(id, map()));
+        assert!(a.apply(Action::ToggleAttention).is_empty());
+        assert!(a.attention.is_none());
+        a.apply(Action::ToggleAttention);
+        a.receive(Reply::Attention(id, map()));
+        a.apply(Action::Back);
+        assert!(a.attention.is_none());
+        assert!(a.drill.is_some(), "Esc closed the map only");
+    }
+
+    #[test]
+    fn attention_without_a_model_or_a_photo_explains() {
+        let (mut a, id) = asked_for_attention();
+        a.receive(Reply::Attention(id, Err("no model here".into())));
+        assert!(a.attention.is_none());
+        assert_eq!(a.status, "no attention map: no model here");
+        a.apply(Action::Show(View::Training));
+        assert!(a.apply(Action::ToggleAttention).is_empty());
+        assert!(a.status.contains("select one"), "{}", a.status);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use dino_curate_index::{PhotoId, PhotoRecord};
 
 use super::action::Query;
-use super::job::{ClusterRow, Found, Snapshot, Training};
+use super::job::{AttentionMap, ClusterRow, Found, Snapshot, Training};
 use crate::curate::collection::DupGroup;
 use crate::curate::keeper::KeepRule;
 use crate::train::plot::Series;
@@ -104,6 +104,19 @@ fn training() -> Training {
 /// training run.
 pub fn small() -> Snapshot {
     synthetic(40)
+}
+
+/// An attention map of 3 heads over 30 × 40 patches, strongest at row 12, column 21
+/// (counted from 1).
+pub fn attention() -> AttentionMap {
+    AttentionMap {
+        overlay: image::RgbImage::from_pixel(40, 30, image::Rgb([200, 60, 20])),
+        rows: 30,
+        cols: 40,
+        heads: 3,
+        strongest: (11, 20),
+        file: Ok(PathBuf::from("/ws/attention/5f0e.png")),
+    }
 }
 
 /// Search results for photo 3 of [`small`].

@@ -1,5 +1,5 @@
-//! The background job thread: owns the index, runs the same curation functions as the
-//! command line, and reports through a channel. The UI sends a [`Request`] and keeps
+//! The background job thread: owns the index, runs the same curation functions (and
+//! attention maps) as the command line, and reports through a channel. The UI sends a [`Request`] and keeps
 //! drawing; each request ends with exactly one final [`Reply`] (anything but
 //! [`Reply::Progress`]).
 
@@ -8,12 +8,16 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{channel, Receiver, Sender};
 
 use dino_curate_index::{KnnGraph, PhotoId, PhotoRecord, Store};
+use image::RgbImage;
 
 use super::action::Query;
+use super::thumbs;
+use crate::attention::{overlay, strongest, write_png, AttentionMaps, DEFAULT_SIZE};
 use crate::curate::clusters::default_k;
 use crate::curate::collection::{Collection, DupGroup};
 use crate::curate::dups::DupRule;
 use crate::curate::keeper::KeepRule;
+use crate::photo::{decode, DecodeOptions};
 use crate::train::plot::{series_from_metrics, Series};
 use crate::train::trainer::METRICS_FILE;
 use crate::trash::Trash;
@@ -33,6 +37,8 @@ pub enum Request {
     Undo,
     /// Choose the duplicate groups' keepers again with this rule (no reload).
     Regroup(KeepRule),
+    /// The attention map of this photo.
+    Attention(PhotoId),
 }
 
 /// One cluster as the UI lists it.
@@ -83,6 +89,35 @@ pub struct Found {
     pub hits: Vec<(PhotoId, f32)>,
 }
 
+/// A photo's attention map, the heads' mean drawn over the photo.
+#[derive(Clone)]
+pub struct AttentionMap {
+    /// The overlay, shrunk to thumbnail size for the preview pane.
+    pub overlay: RgbImage,
+    /// Patch rows.
+    pub rows: usize,
+    /// Patch columns.
+    pub cols: usize,
+    /// Heads averaged.
+    pub heads: usize,
+    /// The patch (row, column) the mean attends to most, from the top left.
+    pub strongest: (usize, usize),
+    /// The full-size overlay PNG written in the workspace, or why it could not be.
+    pub file: std::result::Result<PathBuf, String>,
+}
+
+impl std::fmt::Debug for AttentionMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AttentionMap")
+            .field("overlay", &self.overlay.dimensions())
+            .field("grid", &(self.rows, self.cols))
+            .field("heads", &self.heads)
+            .field("strongest", &self.strongest)
+            .field("file", &self.file)
+            .finish()
+    }
+}
+
 /// What the job thread reports.
 #[derive(Debug, Clone)]
 pub enum Reply {
@@ -94,6 +129,8 @@ pub enum Reply {
     Found(Found),
     /// The duplicate groups with keepers chosen by another rule.
     Regrouped(Vec<DupGroup>, KeepRule),
+    /// A photo's attention map, or why there is none.
+    Attention(PhotoId, std::result::Result<Box<AttentionMap>, String>),
     /// The request failed.
     Failed(String),
 }
@@ -126,12 +163,25 @@ pub struct Settings {
 pub type QueryEmbedder =
     Box<dyn FnMut(&Store, &Path) -> std::result::Result<Vec<f32>, String> + Send>;
 
+/// The photo as the model sees it and the last block's attention over it
+/// ([`crate::attention::attention_of`] with the indexed model, [`DEFAULT_SIZE`] pixels).
+pub type AttentionMapper = Box<
+    dyn FnMut(&Store, &RgbImage) -> std::result::Result<(RgbImage, AttentionMaps), String> + Send,
+>;
+
+/// Why a photo has no attention map when the binary handed in no model.
+const NO_MODEL: &str = "attention maps need the model the index was built with";
+
+/// Folder of the workspace the attention overlays are written to.
+pub const ATTENTION_DIR: &str = "attention";
+
 /// What the job thread owns.
 pub struct Worker {
     workspace: Workspace,
     store: Store,
     settings: Settings,
     embed: Option<QueryEmbedder>,
+    attention: Option<AttentionMapper>,
     /// The collection and k-NN graph of the last load, to regroup without reloading.
     last: Option<(Collection, KnnGraph)>,
 }
@@ -175,8 +225,15 @@ impl Worker {
             store,
             settings,
             embed,
+            attention: None,
             last: None,
         }
+    }
+
+    /// The same worker, drawing attention maps with `mapper`.
+    pub fn with_attention(mut self, mapper: AttentionMapper) -> Self {
+        self.attention = Some(mapper);
+        self
     }
 
     fn regroup(&mut self, keep: KeepRule) -> Result<Reply> {
@@ -198,6 +255,10 @@ impl Worker {
             Request::Load => None,
             Request::Search(query) => return self.search(query).map(Reply::Found),
             Request::Regroup(keep) => return self.regroup(keep),
+            Request::Attention(id) => {
+                let map = self.attention_map(id, &progress).map(Box::new);
+                return Ok(Reply::Attention(id, map));
+            }
             Request::Trash(files) => {
                 progress("moving to the trash");
                 Some(self.trash(&files)?)
@@ -295,6 +356,45 @@ impl Worker {
         embed(&self.store, &path).map(Some).map_err(Error::Config)
     }
 
+    /// The attention map of photo `id`.
+    fn attention_map(
+        &mut self,
+        id: PhotoId,
+        progress: &dyn Fn(&str),
+    ) -> std::result::Result<AttentionMap, String> {
+        let record = self.store.get(id).map_err(|e| e.to_string())?;
+        let record = record.ok_or("the photo is no longer indexed")?;
+        let mapper = self.attention.as_mut().ok_or(NO_MODEL)?;
+        progress("decoding the photo");
+        let opts = DecodeOptions {
+            target_short_side: Some(DEFAULT_SIZE),
+            ..DecodeOptions::default()
+        };
+        let photo = decode(&record.path, &opts).map_err(|e| e.reason())?;
+        progress("computing the attention map");
+        let (shown, maps) = mapper(&self.store, &photo.image)?;
+        Ok(self.drawn(&record.blake3, &shown, &maps))
+    }
+
+    /// The heads' mean drawn over `shown`, also written full size to
+    /// `attention/<blake3>.png` in the workspace.
+    fn drawn(&self, key: &thumbs::Key, shown: &RgbImage, maps: &AttentionMaps) -> AttentionMap {
+        let mean = maps.mean();
+        let full = overlay(shown, &mean, maps.rows, maps.cols);
+        let file = self.workspace.root().join(ATTENTION_DIR);
+        let file = file.join(format!("{}.png", thumbs::hex(key)));
+        AttentionMap {
+            overlay: thumbs::fit(&full),
+            rows: maps.rows,
+            cols: maps.cols,
+            heads: maps.heads.len(),
+            strongest: strongest(&mean, maps.cols).unwrap_or_default(),
+            file: save_png(&file, &full)
+                .map(|()| file)
+                .map_err(|e| e.to_string()),
+        }
+    }
+
     fn trash(&self, files: &[PathBuf]) -> Result<String> {
         let trash = Trash::new(self.workspace.root());
         let plan = trash.plan(files, &self.workspace.config()?.roots)?;
@@ -311,6 +411,14 @@ impl Worker {
             Some(moved) => format!("restored {}", photos(moved.files.len())),
         })
     }
+}
+
+/// Writes `img` to `file`, creating its folder.
+fn save_png(file: &Path, img: &RgbImage) -> Result<()> {
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    write_png(file, img)
 }
 
 /// "1 photo", "3 photos".
@@ -350,4 +458,91 @@ fn training(ws: &Workspace) -> std::result::Result<Training, String> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     Ok(Training { run: name, series })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A worker over a workspace in `dir` whose index holds one 64 × 48 photo.
+    fn worker_with_a_photo(dir: &Path) -> Result<(Worker, PhotoId)> {
+        let ws = Workspace::open(Some(&dir.join("ws")))?;
+        let store = Store::open(ws.root())?;
+        store.set_model("fake", 2)?;
+        let path = dir.join("p.png");
+        RgbImage::from_pixel(64, 48, image::Rgb([90, 120, 30]))
+            .save(&path)
+            .map_err(|e| Error::Config(e.to_string()))?;
+        let record = PhotoRecord {
+            path,
+            size: 1,
+            mtime_ns: 0,
+            blake3: [9; 32],
+            width: 64,
+            height: 48,
+            taken_at: None,
+            stats: None,
+        };
+        let id = store.put(&record, &[1.0, 0.0])?;
+        let settings = Settings {
+            threshold: 0.9,
+            graph_k: 4,
+            centre: false,
+            keep: KeepRule::Largest,
+            clusters: None,
+            search_k: 5,
+        };
+        Ok((Worker::new(ws, store, settings, None), id))
+    }
+
+    /// Two heads over 2 × 3 patches, both strongest at the last patch.
+    fn fake_mapper() -> AttentionMapper {
+        Box::new(|_, img| {
+            let head = vec![0.1, 0.1, 0.1, 0.1, 0.1, 0.5];
+            let maps = AttentionMaps {
+                rows: 2,
+                cols: 3,
+                heads: vec![head.clone(), head],
+            };
+            Ok((img.clone(), maps))
+        })
+    }
+
+    #[test]
+    fn attention_is_drawn_and_written_to_the_workspace() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("temp dir", e))?;
+        let (worker, id) = worker_with_a_photo(dir.path())?;
+        let mut worker = worker.with_attention(fake_mapper());
+        let (tx, rx) = channel();
+        let Reply::Attention(of, Ok(map)) = worker.handle(Request::Attention(id), &tx)? else {
+            panic!("no attention map");
+        };
+        assert_eq!(of, id);
+        assert_eq!(
+            (map.rows, map.cols, map.heads, map.strongest),
+            (2, 3, 2, (1, 2))
+        );
+        let file = map.file.clone().expect("written");
+        assert!(file.starts_with(dir.path().join("ws").join(ATTENTION_DIR)));
+        let written = image::open(&file).map_err(|e| Error::Config(e.to_string()))?;
+        assert_eq!((written.width(), written.height()), (64, 48));
+        assert!(rx.try_iter().all(|r| !r.is_final()), "progress only");
+        Ok(())
+    }
+
+    #[test]
+    fn attention_without_a_model_says_so() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("temp dir", e))?;
+        let (mut worker, id) = worker_with_a_photo(dir.path())?;
+        let (tx, _rx) = channel();
+        let Reply::Attention(_, Err(why)) = worker.handle(Request::Attention(id), &tx)? else {
+            panic!("a map without a model");
+        };
+        assert_eq!(why, NO_MODEL);
+        let Reply::Attention(_, Err(why)) = worker.handle(Request::Attention(99), &tx)? else {
+            panic!("a map of no photo");
+        };
+        assert!(why.contains("no longer indexed"));
+        Ok(())
+    }
 }

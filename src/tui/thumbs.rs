@@ -119,6 +119,16 @@ impl Previews {
         self.cache.get_mut(&key)
     }
 
+    /// A ready preview of an image made elsewhere (an attention map); None when previews
+    /// are off. Give it at most thumbnail size ([`fit`]): it is drawn on the UI thread.
+    pub fn of_image(&self, img: RgbImage) -> Option<Preview> {
+        self.worker.as_ref()?;
+        let protocol = self
+            .picker
+            .new_resize_protocol(DynamicImage::ImageRgb8(img));
+        Some(Preview::Ready(Box::new(protocol)))
+    }
+
     /// Takes in what the worker finished; true when something changed on screen.
     pub fn poll(&mut self) -> bool {
         let Some((_, rx)) = &self.worker else {
@@ -169,10 +179,14 @@ fn spawn(cache_dir: Option<PathBuf>) -> (Sender<Wanted>, Receiver<Loaded>) {
     (want_tx, done_rx)
 }
 
+/// A key in hexadecimal.
+pub fn hex(key: &Key) -> String {
+    key.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// File name of a cached thumbnail.
 pub fn cache_name(key: &Key) -> String {
-    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{hex}.jpg")
+    format!("{}.jpg", hex(key))
 }
 
 /// The thumbnail of `path`: from the cache when there, else decoded, downscaled and cached.
@@ -199,7 +213,7 @@ fn thumbnail(
 }
 
 /// `image` downscaled to fit a [`THUMB_SIZE`] square, aspect ratio kept.
-fn fit(image: &RgbImage) -> RgbImage {
+pub fn fit(image: &RgbImage) -> RgbImage {
     let (w, h) = image.dimensions();
     let scale = f64::from(THUMB_SIZE) / f64::from(w.max(h).max(1));
     if scale >= 1.0 {

@@ -1,5 +1,7 @@
 //! The preview pane: the selected photo's thumbnail and details (for a duplicate, the
-//! keeper beside it), a cluster's representative, or a failure's full reason.
+//! keeper beside it), a cluster's representative, or a failure's full reason. A photo
+//! whose attention map was asked for shows the map instead of its thumbnail, and where the
+//! map's PNG is (the only way to see it with previews off).
 
 use dino_curate_index::{PhotoId, PhotoRecord};
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -9,7 +11,8 @@ use ratatui::widgets::{Block, Paragraph, Wrap};
 use ratatui::Frame;
 use ratatui_image::{Resize, StatefulImage};
 
-use crate::tui::app::{App, Row};
+use super::keep_tail;
+use crate::tui::app::{App, Attention, Row};
 use crate::tui::thumbs::Preview;
 
 /// Draws the preview pane for the selected row.
@@ -57,20 +60,83 @@ fn draw_pair(frame: &mut Frame, area: Rect, app: &mut App, group: usize, member:
     }
 }
 
-/// One photo: thumbnail above, details below.
+/// One photo: thumbnail (or attention map) above, details below.
 fn photo(frame: &mut Frame, area: Rect, app: &mut App, id: PhotoId, title: &str) {
-    let block = Block::bordered().title(title.to_string());
+    let attention = app.attention.as_ref().filter(|a| a.photo() == id);
+    let block = Block::bordered().title(attention_title(attention, title));
     let inner = block.inner(area);
     frame.render_widget(block, area);
     let Some(record) = app.record(id).cloned() else {
         frame.render_widget(Paragraph::new("(no longer indexed)"), inner);
         return;
     };
-    let lines = detail_lines(&record, app.marks.contains(&id));
+    let mut lines = detail_lines(&record, app.marks.contains(&id));
+    lines.extend(attention_lines(attention, usize::from(inner.width)));
     let [image, text] =
         Layout::vertical([Constraint::Min(0), Constraint::Length(lines.len() as u16)]).areas(inner);
     frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), text);
-    thumbnail(frame, image, app, &record);
+    if !attention_image(frame, image, app, id) {
+        thumbnail(frame, image, app, &record);
+    }
+}
+
+/// The pane's title, saying when it shows the attention map.
+fn attention_title(attention: Option<&Attention>, title: &str) -> String {
+    match attention {
+        None => title.to_string(),
+        Some(Attention::Computing(_)) => format!("{} · attention… ", title.trim_end()),
+        Some(Attention::Ready(_, map, _)) => format!(
+            "{} · attention (mean of {} heads) ",
+            title.trim_end(),
+            map.heads
+        ),
+    }
+}
+
+/// What the attention map found and where its PNG is, cut to `width` columns.
+fn attention_lines(attention: Option<&Attention>, width: usize) -> Vec<Line<'static>> {
+    let map = match attention {
+        None => return Vec::new(),
+        Some(Attention::Computing(_)) => {
+            return vec![Line::styled(
+                "computing the attention map…",
+                Style::new().fg(Color::DarkGray),
+            )]
+        }
+        Some(Attention::Ready(_, map, _)) => map,
+    };
+    let (row, col) = map.strongest;
+    let found = [
+        format!("attention map: {}×{} patches", map.rows, map.cols),
+        format!("strongest at row {}, column {}", row + 1, col + 1),
+    ];
+    let mut lines: Vec<Line> = found
+        .iter()
+        .map(|t| Line::styled(keep_tail(t, width), Style::new().fg(Color::Yellow)))
+        .collect();
+    lines.push(match &map.file {
+        Ok(path) => Line::from(keep_tail(&format!("saved as {}", path.display()), width)),
+        Err(why) => Line::styled(
+            keep_tail(&format!("not saved: {why}"), width),
+            Style::new().fg(Color::Red),
+        ),
+    });
+    lines
+}
+
+/// Draws the photo's attention map if it is ready and previews are on; false otherwise.
+fn attention_image(frame: &mut Frame, area: Rect, app: &mut App, id: PhotoId) -> bool {
+    match app.attention.as_mut() {
+        Some(Attention::Ready(of, _, Some(Preview::Ready(protocol)))) if *of == id => {
+            frame.render_stateful_widget(
+                StatefulImage::default().resize(Resize::Scale(None)),
+                area,
+                protocol.as_mut(),
+            );
+            true
+        }
+        _ => false,
+    }
 }
 
 fn thumbnail(frame: &mut Frame, area: Rect, app: &mut App, record: &PhotoRecord) {
