@@ -13,7 +13,7 @@ use dino_curate::eval::linear::{
     linear_probe, pixel_features, probe_features, LinearResult, Matrix, ProbeConfig,
 };
 use dino_curate::eval::neardup::{
-    evaluate, hash_similarity, perceptual_hashes, NearDupReport, NearDupSet, OperatingPoint,
+    evaluate, hash_similarity, perceptual_hashes, Hybrid, NearDupReport, NearDupSet, OperatingPoint,
 };
 use dino_curate::eval::{
     embed_paths, knn_classify, map_photos, split_features, Features, LabelledSet, LabelledSplit,
@@ -160,6 +160,13 @@ pub struct NearDupArgs {
     /// Baseline: a 256-bit perceptual (gradient) hash, as czkawka computes it.
     #[arg(long, conflicts_with_all = ["model", "weights", "random_init"])]
     phash: bool,
+    /// Also count a pair whose perceptual hashes agree on at least this fraction of bits,
+    /// when the descriptor's k-NN graph links them (the model's thresholds are still swept).
+    #[arg(long, value_name = "AGREEMENT", conflicts_with = "phash")]
+    hybrid: Option<f32>,
+    /// Neighbours per photo in the k-NN graph of --hybrid (as `dups`).
+    #[arg(long, default_value_t = dino_curate::curate::GRAPH_K)]
+    graph_k: usize,
     /// Print the result as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -375,7 +382,10 @@ fn neardup(args: &NearDupArgs, workspace: Option<&Path>) -> Result<()> {
         let vectors = embed_paths(&set.paths, &features, &device, &mut progress)?;
         bar.finish_and_clear();
         let rows = vectors.to_vec2::<f32>()?;
-        evaluate(&set, &method, |i, j| dot(&rows[i], &rows[j]))
+        match args.hybrid {
+            None => evaluate(&set, &method, |i, j| dot(&rows[i], &rows[j])),
+            Some(agreement) => hybrid(&set, &rows, &method, agreement, args.graph_k)?,
+        }
     };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -383,6 +393,31 @@ fn neardup(args: &NearDupArgs, workspace: Option<&Path>) -> Result<()> {
         print_neardup(&report);
     }
     Ok(())
+}
+
+fn hybrid(
+    set: &NearDupSet,
+    rows: &[Vec<f32>],
+    method: &str,
+    agreement: f32,
+    graph_k: usize,
+) -> Result<NearDupReport> {
+    if !(0.0..=1.0).contains(&agreement) {
+        bail!("--hybrid {agreement} is not a fraction between 0 and 1");
+    }
+    let bar = progress_bar();
+    bar.set_prefix("hash");
+    let hashes = perceptual_hashes(set, &|done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
+    let hybrid = Hybrid::new(rows, graph_k, agreement);
+    let method = format!("{method}+phash-{agreement}-k{graph_k}");
+    Ok(evaluate(set, &method, |i, j| {
+        let descriptor = dot(&rows[i], &rows[j]);
+        hybrid.score(i, j, descriptor, hash_similarity(&hashes[i], &hashes[j]))
+    }))
 }
 
 fn print_neardup(report: &NearDupReport) {

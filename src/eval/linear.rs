@@ -15,6 +15,7 @@ use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 use serde::Serialize;
 
+use crate::curate::vectors::dot;
 use crate::embed::Embedder;
 use crate::train::views::{eval_view, views_to_tensors};
 use crate::{Error, Result};
@@ -143,10 +144,6 @@ impl Probe {
         order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
         order
     }
-}
-
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
 /// Gradients of the mean cross-entropy over one batch, and momentum buffers.

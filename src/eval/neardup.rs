@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::curate::vectors::dot;
 use crate::photo::{self, DecodeOptions, Skipped, DEFAULT_MAX_PIXELS};
 use crate::{Error, Result};
 
@@ -366,6 +367,51 @@ pub fn hash_similarity(a: &image_hasher::ImageHash, b: &image_hasher::ImageHash)
     1.0 - a.dist(b) as f32 / bits
 }
 
+/// "Either signal is confident": the descriptor's similarity, raised to 1 for a pair whose
+/// perceptual hashes agree on at least `hash_threshold` of their bits, when that pair is also
+/// an edge of the descriptor's k-nearest-neighbour graph (as `dups` only ever looks at
+/// those). Sweeping the descriptor threshold then traces the union of both rules.
+#[derive(Debug)]
+pub struct Hybrid {
+    neighbours: Vec<HashSet<usize>>,
+    hash_threshold: f32,
+}
+
+impl Hybrid {
+    /// The k-NN graph of `rows` (unit vectors) by dot product, without self-edges.
+    pub fn new(rows: &[Vec<f32>], k: usize, hash_threshold: f32) -> Self {
+        let neighbours = (0..rows.len())
+            .into_par_iter()
+            .map(|i| {
+                let mut scored: Vec<(f32, usize)> = (0..rows.len())
+                    .filter(|&j| j != i)
+                    .map(|j| (dot(&rows[i], &rows[j]), j))
+                    .collect();
+                scored.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+                scored.into_iter().take(k).map(|(_, j)| j).collect()
+            })
+            .collect();
+        Self {
+            neighbours,
+            hash_threshold,
+        }
+    }
+
+    /// Whether `i` and `j` are graph neighbours (either direction).
+    fn linked(&self, i: usize, j: usize) -> bool {
+        self.neighbours[i].contains(&j) || self.neighbours[j].contains(&i)
+    }
+
+    /// The pair's score from its descriptor and hash similarities.
+    pub fn score(&self, i: usize, j: usize, descriptor: f32, hash: f32) -> f32 {
+        if hash >= self.hash_threshold && self.linked(i, j) {
+            1.0
+        } else {
+            descriptor
+        }
+    }
+}
+
 /// Scores `similarity` on the set.
 pub fn evaluate(
     set: &NearDupSet,
@@ -461,6 +507,21 @@ mod tests {
         assert_eq!((hflip.copies, hflip.recall), (1, 0.0));
         let crop = edits.iter().find(|e| e.edit == "crop").expect("listed");
         assert_eq!((crop.copies, crop.recall), (2, 0.5));
+    }
+
+    #[test]
+    fn hybrid_adds_hash_matches_only_along_graph_edges() {
+        // 0 and 1 point the same way, 2 is orthogonal to both, 3 is near 2
+        let rows = vec![
+            vec![1.0, 0.0],
+            vec![0.96, 0.28],
+            vec![0.0, 1.0],
+            vec![0.28, 0.96],
+        ];
+        let hybrid = Hybrid::new(&rows, 1, 0.9);
+        assert_eq!(hybrid.score(0, 1, 0.96, 0.5), 0.96, "weak hash: descriptor");
+        assert_eq!(hybrid.score(2, 3, 0.96, 0.95), 1.0, "edge and strong hash");
+        assert_eq!(hybrid.score(0, 2, 0.0, 0.95), 0.0, "no edge: hash ignored");
     }
 
     #[test]
