@@ -31,6 +31,9 @@ pub enum IndexError {
         /// Newest schema version this build understands.
         supported: u32,
     },
+    /// Another process (or a store not yet closed in this one) holds the database's lock.
+    #[error("the index in {0} is in use by another dino-curate (an index or tui still running?)")]
+    Locked(PathBuf),
     /// Stored bytes that cannot be decoded (truncated value, wrong length, …).
     #[error("corrupt index data: {0}")]
     Corrupt(String),

@@ -92,13 +92,34 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// How long [`Store::open`] waits for the database's lock: a store dropped a moment ago
+/// releases it only when sled's flusher thread ends.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Opens the sled database at `path`, waiting up to [`LOCK_WAIT`] for its lock.
+fn open_db(path: &Path) -> Result<sled::Db, IndexError> {
+    let start = std::time::Instant::now();
+    loop {
+        match sled::Config::new().path(path).open() {
+            // sled reports a held lock as an `Other` I/O error with this text
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                if start.elapsed() >= LOCK_WAIT {
+                    return Err(IndexError::Locked(path.to_path_buf()));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
 impl Store {
     /// Opens (creating if missing) the store in `dir`: the database in `dir/db`, the graph
     /// dumps in `dir/ann`. Does not touch the graph; that happens at the first search.
     pub fn open(dir: &Path) -> Result<Store, IndexError> {
         let ann_dir = dir.join("ann");
         std::fs::create_dir_all(&ann_dir).map_err(|e| IndexError::io(&ann_dir, e))?;
-        let db = sled::Config::new().path(dir.join("db")).open()?;
+        let db = open_db(&dir.join("db"))?;
         let t = Trees {
             photos: db.open_tree("photos")?,
             paths: db.open_tree("paths")?,

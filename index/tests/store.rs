@@ -240,3 +240,16 @@ fn store_is_send_and_sync() {
     fn check<T: Send + Sync>() {}
     check::<Store>();
 }
+
+#[test]
+fn a_store_in_use_is_a_clear_error_and_free_again_once_closed() -> R {
+    let dir = tempfile::tempdir()?;
+    let first = Store::open(dir.path())?;
+    let err = Store::open(dir.path())
+        .err()
+        .ok_or("opened a locked store")?;
+    assert!(err.to_string().contains("in use"), "{err}");
+    drop(first);
+    Store::open(dir.path())?;
+    Ok(())
+}
