@@ -87,6 +87,7 @@ fn record(i: usize, copy: bool) -> PhotoRecord {
         height: 3000,
         taken_at: None,
         stats: None,
+        perceptual_hash: None,
     }
 }
 

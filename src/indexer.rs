@@ -131,7 +131,7 @@ impl Run<'_> {
             } => match from.into_iter().find(|id| !self.claimed.contains(id)) {
                 Some(id) => self.relocate(id, record)?,
                 None => {
-                    let decoded = decode_candidate(candidate, record.blake3, &self.ctx);
+                    let decoded = decode_candidate(*candidate, record.blake3, &self.ctx);
                     self.handle(decoded, events)?;
                 }
             },
@@ -166,6 +166,7 @@ impl Run<'_> {
                 height: old.height,
                 taken_at: old.taken_at,
                 stats: old.stats,
+                perceptual_hash: old.perceptual_hash,
                 ..record
             },
             None => record,

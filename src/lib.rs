@@ -14,6 +14,7 @@ pub mod error;
 pub mod eval;
 pub mod indexer;
 pub mod model;
+pub mod phash;
 pub mod photo;
 pub mod train;
 pub mod trash;

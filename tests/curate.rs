@@ -73,7 +73,10 @@ fn indexed_folder() -> TestResult<Fixture> {
 #[test]
 fn exact_copies_group_with_the_keeper_first_and_trash_undo_round_trips() -> TestResult {
     let f = indexed_folder()?;
-    let groups = json_of(&f.ws, &["dups", "--json", "--threshold", "0.99999"])?;
+    // the synthetic pictures are all left-to-right ramps, alike to a perceptual hash: this
+    // test is about exact copies, so only the model's similarity and content hashes count
+    let exact = ["dups", "--json", "--threshold", "0.99999", "--no-hash"];
+    let groups = json_of(&f.ws, &exact)?;
     let groups = groups.as_array().ok_or("not a list")?;
     let copy_group = groups
         .iter()
@@ -91,7 +94,14 @@ fn exact_copies_group_with_the_keeper_first_and_trash_undo_round_trips() -> Test
     let original = std::fs::read(&member)?;
     let (ok, _, _) = dino(
         &f.ws,
-        &["dups", "--trash", "--dry-run", "--threshold", "0.99999"],
+        &[
+            "dups",
+            "--trash",
+            "--dry-run",
+            "--threshold",
+            "0.99999",
+            "--no-hash",
+        ],
     )?;
     assert!(ok);
     assert!(Path::new(&member).exists(), "dry run moved a file");
@@ -104,7 +114,7 @@ fn exact_copies_group_with_the_keeper_first_and_trash_undo_round_trips() -> Test
         "{to}"
     );
     assert_eq!(std::fs::read(&to)?, original);
-    let after = json_of(&f.ws, &["dups", "--json", "--threshold", "0.99999"])?;
+    let after = json_of(&f.ws, &exact)?;
     assert!(
         !after.to_string().contains(&member),
         "trashed photo still indexed"
@@ -113,10 +123,52 @@ fn exact_copies_group_with_the_keeper_first_and_trash_undo_round_trips() -> Test
     let undone = json_of(&f.ws, &["undo", "--json"])?;
     assert_eq!(undone["moved"].as_array().map(Vec::len), Some(1));
     assert_eq!(std::fs::read(&member)?, original, "restored byte for byte");
-    let again = json_of(&f.ws, &["dups", "--json", "--threshold", "0.99999"])?;
+    let again = json_of(&f.ws, &exact)?;
     assert!(again.to_string().contains(&member), "record restored");
     let nothing = json_of(&f.ws, &["undo", "--json"])?;
     assert!(nothing["operation"].is_null());
+    Ok(())
+}
+
+#[test]
+fn a_darkened_copy_groups_by_its_perceptual_hash_unless_hashes_are_off() -> TestResult {
+    let f = indexed_folder()?;
+    let original = image::open(f.photos.join("p5.png"))?.to_rgb8();
+    let mut dark = original.clone();
+    dark.pixels_mut().for_each(|p| {
+        p.0.iter_mut()
+            .for_each(|c| *c = (u16::from(*c) * 3 / 5) as u8)
+    });
+    dark.save(f.photos.join("copies/p5-dark.png"))?;
+    let photos = f.photos.to_str().ok_or("path")?;
+    let weights = f._dir.path().join("w.safetensors");
+    let weights = weights.to_str().ok_or("path")?;
+    let index = [
+        "index",
+        photos,
+        "--weights",
+        weights,
+        "--size",
+        "32",
+        "--device",
+        "cpu",
+    ];
+    let (ok, _, err) = dino(&f.ws, &index)?;
+    assert!(ok, "{err}");
+    let strict = ["dups", "--json", "--threshold", "0.99999"];
+    let grouped = |groups: &Value| {
+        groups.as_array().is_some_and(|list| {
+            list.iter()
+                .any(|g| g.to_string().contains("p5.png") && g.to_string().contains("p5-dark"))
+        })
+    };
+    let by_model = json_of(&f.ws, &[&strict[..], &["--no-hash"]].concat())?;
+    assert!(
+        !grouped(&by_model),
+        "the model alone should not reach 0.99999: {by_model}"
+    );
+    let with_hash = json_of(&f.ws, &strict)?;
+    assert!(grouped(&with_hash), "{with_hash}");
     Ok(())
 }
 

@@ -237,6 +237,7 @@ fn bench_store(out: &Path, base: &[Vec<f32>], queries: &[Vec<f32>], truth: &[Vec
             height: 3000,
             taken_at: None,
             stats: None,
+            perceptual_hash: None,
         };
         ids.push(store.put(&rec, v).expect("put"));
     }

@@ -39,6 +39,9 @@ pub struct PhotoRecord {
     pub taken_at: Option<String>,
     /// Cheap quality statistics computed while indexing.
     pub stats: Option<ImageStats>,
+    /// 256-bit perceptual (gradient) hash of the pixels, for near-duplicates the model
+    /// misses (colour edits, re-encodes); absent in records written before it existed.
+    pub perceptual_hash: Option<[u8; 32]>,
 }
 
 /// Cheap per-image quality statistics.
@@ -86,20 +89,36 @@ struct StoredRecord {
     stats: Option<ImageStats>,
 }
 
+/// The current layout: the first layout's fields, then the perceptual hash.
+#[derive(Serialize, Deserialize)]
+struct StoredRecordV2 {
+    first: StoredRecord,
+    perceptual_hash: Option<[u8; 32]>,
+}
+
+/// Prefix of [`StoredRecordV2`] values: read as the first layout's path length it exceeds
+/// the codec's size limit, so no record of the first layout starts with it.
+const V2_PREFIX: [u8; 8] = [0xff; 8];
+
 pub(crate) fn encode_record(r: &PhotoRecord) -> Result<Vec<u8>, IndexError> {
-    let stored = StoredRecord {
-        path: path_key(&r.path).to_vec(),
-        size: r.size,
-        mtime_ns: r.mtime_ns,
-        blake3: r.blake3,
-        width: r.width,
-        height: r.height,
-        taken_at: r.taken_at.clone(),
-        stats: r.stats,
+    let stored = StoredRecordV2 {
+        first: StoredRecord {
+            path: path_key(&r.path).to_vec(),
+            size: r.size,
+            mtime_ns: r.mtime_ns,
+            blake3: r.blake3,
+            width: r.width,
+            height: r.height,
+            taken_at: r.taken_at.clone(),
+            stats: r.stats,
+        },
+        perceptual_hash: r.perceptual_hash,
     };
+    let mut bytes = V2_PREFIX.to_vec();
     codec()
-        .serialize(&stored)
-        .map_err(|e| IndexError::Corrupt(format!("encoding record: {e}")))
+        .serialize_into(&mut bytes, &stored)
+        .map_err(|e| IndexError::Corrupt(format!("encoding record: {e}")))?;
+    Ok(bytes)
 }
 
 /// bincode with fixed-width integers and a size limit: a damaged length prefix in a stored
@@ -110,10 +129,16 @@ pub(crate) fn codec() -> impl bincode::Options {
         .with_limit(1 << 20)
 }
 
+/// Reads a record of either layout (records of the first one have no perceptual hash).
 pub(crate) fn decode_record(bytes: &[u8]) -> Result<PhotoRecord, IndexError> {
-    let s: StoredRecord = codec()
-        .deserialize(bytes)
-        .map_err(|e| IndexError::Corrupt(format!("photo record: {e}")))?;
+    let corrupt = |e: bincode::Error| IndexError::Corrupt(format!("photo record: {e}"));
+    let (s, perceptual_hash) = match bytes.strip_prefix(&V2_PREFIX) {
+        Some(body) => {
+            let v2: StoredRecordV2 = codec().deserialize(body).map_err(corrupt)?;
+            (v2.first, v2.perceptual_hash)
+        }
+        None => (codec().deserialize(bytes).map_err(corrupt)?, None),
+    };
     Ok(PhotoRecord {
         path: path_from_key(&s.path),
         size: s.size,
@@ -123,6 +148,7 @@ pub(crate) fn decode_record(bytes: &[u8]) -> Result<PhotoRecord, IndexError> {
         height: s.height,
         taken_at: s.taken_at,
         stats: s.stats,
+        perceptual_hash,
     })
 }
 
@@ -214,7 +240,36 @@ mod tests {
                 bright_fraction: 0.02,
                 entropy: 7.1,
             }),
+            perceptual_hash: Some([0x5a; 32]),
         }
+    }
+
+    #[test]
+    fn records_of_the_first_layout_still_read_without_a_hash() -> Result<(), IndexError> {
+        let r = sample();
+        let first = StoredRecord {
+            path: path_key(&r.path).to_vec(),
+            size: r.size,
+            mtime_ns: r.mtime_ns,
+            blake3: r.blake3,
+            width: r.width,
+            height: r.height,
+            taken_at: r.taken_at.clone(),
+            stats: r.stats,
+        };
+        let old_bytes = codec()
+            .serialize(&first)
+            .map_err(|e| IndexError::Corrupt(e.to_string()))?;
+        let read = decode_record(&old_bytes)?;
+        assert_eq!(read.perceptual_hash, None);
+        assert_eq!(
+            read,
+            PhotoRecord {
+                perceptual_hash: None,
+                ..r
+            }
+        );
+        Ok(())
     }
 
     #[test]

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use dino_curate::curate::clusters::default_k;
 use dino_curate::curate::collection::Collection;
-use dino_curate::curate::dups::DupRule;
+use dino_curate::curate::dups::{DupRule, DEFAULT_HASH_AGREEMENT};
 use dino_curate::curate::keeper::KeepRule;
 use dino_curate::curate::quality::flags;
 use dino_curate::curate::GRAPH_K;
@@ -58,11 +58,45 @@ fn confirm(question: &str) -> Result<bool> {
     Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES"))
 }
 
+/// When two photos are near-duplicates: shared by `dups` and `tui`.
 #[derive(Debug, Args)]
-pub struct DupsArgs {
+pub struct DupMatchArgs {
     /// Smallest similarity (cosine, −1…1) of two near-duplicates.
     #[arg(long, default_value_t = DEFAULT_DUP_THRESHOLD)]
     threshold: f32,
+    /// Also count two neighbouring photos whose perceptual hashes agree on this fraction
+    /// of their 256 bits: finds colour-edited and re-encoded copies the model misses.
+    #[arg(long, value_name = "FRACTION", default_value_t = DEFAULT_HASH_AGREEMENT)]
+    hash_agreement: f32,
+    /// Ignore perceptual hashes: the model's similarity alone decides.
+    #[arg(long, conflicts_with = "hash_agreement")]
+    no_hash: bool,
+}
+
+impl DupMatchArgs {
+    /// The grouping rule, or why the values make none.
+    pub fn rule(&self) -> Result<DupRule> {
+        if !(-1.0..=1.0).contains(&self.threshold) {
+            bail!(
+                "--threshold {} is not a cosine between -1 and 1",
+                self.threshold
+            );
+        }
+        if !(0.0..=1.0).contains(&self.hash_agreement) {
+            bail!(
+                "--hash-agreement {} is not a fraction between 0 and 1",
+                self.hash_agreement
+            );
+        }
+        let hashes = (!self.no_hash).then_some(self.hash_agreement);
+        Ok(DupRule::with_threshold(self.threshold).with_hash_agreement(hashes))
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct DupsArgs {
+    #[command(flatten)]
+    matching: DupMatchArgs,
     /// Which photo of a group to keep: largest, newest, oldest or path:PREFIX.
     #[arg(long, default_value = "largest")]
     keep: KeepRule,
@@ -89,7 +123,7 @@ pub fn dups(args: &DupsArgs, workspace: Option<&Path>) -> Result<()> {
     let mut store = open_store(&ws)?;
     let collection = Collection::load(&store)?;
     let mut knn = store.knn_graph(GRAPH_K)?;
-    let rule = DupRule::with_threshold(args.threshold);
+    let rule = args.matching.rule()?;
     let (collection, groups) =
         collection.duplicates_from_graph(&mut knn, args.centre, &rule, &args.keep);
     if args.json {

@@ -13,12 +13,13 @@ use dino_curate::eval::linear::{
     linear_probe, pixel_features, probe_features, LinearResult, Matrix, ProbeConfig,
 };
 use dino_curate::eval::neardup::{
-    evaluate, hash_similarity, perceptual_hashes, Hybrid, NearDupReport, NearDupSet, OperatingPoint,
+    evaluate, perceptual_hashes, Hybrid, NearDupReport, NearDupSet, OperatingPoint,
 };
 use dino_curate::eval::{
     embed_paths, knn_classify, map_photos, split_features, Features, LabelledSet, LabelledSplit,
 };
 use dino_curate::model::VitConfig;
+use dino_curate::phash;
 use dino_curate::workspace::Workspace;
 
 #[derive(Debug, Subcommand)]
@@ -357,7 +358,7 @@ fn neardup(args: &NearDupArgs, workspace: Option<&Path>) -> Result<()> {
         })?;
         bar.finish_and_clear();
         evaluate(&set, "phash-gradient-256", |i, j| {
-            hash_similarity(&hashes[i], &hashes[j])
+            phash::agreement(&hashes[i], &hashes[j])
         })
     } else {
         let device = device_from(args.model.device)?;
@@ -416,7 +417,7 @@ fn hybrid(
     let method = format!("{method}+phash-{agreement}-k{graph_k}");
     Ok(evaluate(set, &method, |i, j| {
         let descriptor = dot(&rows[i], &rows[j]);
-        hybrid.score(i, j, descriptor, hash_similarity(&hashes[i], &hashes[j]))
+        hybrid.score(i, j, descriptor, phash::agreement(&hashes[i], &hashes[j]))
     }))
 }
 

@@ -19,9 +19,9 @@ use dino_curate::curate::GRAPH_K;
 
 #[derive(Debug, Args)]
 pub struct TuiArgs {
-    /// Smallest similarity (cosine, −1…1) of two near-duplicates, as `dups --threshold`.
-    #[arg(long, default_value_t = super::curate::DEFAULT_DUP_THRESHOLD)]
-    threshold: f32,
+    /// Near-duplicates as `dups` finds them.
+    #[command(flatten)]
+    matching: super::curate::DupMatchArgs,
     /// Compare vectors with the collection's mean removed, as `dups --centre`.
     #[arg(long)]
     centre: bool,
@@ -52,7 +52,7 @@ pub fn run(args: &TuiArgs, workspace: Option<&Path>) -> Result<()> {
         ws.clone(),
         store,
         Settings {
-            threshold: args.threshold,
+            rule: args.matching.rule()?,
             graph_k: GRAPH_K,
             centre: args.centre,
             keep: args.keep.clone(),

@@ -6,11 +6,12 @@ use std::collections::HashMap;
 use dino_curate_index::{PhotoId, PhotoRecord, Store};
 
 use super::clusters::{kmeans, Cluster};
-use super::dups::{group_ids, DupRule};
+use super::dups::{group_ids, DupRule, PairScore};
 use super::keeper::{choose_keeper, KeepRule};
 use super::select::{diverse_subset, outliers};
 use super::vectors::{dot, normalize, Vectors};
 use super::Neighbours;
+use crate::phash::PerceptualHash;
 use crate::{Error, Result};
 
 /// Records and vectors of the indexed photos.
@@ -27,7 +28,8 @@ pub struct Collection {
 pub struct DupGroup {
     /// The photo to keep.
     pub keep: PhotoId,
-    /// The others, most similar first.
+    /// The others with their similarity to the keeper (1 where the perceptual hashes
+    /// match under the rule), most similar first.
     pub members: Vec<(PhotoId, f32)>,
 }
 
@@ -108,6 +110,15 @@ impl Collection {
             .collect()
     }
 
+    /// Each vector row's perceptual hash, if its record has one.
+    fn perceptual_hashes(&self) -> Vec<Option<PerceptualHash>> {
+        self.vectors
+            .ids()
+            .iter()
+            .map(|id| self.records.get(id).and_then(|r| r.perceptual_hash))
+            .collect()
+    }
+
     /// Groups of photos with the same content hash.
     pub fn exact_copies(&self) -> Vec<Vec<PhotoId>> {
         let mut by_hash: HashMap<[u8; 32], Vec<PhotoId>> = HashMap::new();
@@ -156,7 +167,9 @@ impl Collection {
         keep: &KeepRule,
     ) -> Vec<DupGroup> {
         let rows = self.row_of();
-        let mut out: Vec<DupGroup> = group_ids(&self.vectors, &self.exact_copies(), knn, rule)
+        let hashes = self.perceptual_hashes();
+        let scores = PairScore::new(&self.vectors, &hashes, rule);
+        let mut out: Vec<DupGroup> = group_ids(&scores, &self.exact_copies(), knn, rule)
             .into_iter()
             .filter_map(|ids| {
                 let recs: Vec<&PhotoRecord> =
@@ -165,11 +178,11 @@ impl Collection {
                     return None;
                 }
                 let keeper = ids[choose_keeper(&recs, keep)?];
-                let kv = self.vectors.row(*rows.get(&keeper)?);
+                let kr = *rows.get(&keeper)?;
                 let mut members: Vec<(PhotoId, f32)> = ids
                     .iter()
                     .filter(|&&id| id != keeper)
-                    .filter_map(|&id| Some((id, dot(kv, self.vectors.row(*rows.get(&id)?)))))
+                    .filter_map(|&id| Some((id, scores.score(kr, *rows.get(&id)?))))
                     .collect();
                 members.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
                 Some(DupGroup {

@@ -81,6 +81,7 @@ mod tests {
             height: w,
             taken_at: taken.map(str::to_owned),
             stats: None,
+            perceptual_hash: None,
         }
     }
 

@@ -74,6 +74,7 @@ mod tests {
             height: 768,
             taken_at: None,
             stats: Some(image_stats(img)),
+            perceptual_hash: None,
         }
     }
 

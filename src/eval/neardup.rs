@@ -12,6 +12,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::curate::vectors::dot;
+use crate::phash::{perceptual_hash, PerceptualHash};
 use crate::photo::{self, DecodeOptions, Skipped, DEFAULT_MAX_PIXELS};
 use crate::{Error, Result};
 
@@ -330,19 +331,12 @@ pub struct NearDupReport {
     pub edits: Vec<EditRecall>,
 }
 
-/// Side of the perceptual hash grid: 16 × 16 = 256 bits, czkawka's default size.
-const HASH_SIDE: u32 = 16;
-
-/// Perceptual hashes of the set's images (`image_hasher`'s gradient hash, as czkawka
-/// uses it), reporting `(done, total)`. A photo that fails to decode is an error.
+/// Perceptual hashes of the set's images ([`crate::phash`], czkawka's gradient hash),
+/// reporting `(done, total)`. A photo that fails to decode is an error.
 pub fn perceptual_hashes(
     set: &NearDupSet,
     progress: &(dyn Fn(usize, usize) + Sync),
-) -> Result<Vec<image_hasher::ImageHash>> {
-    let hasher = image_hasher::HasherConfig::new()
-        .hash_size(HASH_SIDE, HASH_SIDE)
-        .hash_alg(image_hasher::HashAlg::Gradient)
-        .to_hasher();
+) -> Result<Vec<PerceptualHash>> {
     let decode = DecodeOptions {
         max_pixels: DEFAULT_MAX_PIXELS,
         target_short_side: Some(256),
@@ -353,18 +347,12 @@ pub fn perceptual_hashes(
         .map(|path| {
             let photo = photo::decode(path, &decode)
                 .map_err(|e| Error::Config(Skipped::from(e).to_string()))?;
-            let hash = hasher.hash_image(&photo.image);
+            let hash = perceptual_hash(&photo.image);
             let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
             progress(n, set.paths.len());
             Ok(hash)
         })
         .collect()
-}
-
-/// Similarity of two hashes: the fraction of bits that agree.
-pub fn hash_similarity(a: &image_hasher::ImageHash, b: &image_hasher::ImageHash) -> f32 {
-    let bits = (HASH_SIDE * HASH_SIDE) as f32;
-    1.0 - a.dist(b) as f32 / bits
 }
 
 /// "Either signal is confident": the descriptor's similarity, raised to 1 for a pair whose

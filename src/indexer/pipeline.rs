@@ -14,6 +14,7 @@ use rayon::prelude::*;
 use super::identify::{content_hash, mtime_ns, taken_at};
 use super::plan::Candidate;
 use super::stats::{image_stats, STATS_SHORT_SIDE};
+use crate::phash::perceptual_hash;
 use crate::photo::{self, DecodeOptions, Skipped};
 use crate::train::views::{eval_view, View};
 
@@ -33,8 +34,9 @@ pub enum Prepared {
         record: PhotoRecord,
         /// The missing records with that content.
         from: Vec<PhotoId>,
-        /// The candidate, to decode if none of `from` can be claimed.
-        candidate: Candidate,
+        /// The candidate, to decode if none of `from` can be claimed (boxed: two records
+        /// would make this variant twice the size of the others).
+        candidate: Box<Candidate>,
     },
     /// New or changed content, decoded and ready for the model.
     Decoded {
@@ -88,6 +90,7 @@ fn base_record(candidate: &Candidate, blake3: [u8; 32]) -> PhotoRecord {
         height: 0,
         taken_at: None,
         stats: None,
+        perceptual_hash: None,
     }
 }
 
@@ -137,6 +140,7 @@ pub fn decode_candidate(candidate: Candidate, blake3: [u8; 32], ctx: &ReadContex
         height: photo.original_height,
         taken_at: taken_at(path),
         stats: Some(stats_of(&photo.image)),
+        perceptual_hash: Some(perceptual_hash(&photo.image)),
         ..base_record(&candidate, blake3)
     };
     Prepared::Decoded {
@@ -156,7 +160,8 @@ pub fn prepare(candidate: Candidate, ctx: &ReadContext) -> Prepared {
         }
     };
     if let Some((id, known)) = &candidate.known {
-        if known.blake3 == blake3 && !candidate.needs_vector {
+        // records from before the perceptual hash are decoded once more to get one
+        if known.blake3 == blake3 && !candidate.needs_vector && known.perceptual_hash.is_some() {
             let record = PhotoRecord {
                 size: candidate.file.size,
                 mtime_ns: mtime_ns(candidate.file.modified),
@@ -168,7 +173,7 @@ pub fn prepare(candidate: Candidate, ctx: &ReadContext) -> Prepared {
         return Prepared::Moved {
             record: base_record(&candidate, blake3),
             from: from.clone(),
-            candidate,
+            candidate: Box::new(candidate),
         };
     }
     decode_candidate(candidate, blake3, ctx)

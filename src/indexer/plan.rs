@@ -24,7 +24,8 @@ pub struct Candidate {
 /// What the comparison found.
 #[derive(Debug, Default)]
 pub struct Plan {
-    /// Files whose size and mtime match a record that has a vector: nothing to do.
+    /// Files whose size and mtime match a record that has a vector and a perceptual hash:
+    /// nothing to do.
     pub unchanged: usize,
     /// Files to hash (and decode when the content is new).
     pub candidates: Vec<Candidate>,
@@ -54,8 +55,11 @@ pub fn make_plan(store: &Store, files: Vec<FoundFile>, roots: &[PathBuf]) -> Res
         let needs_vector = known
             .as_ref()
             .is_some_and(|(id, _)| without_vector.contains(id));
+        // a record from before perceptual hashes is read once more to get its hash
         let same = known.as_ref().is_some_and(|(_, rec)| {
-            rec.size == file.size && rec.mtime_ns == mtime_ns(file.modified)
+            rec.size == file.size
+                && rec.mtime_ns == mtime_ns(file.modified)
+                && rec.perceptual_hash.is_some()
         });
         if same && !needs_vector {
             plan.unchanged += 1;

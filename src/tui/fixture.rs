@@ -25,6 +25,7 @@ fn record(i: u64, path: String) -> PhotoRecord {
         height: 3024 - (i % 3) as u32 * 762,
         taken_at: (i % 4 == 0).then(|| format!("2023-0{}-1{}T10:00:00", 1 + i % 9, i % 10)),
         stats: None,
+        perceptual_hash: None,
     }
 }
 

@@ -145,8 +145,8 @@ impl Reply {
 /// The same knobs as `dino-curate dups` and `clusters`.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Smallest similarity of two near-duplicates.
-    pub threshold: f32,
+    /// When two photos are near-duplicates.
+    pub rule: DupRule,
     /// Neighbours per photo in the k-NN graph.
     pub graph_k: usize,
     /// Compare vectors with the collection's mean removed (`dups --centre`).
@@ -241,7 +241,7 @@ impl Worker {
             .last
             .as_ref()
             .ok_or_else(|| Error::Config("nothing loaded yet".into()))?;
-        let rule = DupRule::with_threshold(self.settings.threshold);
+        let rule = self.settings.rule;
         let dups = collection.duplicates(knn, &rule, &keep);
         self.settings.keep = keep.clone();
         Ok(Reply::Regrouped(dups, keep))
@@ -292,7 +292,7 @@ impl Worker {
         let clusters = self.clusters(&collection);
         progress("finding duplicates");
         let mut knn = self.store.knn_graph(self.settings.graph_k)?;
-        let rule = DupRule::with_threshold(self.settings.threshold);
+        let rule = self.settings.rule;
         let (collection, dups) = collection.duplicates_from_graph(
             &mut knn,
             self.settings.centre,
@@ -482,10 +482,11 @@ mod tests {
             height: 48,
             taken_at: None,
             stats: None,
+            perceptual_hash: None,
         };
         let id = store.put(&record, &[1.0, 0.0])?;
         let settings = Settings {
-            threshold: 0.9,
+            rule: DupRule::with_threshold(0.9),
             graph_k: 4,
             centre: false,
             keep: KeepRule::Largest,

@@ -118,6 +118,7 @@ pub fn record(path: &str, i: u64) -> dino_curate_index::PhotoRecord {
         height: 480,
         taken_at: (i % 2 == 0).then(|| format!("2024-01-01T00:00:{:02}", i % 60)),
         stats: None,
+        perceptual_hash: None,
     }
 }
 
