@@ -8,13 +8,20 @@ use dino_curate::model::weights::save_safetensors;
 use dino_curate::model::{ParamBuilder, Vit, VitArch, VitConfig};
 use image::{Rgb, RgbImage};
 
-/// A distinct striped picture for each `i`, (64 + i) × (48 + i) pixels.
+/// A distinct striped picture for each `i`, (64 + i) × (48 + i) pixels: a ramp whose
+/// direction turns by 47° from one `i` to the next, with stripes, so that neither the model
+/// nor a perceptual hash takes two of them for copies.
 pub fn picture(i: u32) -> RgbImage {
+    let angle = (i * 47) as f32 * std::f32::consts::PI / 180.0;
+    let (dx, dy) = (angle.cos(), angle.sin());
+    let teeth = 1.0 + (i % 3) as f32;
     RgbImage::from_fn(64 + i, 48 + i, |x, y| {
+        let along = (x as f32 * dx + y as f32 * dy) / 64.0;
+        let ramp = ((along * teeth).rem_euclid(1.0) * 255.0) as u8;
         let stripe = ((x + i * 5) / (2 + i % 5)) % 2 == 0;
         Rgb([
-            ((x * 255 / (64 + i)) as u8).wrapping_add((i * 37) as u8),
-            if stripe { 220 } else { (y * 5) as u8 },
+            ramp,
+            if stripe { 220 } else { ramp / 2 },
             ((i * 71) % 256) as u8,
         ])
     })
