@@ -100,18 +100,23 @@ struct StoredRecordV2 {
 /// the codec's size limit, so no record of the first layout starts with it.
 const V2_PREFIX: [u8; 8] = [0xff; 8];
 
+/// The fields of `r` the first layout holds.
+fn first_layout(r: &PhotoRecord) -> StoredRecord {
+    StoredRecord {
+        path: path_key(&r.path).to_vec(),
+        size: r.size,
+        mtime_ns: r.mtime_ns,
+        blake3: r.blake3,
+        width: r.width,
+        height: r.height,
+        taken_at: r.taken_at.clone(),
+        stats: r.stats,
+    }
+}
+
 pub(crate) fn encode_record(r: &PhotoRecord) -> Result<Vec<u8>, IndexError> {
     let stored = StoredRecordV2 {
-        first: StoredRecord {
-            path: path_key(&r.path).to_vec(),
-            size: r.size,
-            mtime_ns: r.mtime_ns,
-            blake3: r.blake3,
-            width: r.width,
-            height: r.height,
-            taken_at: r.taken_at.clone(),
-            stats: r.stats,
-        },
+        first: first_layout(r),
         perceptual_hash: r.perceptual_hash,
     };
     let mut bytes = V2_PREFIX.to_vec();
@@ -247,18 +252,8 @@ mod tests {
     #[test]
     fn records_of_the_first_layout_still_read_without_a_hash() -> Result<(), IndexError> {
         let r = sample();
-        let first = StoredRecord {
-            path: path_key(&r.path).to_vec(),
-            size: r.size,
-            mtime_ns: r.mtime_ns,
-            blake3: r.blake3,
-            width: r.width,
-            height: r.height,
-            taken_at: r.taken_at.clone(),
-            stats: r.stats,
-        };
         let old_bytes = codec()
-            .serialize(&first)
+            .serialize(&first_layout(&r))
             .map_err(|e| IndexError::Corrupt(e.to_string()))?;
         let read = decode_record(&old_bytes)?;
         assert_eq!(read.perceptual_hash, None);
