@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 use dino_curate::train::checkpoint;
-use dino_curate::train::config::{Preset, TrainConfig};
+use dino_curate::train::config::{LossKind, Preset, TeacherNorm, TrainConfig};
 use dino_curate::train::trainer::{train, TrainOptions, TrainSummary, METRICS_FILE};
 use dino_curate::Error;
 use image::{Rgb, RgbImage};
@@ -157,6 +157,74 @@ fn bad_files_are_skipped_and_reported() -> TestResult {
         assert!(names.contains(&bad), "{bad} not reported: {names:?}");
     }
     assert!(summary.skipped.iter().all(|s| !s.reason.is_empty()));
+    Ok(())
+}
+
+#[test]
+fn every_ablation_of_the_paper_trains_and_resumes() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let photos = tmp.path().join("photos");
+    photo_folder(&photos, 4)?;
+    let two_steps = TrainConfig {
+        max_steps: 2,
+        ..tiny_config()
+    };
+    let ablations = [
+        (
+            "no-momentum-teacher",
+            TrainConfig {
+                no_momentum_teacher: true,
+                ..two_steps.clone()
+            },
+        ),
+        (
+            "no-multi-crop",
+            TrainConfig {
+                local_crops: 0,
+                ..two_steps.clone()
+            },
+        ),
+        (
+            "mse",
+            TrainConfig {
+                loss: LossKind::Mse,
+                ..two_steps.clone()
+            },
+        ),
+        (
+            "sinkhorn",
+            TrainConfig {
+                teacher_norm: TeacherNorm::Sinkhorn,
+                ..two_steps.clone()
+            },
+        ),
+        (
+            "predictor",
+            TrainConfig {
+                predictor: true,
+                ..two_steps.clone()
+            },
+        ),
+    ];
+    for (name, config) in ablations {
+        let run_dir = tmp.path().join(name);
+        let summary = run(&options(
+            config.clone(),
+            vec![photos.clone()],
+            run_dir.clone(),
+            false,
+        ))
+        .map_err(|e| format!("{name}: {e}"))?;
+        assert_eq!(summary.steps, 2, "{name}");
+        assert!(summary.last_loss.is_some_and(f32::is_finite), "{name}");
+        let more = TrainConfig {
+            max_steps: 3,
+            ..config
+        };
+        let resumed = run(&options(more, vec![photos.clone()], run_dir, true))
+            .map_err(|e| format!("{name} resumed: {e}"))?;
+        assert_eq!(resumed.steps, 3, "{name}");
+    }
     Ok(())
 }
 
