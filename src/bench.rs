@@ -109,6 +109,8 @@ pub fn bench_train(
         lr: 1e-4,
         weight_decay: 0.04,
         momentum: 0.996,
+        teacher_temp: 0.04,
+        last_layer_frozen: false,
     };
     let total = cfg.warmup + cfg.steps;
     let mut timed = Vec::with_capacity(cfg.steps);

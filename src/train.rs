@@ -7,6 +7,7 @@ pub mod ema;
 pub mod inplace;
 pub mod loss;
 pub mod optim;
+pub mod plan;
 pub mod plot;
 pub mod schedule;
 pub mod step;

@@ -65,11 +65,48 @@ fn options(
         resume,
         init: None,
         cache_bytes: 64 << 20,
+        stop_after: None,
+    }
+}
+
+/// [`options`] for a session interrupted after `steps` steps of the run.
+fn interrupted(
+    config: TrainConfig,
+    roots: Vec<PathBuf>,
+    run_dir: PathBuf,
+    steps: u64,
+) -> TrainOptions {
+    TrainOptions {
+        stop_after: Some(steps),
+        ..options(config, roots, run_dir, false)
     }
 }
 
 fn run(opts: &TrainOptions) -> dino_curate::Result<TrainSummary> {
     train(opts, &|_, _| {}, &mut |_| {})
+}
+
+/// The same steps with the same losses (to float rounding of parallel reductions).
+fn assert_same_losses(straight: &[(u64, f64)], resumed: &[(u64, f64)]) {
+    assert_eq!(straight.len(), resumed.len());
+    for ((step, la), (step_b, lb)) in straight.iter().zip(resumed) {
+        assert_eq!(step, step_b);
+        assert!(
+            (la - lb).abs() <= 1e-5 * la.abs(),
+            "step {step}: {la} straight vs {lb} resumed"
+        );
+    }
+}
+
+/// One field of every line of `metrics.jsonl`.
+fn metric(run_dir: &Path, field: &str) -> Result<Vec<f64>, Box<dyn std::error::Error>> {
+    let text = std::fs::read_to_string(run_dir.join(METRICS_FILE))?;
+    text.lines()
+        .map(|l| -> Result<f64, Box<dyn std::error::Error>> {
+            let v: serde_json::Value = serde_json::from_str(l)?;
+            Ok(v[field].as_f64().ok_or("missing field")?)
+        })
+        .collect()
 }
 
 fn losses(run_dir: &Path) -> Result<Vec<(u64, f64)>, Box<dyn std::error::Error>> {
@@ -104,27 +141,24 @@ fn resuming_continues_exactly() -> TestResult {
     ))?;
 
     let split = tmp.path().join("split");
-    run(&options(
-        TrainConfig {
-            max_steps: 3,
-            ..config.clone()
-        },
+    let first = run(&interrupted(
+        config.clone(),
         roots.clone(),
         split.clone(),
-        false,
+        3,
     ))?;
-    let summary = run(&options(config, roots, split.clone(), true))?;
+    assert_eq!((first.steps, first.planned_steps), (3, 5));
+    // The resumed session's own settings do not matter: the checkpoint's plan holds.
+    let other = TrainConfig {
+        max_steps: 50,
+        ..config
+    };
+    let summary = run(&options(other, roots, split.clone(), true))?;
     assert_eq!(summary.steps, 5);
 
     let (a, b) = (losses(&straight)?, losses(&split)?);
     assert_eq!(a.iter().map(|l| l.0).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
-    assert_eq!(b.iter().map(|l| l.0).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
-    for ((step, la), (_, lb)) in a.iter().zip(&b) {
-        assert!(
-            (la - lb).abs() <= 1e-5 * la.abs(),
-            "step {step}: {la} straight vs {lb} resumed"
-        );
-    }
+    assert_same_losses(&a, &b);
     Ok(())
 }
 
@@ -165,8 +199,8 @@ fn every_ablation_of_the_paper_trains_and_resumes() -> TestResult {
     let tmp = tempfile::tempdir()?;
     let photos = tmp.path().join("photos");
     photo_folder(&photos, 4)?;
-    let two_steps = TrainConfig {
-        max_steps: 2,
+    let three_steps = TrainConfig {
+        max_steps: 3,
         ..tiny_config()
     };
     let ablations = [
@@ -174,57 +208,103 @@ fn every_ablation_of_the_paper_trains_and_resumes() -> TestResult {
             "no-momentum-teacher",
             TrainConfig {
                 no_momentum_teacher: true,
-                ..two_steps.clone()
+                ..three_steps.clone()
             },
         ),
         (
             "no-multi-crop",
             TrainConfig {
                 local_crops: 0,
-                ..two_steps.clone()
+                ..three_steps.clone()
             },
         ),
         (
             "mse",
             TrainConfig {
                 loss: LossKind::Mse,
-                ..two_steps.clone()
+                ..three_steps.clone()
             },
         ),
         (
             "sinkhorn",
             TrainConfig {
                 teacher_norm: TeacherNorm::Sinkhorn,
-                ..two_steps.clone()
+                ..three_steps.clone()
             },
         ),
         (
             "predictor",
             TrainConfig {
                 predictor: true,
-                ..two_steps.clone()
+                ..three_steps.clone()
             },
         ),
     ];
     for (name, config) in ablations {
+        // Interrupted after 2 of 3 steps, then resumed to the end of its plan.
         let run_dir = tmp.path().join(name);
-        let summary = run(&options(
+        let summary = run(&interrupted(
             config.clone(),
             vec![photos.clone()],
             run_dir.clone(),
-            false,
+            2,
         ))
         .map_err(|e| format!("{name}: {e}"))?;
         assert_eq!(summary.steps, 2, "{name}");
         assert!(summary.last_loss.is_some_and(f32::is_finite), "{name}");
-        let more = TrainConfig {
-            max_steps: 3,
-            ..config
-        };
-        let resumed = run(&options(more, vec![photos.clone()], run_dir, true))
+        let resumed = run(&options(config, vec![photos.clone()], run_dir, true))
             .map_err(|e| format!("{name} resumed: {e}"))?;
         assert_eq!(resumed.steps, 3, "{name}");
     }
+    Ok(())
+}
+
+/// A time budget is turned into a step count after the calibration steps; the plan is
+/// stored, so resuming reproduces exactly the run a fresh start with that plan makes.
+#[test]
+fn a_time_budget_is_planned_once_and_resumes_exactly() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let photos = tmp.path().join("photos");
+    photo_folder(&photos, 40)?;
+    let roots = vec![photos];
+    let timed = TrainConfig {
+        time_budget_s: 4.0,
+        checkpoint_every: 0,
+        ..tiny_config()
+    };
+    let split = tmp.path().join("split");
+    // 40 photos / batch 4 = 10 steps per epoch: calibration (5 steps) ends first.
+    let first = run(&interrupted(timed, roots.clone(), split.clone(), 7))?;
+    assert_eq!(first.steps, 7);
+    let planned = checkpoint::load(&first.checkpoint, &Device::Cpu)?.config;
+    assert_eq!(planned.calibration_steps, 5);
+    assert!(planned.planned_steps > 5, "{}", planned.planned_steps);
+    let end = planned.planned_steps.min(12);
+    let fixed = TrainConfig {
+        planned_steps: end,
+        ..planned.clone()
+    };
+    let straight = tmp.path().join("straight");
+    run(&options(
+        fixed.clone(),
+        roots.clone(),
+        straight.clone(),
+        false,
+    ))?;
+    // resume the split run against the same (shortened) plan
+    let split_fixed = tmp.path().join("split-fixed");
+    run(&interrupted(
+        fixed.clone(),
+        roots.clone(),
+        split_fixed.clone(),
+        7,
+    ))?;
+    let resumed = run(&options(fixed, roots, split_fixed.clone(), true))?;
+    assert_eq!((resumed.steps, resumed.planned_steps), (end, end));
+    assert_same_losses(&losses(&straight)?, &losses(&split_fixed)?);
+    // the calibration steps ran at learning rate 0, the schedules start after them
+    let lrs = metric(&split, "lr")?;
+    assert!(lrs[..5].iter().all(|&lr| lr == 0.0), "{lrs:?}");
     Ok(())
 }
 

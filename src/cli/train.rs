@@ -9,6 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::{device_from, ArchArg, DeviceArg};
 use dino_curate::device::device_name;
 use dino_curate::train::config::{LossKind, Preset, TeacherNorm, TrainConfig};
+use dino_curate::train::plan::{format_duration, parse_duration, Budget};
 use dino_curate::train::trainer::{train, TrainEvent, TrainOptions, TrainSummary};
 use dino_curate::workspace::Workspace;
 
@@ -30,12 +31,16 @@ pub struct TrainArgs {
     /// Transformer blocks (12 in every official model).
     #[arg(long)]
     depth: Option<usize>,
-    /// Passes over the collection.
-    #[arg(long)]
+    /// Train for this many passes over the collection (the official schedules, in epochs).
+    #[arg(long, conflicts_with_all = ["max_steps", "time"])]
     epochs: Option<usize>,
-    /// Stop after this many steps (schedules still span --epochs).
-    #[arg(long)]
+    /// Train for this many steps; every schedule spans them.
+    #[arg(long, value_name = "N", conflicts_with = "time")]
     max_steps: Option<u64>,
+    /// Train for this long (e.g. 90s, 30m, 2h, 1h30m): the step count is fixed after a few
+    /// measured steps and every schedule spans it.
+    #[arg(long, value_name = "DURATION", value_parser = parse_time)]
+    time: Option<f64>,
     /// Images per step.
     #[arg(long)]
     batch_size: Option<usize>,
@@ -78,8 +83,9 @@ pub struct TrainArgs {
     /// Start both backbones from these weights (an official DINO .pth or a dino-curate file).
     #[arg(long, value_name = "WEIGHTS")]
     init: Option<PathBuf>,
-    /// Continue the workspace's current run from its last checkpoint, exactly.
-    #[arg(long)]
+    /// Continue the workspace's current run from its last checkpoint, exactly, to the end
+    /// of its original plan.
+    #[arg(long, conflicts_with_all = ["epochs", "max_steps", "time"])]
     resume: bool,
     /// Memory for decoded photos kept between epochs, in MiB.
     #[arg(long, default_value_t = 2048, value_name = "MIB")]
@@ -117,6 +123,13 @@ enum LossArg {
     Mse,
 }
 
+fn parse_time(text: &str) -> std::result::Result<f64, String> {
+    parse_duration(text).map_err(|e| match e {
+        dino_curate::Error::Config(why) => why,
+        other => other.to_string(),
+    })
+}
+
 fn config_from(args: &TrainArgs, device: &candle_core::Device) -> TrainConfig {
     let preset = match args.preset {
         Some(PresetArg::Cpu) => Preset::Cpu,
@@ -148,6 +161,7 @@ fn config_from(args: &TrainArgs, device: &candle_core::Device) -> TrainConfig {
         seed,
         checkpoint_every
     );
+    c.time_budget_s = args.time.unwrap_or(0.0);
     c.warmup_teacher_temp = c.warmup_teacher_temp.min(c.teacher_temp);
     c.no_momentum_teacher = args.no_momentum_teacher;
     c.teacher_norm = if args.sinkhorn {
@@ -205,6 +219,7 @@ pub fn run(args: &TrainArgs, workspace: Option<&Path>) -> Result<()> {
         resume: args.resume,
         init: args.init.clone(),
         cache_bytes: args.cache_mb.saturating_mul(1 << 20),
+        stop_after: None,
     };
     eprintln!(
         "training on {} into {}",
@@ -223,6 +238,7 @@ fn train_with_progress(opts: &TrainOptions) -> Result<TrainSummary> {
         reading.set_position(done as u64);
     };
     let bar = ProgressBar::hidden();
+    let mut shown_budget = Budget::Epochs(0);
     let mut on_event = |event: TrainEvent<'_>| match event {
         TrainEvent::Started {
             images,
@@ -230,21 +246,37 @@ fn train_with_progress(opts: &TrainOptions) -> Result<TrainSummary> {
             start_step,
             end_step,
             steps_per_epoch,
+            budget,
         } => {
             reading.finish_and_clear();
+            let steps = end_step.map_or("steps to be measured".into(), |e| {
+                format!("steps {start_step}..{e}")
+            });
             eprintln!(
-                "{images} photos, {} skipped; steps {start_step}..{end_step}, {steps_per_epoch} per epoch",
-                skipped.len()
+                "{images} photos, {} skipped; budget {}: {steps}, {steps_per_epoch} per epoch",
+                skipped.len(),
+                budget.describe(),
             );
             bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
             bar.set_style(style("{prefix} {wide_bar} {pos}/{len} {msg} eta {eta}"));
-            bar.set_length(end_step);
+            bar.set_length(end_step.unwrap_or(0));
             bar.set_position(start_step);
+            bar.set_prefix(budget_prefix(budget, 0));
+            shown_budget = budget;
+            bar.reset_eta();
+        }
+        TrainEvent::Planned { end_step, step_s } => {
+            bar.set_length(end_step);
+            bar.suspend(|| {
+                eprintln!(
+                    "measured {step_s:.2} s/step: the budget holds {end_step} steps, every schedule spans them"
+                )
+            });
             bar.reset_eta();
         }
         TrainEvent::Step(m) => {
             bar.set_position(m.step);
-            bar.set_prefix(format!("epoch {}", m.epoch));
+            bar.set_prefix(budget_prefix(shown_budget, m.epoch));
             bar.set_message(format!(
                 "loss {:.4} lr {:.2e} {:.1} img/s wait {:.0} ms",
                 m.loss,
@@ -258,6 +290,15 @@ fn train_with_progress(opts: &TrainOptions) -> Result<TrainSummary> {
     let result = train(opts, &reading_progress, &mut on_event);
     bar.finish();
     Ok(result?)
+}
+
+/// The bar's prefix: the epoch, and the budget it counts against.
+fn budget_prefix(budget: Budget, epoch: usize) -> String {
+    match budget {
+        Budget::Epochs(total) => format!("epoch {epoch}/{total}"),
+        Budget::Steps(_) => format!("epoch {epoch}"),
+        Budget::Seconds(s) => format!("{} budget, epoch {epoch}", format_duration(s)),
+    }
 }
 
 fn style(template: &str) -> ProgressStyle {

@@ -57,8 +57,18 @@ pub struct TrainConfig {
     pub batch_size: usize,
     /// Passes over the collection.
     pub epochs: usize,
-    /// Stop after this many steps (0: run all epochs).
+    /// Train for this many steps, every schedule fitted to them (0: `epochs` decide).
     pub max_steps: u64,
+    /// Train for this many seconds, every schedule fitted to the steps that fit in them
+    /// (0: no time budget). See [`crate::train::plan`].
+    #[serde(default)]
+    pub time_budget_s: f64,
+    /// The step count a time budget was turned into (0 until it is fixed).
+    #[serde(default)]
+    pub planned_steps: u64,
+    /// Steps run at the starting values while a time budget measures the step time.
+    #[serde(default)]
+    pub calibration_steps: u64,
     /// Peak learning rate for a batch of 256 (scaled linearly with the batch).
     pub lr: f64,
     /// Final learning rate.
@@ -153,6 +163,9 @@ impl TrainConfig {
             batch_size: 64,
             epochs: 100,
             max_steps: 0,
+            time_budget_s: 0.0,
+            planned_steps: 0,
+            calibration_steps: 0,
             lr: 5e-4,
             min_lr: 1e-6,
             warmup_epochs: 10,

@@ -122,7 +122,11 @@ impl DinoLoss {
     /// The teacher's target distributions `softmax((t - center) / τt)` (or the
     /// Sinkhorn-Knopp assignment of `t / τt`), detached.
     pub fn teacher_targets(&self, teacher_output: &Tensor, epoch: usize) -> Result<Tensor> {
-        let temp = self.teacher_temp(epoch);
+        self.teacher_targets_at(teacher_output, self.teacher_temp(epoch))
+    }
+
+    /// [`DinoLoss::teacher_targets`] at teacher temperature `temp`.
+    pub fn teacher_targets_at(&self, teacher_output: &Tensor, temp: f64) -> Result<Tensor> {
         let targets = match self.teacher_norm {
             TeacherNorm::Centering => {
                 let centred = teacher_output.broadcast_sub(&self.center)?;
@@ -142,7 +146,17 @@ impl DinoLoss {
         teacher_output: &Tensor,
         epoch: usize,
     ) -> Result<Tensor> {
-        let targets = self.teacher_targets(teacher_output, epoch)?;
+        self.forward_at(student_output, teacher_output, self.teacher_temp(epoch))
+    }
+
+    /// [`DinoLoss::forward`] at teacher temperature `temp`.
+    pub fn forward_at(
+        &mut self,
+        student_output: &Tensor,
+        teacher_output: &Tensor,
+        temp: f64,
+    ) -> Result<Tensor> {
+        let targets = self.teacher_targets_at(teacher_output, temp)?;
         let loss = match self.kind {
             LossKind::Ce => cross_view_entropy(student_output, &targets, &self.cfg)?,
             LossKind::Mse => cross_view_squared_error(student_output, &targets, &self.cfg)?,

@@ -51,17 +51,9 @@ pub fn clip_gradients(grads: &mut [Option<Tensor>], clip: f64) -> Result<Vec<Opt
     Ok(norms)
 }
 
-/// `utils.cancel_gradients_last_layer`: during the first `freeze_last_layer` epochs the
-/// gradients of `*last_layer*` are dropped, so AdamW skips those tensors entirely.
-pub fn cancel_last_layer(
-    grads: &mut [Option<Tensor>],
-    params: &[Param],
-    epoch: usize,
-    freeze_last_layer: usize,
-) {
-    if epoch >= freeze_last_layer {
-        return;
-    }
+/// `utils.cancel_gradients_last_layer` for a step inside the freeze: the gradients of
+/// `*last_layer*` are dropped, so AdamW skips those tensors entirely.
+pub fn cancel_last_layer(grads: &mut [Option<Tensor>], params: &[Param]) {
     for (grad, param) in grads.iter_mut().zip(params) {
         if param.name.contains("last_layer") {
             *grad = None;

@@ -28,8 +28,25 @@ pub fn cosine_scheduler(
     warmup_epochs: usize,
     start_warmup_value: f64,
 ) -> Vec<f64> {
-    let total = epochs * niter_per_ep;
-    let warmup_iters = (warmup_epochs * niter_per_ep).min(total);
+    cosine_steps(
+        base_value,
+        final_value,
+        epochs * niter_per_ep,
+        warmup_epochs * niter_per_ep,
+        start_warmup_value,
+    )
+}
+
+/// [`cosine_scheduler`] laid out in steps: `total` values, the first `warmup` of them
+/// (at most `total`) the linear warm-up.
+pub fn cosine_steps(
+    base_value: f64,
+    final_value: f64,
+    total: usize,
+    warmup: usize,
+    start_warmup_value: f64,
+) -> Vec<f64> {
+    let warmup_iters = warmup.min(total);
     let mut schedule = linspace(start_warmup_value, base_value, warmup_iters);
     let cosine_iters = total - warmup_iters;
     let amplitude = 0.5 * (base_value - final_value);

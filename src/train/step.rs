@@ -23,14 +23,12 @@ pub struct StepConfig {
     pub n_global: usize,
     /// Per-tensor gradient clipping threshold; 0 disables it.
     pub clip_grad: f64,
-    /// Epochs during which the head's last layer is not trained.
-    pub freeze_last_layer: usize,
 }
 
-/// Scheduled values for one step.
+/// Scheduled values for one step (see [`crate::train::plan::Schedules`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StepSchedule {
-    /// Epoch (for the teacher temperature and the last-layer freeze).
+    /// Epoch of the step (for messages).
     pub epoch: usize,
     /// Learning rate.
     pub lr: f64,
@@ -38,6 +36,10 @@ pub struct StepSchedule {
     pub weight_decay: f64,
     /// Teacher EMA momentum.
     pub momentum: f64,
+    /// Teacher temperature.
+    pub teacher_temp: f64,
+    /// Whether the head's last layer is left untrained in this step.
+    pub last_layer_frozen: bool,
 }
 
 /// Wall-clock seconds of each phase of a step (the device is synchronised between them).
@@ -147,7 +149,6 @@ impl DinoState {
             cfg: StepConfig {
                 n_global: 2,
                 clip_grad: cfg.clip_grad,
-                freeze_last_layer: cfg.freeze_last_layer,
             },
         })
     }
@@ -173,19 +174,21 @@ impl DinoState {
             .detach())
     }
 
-    /// Gradients of `loss` for the student, clipped and with the frozen last layer
-    /// dropped, aligned with the student's parameters; also the norms before clipping.
-    pub fn gradients(&self, loss: &Tensor, epoch: usize) -> Result<(Gradients, Vec<Option<f64>>)> {
+    /// Gradients of `loss` for the student, clipped and, when `last_layer_frozen`, with
+    /// the head's last layer dropped, aligned with the student's parameters; also the
+    /// norms before clipping.
+    pub fn gradients(
+        &self,
+        loss: &Tensor,
+        last_layer_frozen: bool,
+    ) -> Result<(Gradients, Vec<Option<f64>>)> {
         let grad_store = loss.backward()?;
         let params = self.student.params();
         let mut grads = collect_gradients(params, &grad_store);
         let norms = clip_gradients(&mut grads, self.cfg.clip_grad)?;
-        cancel_last_layer(
-            &mut grads,
-            params.params(),
-            epoch,
-            self.cfg.freeze_last_layer,
-        );
+        if last_layer_frozen {
+            cancel_last_layer(&mut grads, params.params());
+        }
         Ok((grads, norms))
     }
 
@@ -200,12 +203,16 @@ impl DinoState {
         let mut clock = Instant::now();
         let mut times = StepTimes::default();
         let teacher_output = self.teacher_forward(views)?;
-        let targets = target_entropy(&self.loss.teacher_targets(&teacher_output, sched.epoch)?)?;
+        let targets = target_entropy(
+            &self
+                .loss
+                .teacher_targets_at(&teacher_output, sched.teacher_temp)?,
+        )?;
         times.teacher_s = lap(&mut clock, &device)?;
         let student_output = self.student.forward_views(views, Some(rng))?;
         let loss = self
             .loss
-            .forward(&student_output, &teacher_output, sched.epoch)?;
+            .forward_at(&student_output, &teacher_output, sched.teacher_temp)?;
         let loss_value = loss.to_scalar::<f32>()?;
         if !loss_value.is_finite() {
             return Err(Error::Diverged(format!(
@@ -214,7 +221,7 @@ impl DinoState {
             )));
         }
         times.student_s = lap(&mut clock, &device)?;
-        let (grads, grad_norms) = self.gradients(&loss, sched.epoch)?;
+        let (grads, grad_norms) = self.gradients(&loss, sched.last_layer_frozen)?;
         times.backward_s = lap(&mut clock, &device)?;
         self.optimizer.step(
             self.student.params().params(),

@@ -15,8 +15,8 @@ use serde::Serialize;
 use super::checkpoint::{self, Progress};
 use super::config::TrainConfig;
 use super::data::{derive_seed, Collection, Loader, LoaderPlan, ProgressFn};
+use super::plan::{steps_for_time, Budget, Plan, Schedules, CALIBRATION_STEPS};
 use super::plot::{series_from_metrics, write_plot};
-use super::schedule::cosine_scheduler;
 use super::step::{DinoState, StepSchedule};
 use super::views::ViewsConfig;
 use crate::model::weights::{backbone_tensors, read_weights};
@@ -33,8 +33,7 @@ pub const PLOT_FILE: &str = "metrics.png";
 /// What to train, where, and from what.
 #[derive(Debug, Clone)]
 pub struct TrainOptions {
-    /// The run's settings. On resume the checkpoint's are used, except `max_steps`,
-    /// which may extend (or shorten) the run.
+    /// The run's settings. On resume the checkpoint's are used, plan included.
     pub config: TrainConfig,
     /// Photo folders (or files).
     pub roots: Vec<PathBuf>,
@@ -48,6 +47,10 @@ pub struct TrainOptions {
     pub init: Option<PathBuf>,
     /// Bytes of decoded photos kept in memory across epochs.
     pub cache_bytes: u64,
+    /// End this session after this many steps of the run (as an interruption would: the
+    /// plan and its schedules are unchanged, and `resume` continues it). `None`: run to
+    /// the end of the plan.
+    pub stop_after: Option<u64>,
 }
 
 /// One line of `metrics.jsonl`.
@@ -90,10 +93,19 @@ pub enum TrainEvent<'a> {
         skipped: &'a [Skipped],
         /// First step of this session.
         start_step: u64,
-        /// Step after the last.
-        end_step: u64,
+        /// Steps of the whole run; `None` while a time budget is being measured.
+        end_step: Option<u64>,
         /// Steps per epoch.
         steps_per_epoch: u64,
+        /// What bounds the run.
+        budget: Budget,
+    },
+    /// A time budget was turned into a step count.
+    Planned {
+        /// Steps of the whole run.
+        end_step: u64,
+        /// The measured seconds per step it was planned with.
+        step_s: f64,
     },
     /// A step finished.
     Step(&'a StepMetrics),
@@ -125,6 +137,10 @@ pub struct TrainSummary {
     pub data_wait_s: f64,
     /// Seconds of this session's loop.
     pub elapsed_s: f64,
+    /// Steps of the whole run as planned.
+    pub planned_steps: u64,
+    /// What bounded the run.
+    pub budget: Budget,
 }
 
 /// A left-out file in the summary.
@@ -141,40 +157,6 @@ impl From<&Skipped> for SkippedFile {
         Self {
             path: s.path.to_string_lossy().into_owned(),
             reason: s.reason.clone(),
-        }
-    }
-}
-
-/// Per-iteration schedules of the run.
-struct Schedules {
-    lr: Vec<f64>,
-    wd: Vec<f64>,
-    momentum: Vec<f64>,
-}
-
-impl Schedules {
-    fn new(cfg: &TrainConfig, steps_per_epoch: usize) -> Self {
-        let base_lr = cfg.lr * cfg.batch_size as f64 / 256.0;
-        let (epochs, n) = (cfg.epochs, steps_per_epoch);
-        let momentum = if cfg.no_momentum_teacher {
-            vec![0.0; epochs * n]
-        } else {
-            cosine_scheduler(cfg.momentum_teacher, 1.0, epochs, n, 0, 0.0)
-        };
-        Self {
-            lr: cosine_scheduler(base_lr, cfg.min_lr, epochs, n, cfg.warmup_epochs, 0.0),
-            wd: cosine_scheduler(cfg.weight_decay, cfg.weight_decay_end, epochs, n, 0, 0.0),
-            momentum,
-        }
-    }
-
-    fn at(&self, step: u64, epoch: usize) -> StepSchedule {
-        let i = (step as usize).min(self.lr.len().saturating_sub(1));
-        StepSchedule {
-            epoch,
-            lr: self.lr.get(i).copied().unwrap_or(0.0),
-            weight_decay: self.wd.get(i).copied().unwrap_or(0.0),
-            momentum: self.momentum.get(i).copied().unwrap_or(1.0),
         }
     }
 }
@@ -256,9 +238,9 @@ pub fn train(
     } else {
         None
     };
-    let mut cfg = resumed.as_ref().map_or(&opts.config, |c| &c.config).clone();
-    cfg.max_steps = opts.config.max_steps;
+    let cfg = resumed.as_ref().map_or(&opts.config, |c| &c.config).clone();
     cfg.validate()?;
+    let started = Instant::now();
 
     let decode = DecodeOptions {
         max_pixels: DEFAULT_MAX_PIXELS,
@@ -271,27 +253,103 @@ pub fn train(
         reading,
     )?);
     let cfg = cfg.for_collection(collection.samples.len());
-    run_loop(opts, &cfg, collection, resumed, &ckpt_path, events)
+    run_loop(opts, cfg, collection, resumed, &ckpt_path, started, events)
+}
+
+/// Where the loop stands: the plan, its schedules once it is fixed, and the step times
+/// measured to fix a time budget.
+struct Course {
+    cfg: TrainConfig,
+    plan: Plan,
+    schedules: Option<Schedules>,
+    measured_s: Vec<f64>,
+    stop_after: Option<u64>,
+}
+
+impl Course {
+    fn new(mut cfg: TrainConfig, steps_per_epoch: u64, stop_after: Option<u64>) -> Self {
+        if matches!(Budget::of(&cfg), Budget::Seconds(_)) && cfg.planned_steps == 0 {
+            cfg.calibration_steps = CALIBRATION_STEPS;
+        }
+        let plan = Plan::of(&cfg, steps_per_epoch);
+        let schedules = plan.is_fixed().then(|| Schedules::new(&cfg, &plan));
+        Self {
+            cfg,
+            plan,
+            schedules,
+            measured_s: Vec::new(),
+            stop_after,
+        }
+    }
+
+    /// The step after the last of this session (`u64::MAX` while a time budget is
+    /// still being measured).
+    fn session_end(&self) -> u64 {
+        let stop = self.stop_after.unwrap_or(u64::MAX);
+        if self.plan.is_fixed() {
+            self.plan.total_steps.min(stop)
+        } else {
+            stop
+        }
+    }
+
+    fn values(&self, step: u64) -> StepSchedule {
+        match &self.schedules {
+            Some(s) => s.at(step),
+            None => Schedules::calibration(&self.cfg, step, self.plan.steps_per_epoch),
+        }
+    }
+
+    /// Records a calibration step's seconds; once calibration is over, or a checkpoint is
+    /// due (a checkpoint always holds a fixed plan), fixes the step count of the time
+    /// budget and returns it with the step time it used.
+    fn measured(
+        &mut self,
+        done: u64,
+        seconds: f64,
+        elapsed_s: f64,
+        checkpoint_due: bool,
+    ) -> Option<(u64, f64)> {
+        if self.schedules.is_some() {
+            return None;
+        }
+        self.measured_s.push(seconds);
+        if done < self.cfg.calibration_steps && !checkpoint_due {
+            return None;
+        }
+        // the first step pays for allocations and caches: leave it out when there are more
+        let times = if self.measured_s.len() > 1 {
+            &self.measured_s[1..]
+        } else {
+            &self.measured_s[..]
+        };
+        let step_s = median(times);
+        self.cfg.planned_steps = steps_for_time(self.cfg.time_budget_s, elapsed_s, step_s, done);
+        self.plan = Plan::of(&self.cfg, self.plan.steps_per_epoch);
+        self.schedules = Some(Schedules::new(&self.cfg, &self.plan));
+        Some((self.plan.total_steps, step_s))
+    }
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted.get(sorted.len() / 2).copied().unwrap_or(0.0)
 }
 
 fn run_loop(
     opts: &TrainOptions,
-    cfg: &TrainConfig,
+    cfg: TrainConfig,
     collection: Arc<Collection>,
     resumed: Option<checkpoint::Checkpoint>,
     ckpt_path: &Path,
+    started: Instant,
     events: &mut dyn FnMut(TrainEvent<'_>),
 ) -> Result<TrainSummary> {
-    let steps_per_epoch = (collection.samples.len() / cfg.batch_size).max(1);
-    let schedules = Schedules::new(cfg, steps_per_epoch);
-    let total = (cfg.epochs * steps_per_epoch) as u64;
-    let end_step = if cfg.max_steps > 0 {
-        cfg.max_steps.min(total)
-    } else {
-        total
-    };
+    let steps_per_epoch = (collection.samples.len() / cfg.batch_size).max(1) as u64;
+    let mut course = Course::new(cfg, steps_per_epoch, opts.stop_after);
 
-    let mut state = DinoState::new(cfg, &opts.device)?;
+    let mut state = DinoState::new(&course.cfg, &opts.device)?;
     let mut progress = Progress {
         step: 0,
         epoch: 0,
@@ -320,33 +378,36 @@ fn run_loop(
         images: collection.samples.len(),
         skipped: &collection.skipped,
         start_step: progress.step,
-        end_step,
-        steps_per_epoch: steps_per_epoch as u64,
+        end_step: course.plan.is_fixed().then_some(course.plan.total_steps),
+        steps_per_epoch,
+        budget: Budget::of(&course.cfg),
     });
     let plan = LoaderPlan {
         start_step: progress.step,
-        end_step,
-        steps_per_epoch: steps_per_epoch as u64,
-        batch_size: cfg.batch_size,
-        seed: cfg.seed,
+        end_step: course.session_end(),
+        steps_per_epoch,
+        batch_size: course.cfg.batch_size,
+        seed: course.cfg.seed,
         queue: 2,
     };
     let mut loader = Loader::start(
         Arc::clone(&collection),
-        views_config(cfg),
+        views_config(&course.cfg),
         plan,
         opts.device.clone(),
     );
-    let started = Instant::now();
+    let loop_started = Instant::now();
     let mut data_wait_s = 0.0;
     let mut skipped = collection.skipped.clone();
-    while let Some((batch, waited)) = loader.next_batch() {
+    while progress.step < course.session_end() {
+        let Some((batch, waited)) = loader.next_batch() else {
+            break;
+        };
         let batch = batch?;
         skipped.extend(batch.failed.iter().cloned());
         let step = batch.step;
-        let epoch = (step / steps_per_epoch as u64) as usize;
-        let sched = schedules.at(step, epoch);
-        let mut rng = StdRng::seed_from_u64(derive_seed(cfg.seed, 0, step));
+        let sched = course.values(step);
+        let mut rng = StdRng::seed_from_u64(derive_seed(course.cfg.seed, 0, step));
         let clock = Instant::now();
         let report = state
             .step(&batch.views, sched, &mut rng)
@@ -362,12 +423,12 @@ fn run_loop(
         data_wait_s += wait;
         let metrics = StepMetrics {
             step: step + 1,
-            epoch,
+            epoch: sched.epoch,
             loss: report.loss,
             lr: sched.lr,
             wd: sched.weight_decay,
             momentum: sched.momentum,
-            teacher_temp: state.loss.teacher_temp(epoch),
+            teacher_temp: sched.teacher_temp,
             img_per_s: batch.images as f64 / (step_s + wait).max(1e-9),
             data_wait_s: wait,
             step_s,
@@ -379,20 +440,27 @@ fn run_loop(
         events(TrainEvent::Step(&metrics));
         progress = Progress {
             step: step + 1,
-            epoch: ((step + 1) / steps_per_epoch as u64) as usize,
+            epoch: ((step + 1) / steps_per_epoch) as usize,
             last_loss: Some(report.loss),
         };
-        let epoch_end = (step + 1) % steps_per_epoch as u64 == 0;
-        let periodic = cfg.checkpoint_every > 0 && (step + 1) % cfg.checkpoint_every == 0;
-        if epoch_end || periodic || step + 1 == end_step {
+        let epoch_end = (step + 1) % steps_per_epoch == 0;
+        let every = course.cfg.checkpoint_every;
+        let periodic = every > 0 && (step + 1) % every == 0;
+        let due = epoch_end || periodic || step + 1 >= course.session_end();
+        let elapsed_s = started.elapsed().as_secs_f64();
+        if let Some((end_step, step_s)) = course.measured(step + 1, step_s + wait, elapsed_s, due) {
+            events(TrainEvent::Planned { end_step, step_s });
+        }
+        if epoch_end || periodic || step + 1 >= course.session_end() {
             ensure_finite(&state, step + 1, ckpt_path)?;
-            checkpoint::save(ckpt_path, &state, cfg, &progress)?;
+            checkpoint::save(ckpt_path, &state, &course.cfg, &progress)?;
             events(TrainEvent::Checkpoint { step: step + 1 });
         }
     }
-    if progress.step < end_step {
+    if progress.step < course.session_end() {
         return Err(Error::Config("the data loader stopped early".into()));
     }
+    drop(loader);
     drop(metrics_file);
     let plot_path = opts.run_dir.join(PLOT_FILE);
     write_plot(&series_from_metrics(&metrics_path)?, &plot_path)?;
@@ -405,6 +473,8 @@ fn run_loop(
         images: collection.samples.len(),
         skipped: skipped.iter().map(SkippedFile::from).collect(),
         data_wait_s,
-        elapsed_s: started.elapsed().as_secs_f64(),
+        elapsed_s: loop_started.elapsed().as_secs_f64(),
+        planned_steps: course.plan.total_steps,
+        budget: Budget::of(&course.cfg),
     })
 }
