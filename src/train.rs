@@ -10,6 +10,7 @@ pub mod optim;
 pub mod plan;
 pub mod plot;
 pub mod schedule;
+pub mod signal;
 pub mod step;
 pub mod trainer;
 pub mod views;

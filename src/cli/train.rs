@@ -65,6 +65,28 @@ pub struct TrainArgs {
     /// Teacher temperature.
     #[arg(long)]
     teacher_temp: Option<f64>,
+    /// Teacher temperature at the start, rising linearly to --teacher-temp.
+    #[arg(long, value_name = "T")]
+    warmup_teacher_temp: Option<f64>,
+    /// Epochs of that rise (with --time or --max-steps: that share of --epochs).
+    #[arg(long, value_name = "EPOCHS")]
+    warmup_teacher_temp_epochs: Option<usize>,
+    /// Epochs with the head's last layer frozen (with --time or --max-steps: that share of
+    /// --epochs).
+    #[arg(long, value_name = "EPOCHS")]
+    freeze_last_layer: Option<usize>,
+    /// Let the head's prototypes learn their norms (official `norm_last_layer=False`).
+    #[arg(long)]
+    no_norm_last_layer: bool,
+    /// Learning rate at the end of the cosine.
+    #[arg(long)]
+    min_lr: Option<f64>,
+    /// Weight decay at the start (cosine to --weight-decay-end).
+    #[arg(long)]
+    weight_decay: Option<f64>,
+    /// Weight decay at the end.
+    #[arg(long)]
+    weight_decay_end: Option<f64>,
     /// Teacher EMA momentum at the start (cosine to 1).
     #[arg(long)]
     momentum_teacher: Option<f64>,
@@ -161,8 +183,19 @@ fn config_from(args: &TrainArgs, device: &candle_core::Device) -> TrainConfig {
         seed,
         checkpoint_every
     );
+    set!(
+        warmup_teacher_temp_epochs,
+        freeze_last_layer,
+        min_lr,
+        weight_decay,
+        weight_decay_end,
+        drop_path
+    );
     c.time_budget_s = args.time.unwrap_or(0.0);
-    c.warmup_teacher_temp = c.warmup_teacher_temp.min(c.teacher_temp);
+    c.warmup_teacher_temp = args
+        .warmup_teacher_temp
+        .unwrap_or(c.warmup_teacher_temp.min(c.teacher_temp));
+    c.norm_last_layer &= !args.no_norm_last_layer;
     c.no_momentum_teacher = args.no_momentum_teacher;
     c.teacher_norm = if args.sinkhorn {
         TeacherNorm::Sinkhorn
@@ -321,5 +354,8 @@ fn report(summary: &TrainSummary, json: bool) -> Result<()> {
         summary.last_loss.map_or("-".into(), |l| format!("{l:.4}")),
         summary.checkpoint.display()
     );
+    if let Some(signal) = &summary.signal {
+        println!("{}", signal.describe());
+    }
     Ok(())
 }

@@ -33,6 +33,9 @@ pub struct Progress {
     pub epoch: usize,
     /// Loss of the last step.
     pub last_loss: Option<f32>,
+    /// The learned-signal check's agreement before the first step ([`crate::train::signal`]).
+    #[serde(default)]
+    pub start_agreement: Option<f64>,
 }
 
 /// What the metadata block holds.

@@ -53,6 +53,10 @@ pub struct TrainConfig {
     pub head_hidden: usize,
     /// Head bottleneck width.
     pub head_bottleneck: usize,
+    /// Weight-normalise the head's last layer with its norm fixed at 1 (official default;
+    /// `false` lets the prototypes' norms learn, which sharpens targets sooner).
+    #[serde(default = "default_true")]
+    pub norm_last_layer: bool,
     /// Images per step.
     pub batch_size: usize,
     /// Passes over the collection.
@@ -105,6 +109,10 @@ pub struct TrainConfig {
     pub loss: LossKind,
     /// Ablation: a 2-layer MLP predictor on the student output.
     pub predictor: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// Prototypes for a collection of `images` photos: the next power of two above half the
@@ -160,6 +168,7 @@ impl TrainConfig {
             out_dim: 0,
             head_hidden: 2048,
             head_bottleneck: 256,
+            norm_last_layer: true,
             batch_size: 64,
             epochs: 100,
             max_steps: 0,
@@ -216,7 +225,7 @@ impl TrainConfig {
             out_dim: self.out_dim,
             hidden_dim: self.head_hidden,
             bottleneck_dim: self.head_bottleneck,
-            norm_last_layer: true,
+            norm_last_layer: self.norm_last_layer,
         }
     }
 
@@ -248,8 +257,9 @@ impl TrainConfig {
             ));
         }
         let lr_ok = self.lr > 0.0; // false for NaN too
-        if !lr_ok || self.teacher_temp <= 0.0 {
-            return fail("lr and the teacher temperature must be positive".into());
+        let temps_ok = self.teacher_temp > 0.0 && self.warmup_teacher_temp > 0.0;
+        if !lr_ok || !temps_ok {
+            return fail("lr and the teacher temperatures must be positive".into());
         }
         let scale_ok = |(a, b): (f32, f32)| a > 0.0 && a <= b && b <= 1.0;
         if !scale_ok(self.global_scale) || !scale_ok(self.local_scale) {

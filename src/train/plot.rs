@@ -166,13 +166,21 @@ fn draw_panel(img: &mut RgbImage, font: &FontRef<'_>, origin: (u32, u32), series
     );
 }
 
-/// Renders the series two panels per row and writes the PNG atomically.
-pub fn write_plot(series: &[Series], path: &Path) -> Result<()> {
+/// Height of the caption strip above the panels.
+const CAPTION_HEIGHT: u32 = 30;
+
+/// Renders the series two panels per row, under `caption` when there is one (the
+/// learned-signal line), and writes the PNG atomically.
+pub fn write_plot(series: &[Series], caption: Option<&str>, path: &Path) -> Result<()> {
     let font = font()?;
     let rows = series.len().div_ceil(2).max(1) as u32;
-    let mut img = RgbImage::from_pixel(PANEL.0 * 2, PANEL.1 * rows, WHITE);
+    let top = if caption.is_some() { CAPTION_HEIGHT } else { 0 };
+    let mut img = RgbImage::from_pixel(PANEL.0 * 2, PANEL.1 * rows + top, WHITE);
+    if let Some(text) = caption {
+        draw_text_mut(&mut img, INK, 10, 8, PxScale::from(13.0), &font, text);
+    }
     for (i, s) in series.iter().enumerate() {
-        let origin = ((i as u32 % 2) * PANEL.0, (i as u32 / 2) * PANEL.1);
+        let origin = ((i as u32 % 2) * PANEL.0, (i as u32 / 2) * PANEL.1 + top);
         draw_panel(&mut img, &font, origin, s);
     }
     write_atomically(path, |tmp| {
@@ -206,11 +214,14 @@ mod tests {
                 color: INK,
             },
         ];
-        write_plot(&series, &path)?;
+        write_plot(&series, Some("learned: a caption"), &path)?;
         let img = image::open(&path)
             .map_err(|e| Error::Config(e.to_string()))?
             .to_rgb8();
-        assert_eq!(img.dimensions(), (PANEL.0 * 2, PANEL.1 * 2));
+        assert_eq!(
+            img.dimensions(),
+            (PANEL.0 * 2, PANEL.1 * 2 + CAPTION_HEIGHT)
+        );
         // the loss curve put coloured pixels inside the first panel
         let inked = img
             .enumerate_pixels()

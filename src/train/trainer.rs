@@ -14,14 +14,17 @@ use serde::Serialize;
 
 use super::checkpoint::{self, Progress};
 use super::config::TrainConfig;
-use super::data::{derive_seed, Collection, Loader, LoaderPlan, ProgressFn};
+use super::data::{derive_seed, Collection, Loader, LoaderPlan, ProgressFn, Sample};
 use super::plan::{steps_for_time, Budget, Plan, Schedules, CALIBRATION_STEPS};
 use super::plot::{series_from_metrics, write_plot};
+use super::signal::{split_held_out, CheckViews, LearnedSignal, MAX_HELD_OUT};
 use super::step::{DinoState, StepSchedule};
 use super::views::ViewsConfig;
+use crate::atomic::write_atomically;
 use crate::model::weights::{backbone_tensors, read_weights};
 use crate::photo::{DecodeOptions, Skipped, DEFAULT_MAX_PIXELS};
 use crate::{Error, Result};
+use rand::seq::SliceRandom;
 
 /// File names inside a run folder.
 pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
@@ -29,6 +32,8 @@ pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
 pub const METRICS_FILE: &str = "metrics.jsonl";
 /// The plot of the metrics, written at the end of a run.
 pub const PLOT_FILE: &str = "metrics.png";
+/// The learned-signal check of the end of a run.
+pub const SIGNAL_FILE: &str = "signal.json";
 
 /// What to train, where, and from what.
 #[derive(Debug, Clone)]
@@ -141,6 +146,8 @@ pub struct TrainSummary {
     pub planned_steps: u64,
     /// What bounded the run.
     pub budget: Budget,
+    /// Whether the features moved from the run's start ([`crate::train::signal`]).
+    pub signal: Option<LearnedSignal>,
 }
 
 /// A left-out file in the summary.
@@ -246,14 +253,54 @@ pub fn train(
         max_pixels: DEFAULT_MAX_PIXELS,
         target_short_side: Some(cfg.global_size.saturating_mul(2)),
     };
-    let collection = Arc::new(Collection::open(
-        &opts.roots,
-        decode,
-        opts.cache_bytes,
-        reading,
-    )?);
+    let collection = Collection::open(&opts.roots, decode, opts.cache_bytes, reading)?;
+    let mut collection = collection;
+    let (training, held_out) = split_held_out(std::mem::take(&mut collection.samples), cfg.seed);
+    collection.samples = training;
+    let check = check_views(&collection, held_out, &cfg, &opts.device)?;
     let cfg = cfg.for_collection(collection.samples.len());
-    run_loop(opts, cfg, collection, resumed, &ckpt_path, started, events)
+    let session = Session {
+        opts,
+        ckpt_path: &ckpt_path,
+        started,
+        check,
+    };
+    run_loop(&session, cfg, Arc::new(collection), resumed, events)
+}
+
+/// What a training session works with besides the configuration.
+struct Session<'a> {
+    opts: &'a TrainOptions,
+    ckpt_path: &'a Path,
+    started: Instant,
+    check: Option<CheckViews>,
+}
+
+/// The learned-signal check's views: the held-out photos, or a sample of the training
+/// photos when the collection is too small to hold any out.
+fn check_views(
+    collection: &Collection,
+    held_out: Vec<Sample>,
+    cfg: &TrainConfig,
+    device: &candle_core::Device,
+) -> Result<Option<CheckViews>> {
+    let is_held_out = !held_out.is_empty();
+    let sample = if is_held_out {
+        held_out
+    } else {
+        let mut picks = collection.samples.clone();
+        picks.shuffle(&mut StdRng::seed_from_u64(derive_seed(cfg.seed, 9, 0)));
+        picks.truncate(MAX_HELD_OUT);
+        picks
+    };
+    CheckViews::new(
+        &sample,
+        is_held_out,
+        &views_config(cfg),
+        &collection.decode,
+        cfg.seed,
+        device,
+    )
 }
 
 /// Where the loop stands: the plan, its schedules once it is fixed, and the step times
@@ -338,14 +385,13 @@ fn median(values: &[f64]) -> f64 {
 }
 
 fn run_loop(
-    opts: &TrainOptions,
+    session: &Session<'_>,
     cfg: TrainConfig,
     collection: Arc<Collection>,
     resumed: Option<checkpoint::Checkpoint>,
-    ckpt_path: &Path,
-    started: Instant,
     events: &mut dyn FnMut(TrainEvent<'_>),
 ) -> Result<TrainSummary> {
+    let (opts, ckpt_path, started) = (session.opts, session.ckpt_path, session.started);
     let steps_per_epoch = (collection.samples.len() / cfg.batch_size).max(1) as u64;
     let mut course = Course::new(cfg, steps_per_epoch, opts.stop_after);
 
@@ -354,6 +400,7 @@ fn run_loop(
         step: 0,
         epoch: 0,
         last_loss: None,
+        start_agreement: None,
     };
     match &resumed {
         Some(ckpt) => {
@@ -363,6 +410,9 @@ fn run_loop(
         None => {
             if let Some(init) = &opts.init {
                 init_backbones(&state, init)?;
+            }
+            if let Some(check) = &session.check {
+                progress.start_agreement = Some(check.agreement(&state.teacher)?);
             }
         }
     }
@@ -442,6 +492,7 @@ fn run_loop(
             step: step + 1,
             epoch: ((step + 1) / steps_per_epoch) as usize,
             last_loss: Some(report.loss),
+            ..progress
         };
         let epoch_end = (step + 1) % steps_per_epoch == 0;
         let every = course.cfg.checkpoint_every;
@@ -462,8 +513,14 @@ fn run_loop(
     }
     drop(loader);
     drop(metrics_file);
+    let signal = learned_signal(session, &state, &progress)?;
     let plot_path = opts.run_dir.join(PLOT_FILE);
-    write_plot(&series_from_metrics(&metrics_path)?, &plot_path)?;
+    let caption = signal.as_ref().map(LearnedSignal::describe);
+    write_plot(
+        &series_from_metrics(&metrics_path)?,
+        caption.as_deref(),
+        &plot_path,
+    )?;
     Ok(TrainSummary {
         steps: progress.step,
         epochs: progress.epoch,
@@ -476,5 +533,26 @@ fn run_loop(
         elapsed_s: loop_started.elapsed().as_secs_f64(),
         planned_steps: course.plan.total_steps,
         budget: Budget::of(&course.cfg),
+        signal,
     })
+}
+
+/// The learned-signal check on the trained teacher against the run's start, also written
+/// to the run folder's `signal.json`.
+fn learned_signal(
+    session: &Session<'_>,
+    state: &DinoState,
+    progress: &Progress,
+) -> Result<Option<LearnedSignal>> {
+    let (Some(check), Some(start)) = (&session.check, progress.start_agreement) else {
+        return Ok(None);
+    };
+    let trained = check.agreement(&state.teacher)?;
+    let signal = LearnedSignal::new(check.photos, check.held_out, start, trained);
+    let path = session.opts.run_dir.join(SIGNAL_FILE);
+    let json = serde_json::to_vec_pretty(&signal).map_err(|e| Error::Config(e.to_string()))?;
+    write_atomically(&path, |tmp| {
+        std::fs::write(tmp, &json).map_err(|e| Error::io(tmp, e))
+    })?;
+    Ok(Some(signal))
 }

@@ -11,6 +11,7 @@ use super::job::{AttentionMap, ClusterRow, Found, Snapshot, Training};
 use crate::curate::collection::DupGroup;
 use crate::curate::keeper::KeepRule;
 use crate::train::plot::Series;
+use crate::train::signal::LearnedSignal;
 
 /// 2024-05-01T12:00:00Z in nanoseconds.
 const MAY_2024_NS: i128 = 1_714_564_800 * 1_000_000_000;
@@ -80,6 +81,7 @@ fn training() -> Training {
     let curve = |f: &dyn Fn(f64) -> f64| (0..60).map(|s| (f64::from(s), f(f64::from(s)))).collect();
     Training {
         run: "run-demo".into(),
+        signal: Some(LearnedSignal::new(150, true, 0.31, 0.58).describe()),
         series: vec![
             Series {
                 title: "loss",

@@ -19,7 +19,8 @@ use crate::curate::dups::DupRule;
 use crate::curate::keeper::KeepRule;
 use crate::photo::{decode, DecodeOptions};
 use crate::train::plot::{series_from_metrics, Series};
-use crate::train::trainer::METRICS_FILE;
+use crate::train::signal::LearnedSignal;
+use crate::train::trainer::{METRICS_FILE, SIGNAL_FILE};
 use crate::trash::Trash;
 use crate::workspace::Workspace;
 use crate::{Error, Result};
@@ -59,6 +60,8 @@ pub struct Training {
     pub run: String,
     /// Curves read from its `metrics.jsonl`.
     pub series: Vec<Series>,
+    /// The learned-signal line of its `signal.json`, once the run has ended.
+    pub signal: Option<String>,
 }
 
 /// Everything [`Request::Load`] computes.
@@ -457,7 +460,15 @@ fn training(ws: &Workspace) -> std::result::Result<Training, String> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    Ok(Training { run: name, series })
+    let signal = std::fs::read(run.join(SIGNAL_FILE))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<LearnedSignal>(&bytes).ok())
+        .map(|s| s.describe());
+    Ok(Training {
+        run: name,
+        series,
+        signal,
+    })
 }
 
 #[cfg(test)]

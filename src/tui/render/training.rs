@@ -32,6 +32,15 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
         frame.render_widget(Paragraph::new("no step recorded yet").block(block), area);
         return;
     }
+    let area = match &training.signal {
+        Some(line) => {
+            let [top, rest] =
+                Layout::vertical([Constraint::Length(1), Constraint::Fill(1)]).areas(area);
+            frame.render_widget(Paragraph::new(line.as_str()), top);
+            rest
+        }
+        None => area,
+    };
     let rows = series.len().div_ceil(2);
     let row_areas = Layout::vertical(vec![Constraint::Fill(1); rows]).split(area);
     for (i, s) in series.iter().enumerate() {

@@ -1,0 +1,293 @@
+//! Did the run learn? A label-free check on the user's own photos.
+//!
+//! Each photo of a held-out sample gets two DINO global views (random crop, flip, colour
+//! jitter, grayscale, blur, solarisation: the training augmentations, drawn from a fixed
+//! seed). The teacher backbone embeds both; a photo *agrees* when its first view's nearest
+//! neighbour among all second views is its own second view (and the other way round).
+//! Features that only see pixels fail under colour jitter and crops; features that learned
+//! what a photo shows pass. The same check runs on the network the run started from, so
+//! the user sees how far training moved the features, with no labels.
+
+use std::sync::Arc;
+
+use candle_core::{Device, Tensor, D};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::data::{derive_seed, Sample};
+use super::views::{make_views, views_to_tensors, View, ViewsConfig};
+use crate::model::DinoNet;
+use crate::photo::{self, DecodeOptions};
+use crate::Result;
+
+/// Photos held out of training for the check, at most.
+pub const MAX_HELD_OUT: usize = 256;
+/// Collections smaller than this hold nothing out; the check then uses training photos.
+pub const MIN_COLLECTION_TO_HOLD_OUT: usize = 400;
+/// Images per forward pass of the check.
+const CHUNK: usize = 64;
+
+/// How many photos of an `n`-photo collection are held out: 5 %, at most
+/// [`MAX_HELD_OUT`], none below [`MIN_COLLECTION_TO_HOLD_OUT`].
+pub fn held_out_count(n: usize) -> usize {
+    if n < MIN_COLLECTION_TO_HOLD_OUT {
+        0
+    } else {
+        (n / 20).min(MAX_HELD_OUT)
+    }
+}
+
+/// Splits `samples` into (training, held out) deterministically from `seed`; the training
+/// photos keep their order.
+pub fn split_held_out(samples: Vec<Sample>, seed: u64) -> (Vec<Sample>, Vec<Sample>) {
+    let count = held_out_count(samples.len());
+    let mut picks: Vec<usize> = (0..samples.len()).collect();
+    picks.shuffle(&mut StdRng::seed_from_u64(derive_seed(seed, 7, 0)));
+    let mut held = vec![false; samples.len()];
+    for &i in &picks[..count] {
+        held[i] = true;
+    }
+    let (mut train, mut out) = (Vec::new(), Vec::new());
+    for (sample, is_held) in samples.into_iter().zip(held) {
+        if is_held {
+            out.push(sample);
+        } else {
+            train.push(sample);
+        }
+    }
+    (train, out)
+}
+
+/// The two views of every photo of the check, made once.
+#[derive(Debug)]
+pub struct CheckViews {
+    first: Vec<Tensor>,
+    second: Vec<Tensor>,
+    /// Photos in the check.
+    pub photos: usize,
+    /// Whether they were held out of training (false: training photos, the collection
+    /// being too small to spare any).
+    pub held_out: bool,
+}
+
+impl CheckViews {
+    /// Two global views of each photo (at most [`MAX_HELD_OUT`]), from fixed seeds.
+    /// Photos that fail to decode are left out.
+    pub fn new(
+        samples: &[Sample],
+        held_out: bool,
+        views: &ViewsConfig,
+        decode: &DecodeOptions,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Option<Self>> {
+        let globals = ViewsConfig {
+            local_crops: 0,
+            ..views.clone()
+        };
+        let pairs: Vec<Vec<View>> = samples
+            .par_iter()
+            .take(MAX_HELD_OUT)
+            .enumerate()
+            .filter_map(|(i, s)| {
+                let img = match &s.image {
+                    Some(img) => Arc::clone(img),
+                    None => Arc::new(photo::decode(&s.path, decode).ok()?.image),
+                };
+                let mut rng = StdRng::seed_from_u64(derive_seed(seed, 8, i as u64));
+                make_views(&img, &globals, &mut rng).ok()
+            })
+            .collect();
+        if pairs.len() < 2 {
+            return Ok(None);
+        }
+        let (mut first, mut second) = (Vec::new(), Vec::new());
+        for chunk in pairs.chunks(CHUNK) {
+            let mut tensors = views_to_tensors(chunk, device)?.into_iter();
+            let (Some(a), Some(b)) = (tensors.next(), tensors.next()) else {
+                return Ok(None);
+            };
+            first.push(a);
+            second.push(b);
+        }
+        Ok(Some(Self {
+            first,
+            second,
+            photos: pairs.len(),
+            held_out,
+        }))
+    }
+
+    /// The share of photos whose two views find each other as nearest neighbours under
+    /// `net`'s backbone (mean of both directions); chance is `1 / photos`.
+    pub fn agreement(&self, net: &DinoNet) -> Result<f64> {
+        let a = embed(net, &self.first)?;
+        let b = embed(net, &self.second)?;
+        let sim = a.matmul(&b.t()?)?;
+        let hits = |best: Tensor| -> Result<usize> {
+            let best = best.to_vec1::<u32>()?;
+            Ok(best
+                .iter()
+                .enumerate()
+                .filter(|&(i, &j)| i == j as usize)
+                .count())
+        };
+        let forward = hits(sim.argmax(D::Minus1)?)?;
+        let backward = hits(sim.argmax(0)?)?;
+        Ok((forward + backward) as f64 / (2 * self.photos) as f64)
+    }
+}
+
+/// L2-normalised backbone features of the views, `[n, D]`.
+fn embed(net: &DinoNet, chunks: &[Tensor]) -> Result<Tensor> {
+    let rows = chunks
+        .iter()
+        .map(|x| net.backbone.forward(x, None))
+        .collect::<Result<Vec<_>>>()?;
+    let x = Tensor::cat(&rows, 0)?;
+    let norm = x
+        .sqr()?
+        .sum_keepdim(D::Minus1)?
+        .sqrt()?
+        .clamp(1e-12f32, f32::MAX)?;
+    Ok(x.broadcast_div(&norm)?)
+}
+
+/// What the check found at the end of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LearnedSignal {
+    /// Photos checked.
+    pub photos: usize,
+    /// Whether they were held out of training.
+    pub held_out: bool,
+    /// Agreement of the network the run started from.
+    pub start: f64,
+    /// Agreement of the trained teacher.
+    pub trained: f64,
+    /// Whether the trained teacher beats the start by more than the check's noise.
+    pub learned: bool,
+}
+
+impl LearnedSignal {
+    /// Compares two agreements measured on `photos` photos: the gain counts when it exceeds
+    /// two standard errors of the difference of two proportions.
+    pub fn new(photos: usize, held_out: bool, start: f64, trained: f64) -> Self {
+        let n = photos.max(1) as f64;
+        let var = |p: f64| p * (1.0 - p) / n;
+        let noise = 2.0 * (var(start) + var(trained)).sqrt().max(1.0 / n);
+        Self {
+            photos,
+            held_out,
+            start,
+            trained,
+            learned: trained - start > noise,
+        }
+    }
+
+    /// One plain line for the user.
+    pub fn describe(&self) -> String {
+        let sample = if self.held_out {
+            format!("{} held-out photos", self.photos)
+        } else {
+            format!("{} of the training photos", self.photos)
+        };
+        let figures = format!(
+            "two views of a photo find each other {:.0} % of the time, against {:.0} % before training ({sample})",
+            self.trained * 100.0,
+            self.start * 100.0
+        );
+        if self.learned {
+            format!("learned: {figures}")
+        } else {
+            format!(
+                "not learned yet: {figures}. The features are no better than where the run \
+                 started; train longer (e.g. --time 2h) or on a GPU"
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn samples(n: usize) -> Vec<Sample> {
+        (0..n)
+            .map(|i| Sample {
+                path: PathBuf::from(format!("p{i:04}.jpg")),
+                image: None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn held_out_photos_are_a_fixed_share_that_never_trains() {
+        assert_eq!(held_out_count(399), 0);
+        assert_eq!(held_out_count(400), 20);
+        assert_eq!(held_out_count(3000), 150);
+        assert_eq!(held_out_count(100_000), MAX_HELD_OUT);
+        let (train, out) = split_held_out(samples(1000), 3);
+        assert_eq!((train.len(), out.len()), (950, 50));
+        assert!(out.iter().all(|o| train.iter().all(|t| t.path != o.path)));
+        assert!(train.windows(2).all(|w| w[0].path < w[1].path));
+        let (_, again) = split_held_out(samples(1000), 3);
+        assert_eq!(
+            out.iter().map(|s| &s.path).collect::<Vec<_>>(),
+            again.iter().map(|s| &s.path).collect::<Vec<_>>()
+        );
+        let (train, out) = split_held_out(samples(30), 3);
+        assert_eq!((train.len(), out.len()), (30, 0));
+    }
+
+    /// Identical second views agree everywhere; second views shifted by one photo (each
+    /// view's twin sits at another photo's place) agree nowhere.
+    #[test]
+    fn agreement_has_known_answers() -> Result<()> {
+        use crate::model::{HeadConfig, ParamBuilder, VitArch, VitConfig};
+        let device = Device::Cpu;
+        let vit = VitConfig {
+            depth: 1,
+            ..VitConfig::preset(VitArch::VitTiny, 16)
+        };
+        let head = HeadConfig {
+            in_dim: 192,
+            out_dim: 16,
+            hidden_dim: 32,
+            bottleneck_dim: 8,
+            norm_last_layer: true,
+        };
+        let net = DinoNet::new(&ParamBuilder::frozen(&device, 1), &vit, &head)?;
+        let x = Tensor::randn(0f32, 1f32, (6, 3, 32, 32), &device)?;
+        let same = CheckViews {
+            first: vec![x.clone()],
+            second: vec![x.clone()],
+            photos: 6,
+            held_out: true,
+        };
+        assert_eq!(same.agreement(&net)?, 1.0);
+        let shifted = Tensor::cat(&[x.narrow(0, 1, 5)?, x.narrow(0, 0, 1)?], 0)?;
+        let crossed = CheckViews {
+            second: vec![shifted],
+            ..same
+        };
+        assert_eq!(crossed.agreement(&net)?, 0.0);
+        Ok(())
+    }
+
+    #[test]
+    fn a_gain_within_the_noise_is_not_learning() {
+        assert!(!LearnedSignal::new(256, true, 0.40, 0.43).learned);
+        assert!(LearnedSignal::new(256, true, 0.40, 0.60).learned);
+        assert!(!LearnedSignal::new(256, true, 0.40, 0.30).learned);
+        let line = LearnedSignal::new(30, false, 0.5, 0.5).describe();
+        assert!(line.starts_with("not learned yet"), "{line}");
+        assert!(line.contains("train longer"), "{line}");
+        assert!(LearnedSignal::new(200, true, 0.2, 0.7)
+            .describe()
+            .starts_with("learned: "));
+    }
+}
