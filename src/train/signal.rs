@@ -192,10 +192,10 @@ impl LearnedSignal {
         let sample = if self.held_out {
             format!("{} held-out photos", self.photos)
         } else {
-            format!("{} of the training photos", self.photos)
+            format!("{} training photos", self.photos)
         };
         let figures = format!(
-            "two views of a photo find each other {:.0} % of the time, against {:.0} % before training ({sample})",
+            "two views of a photo match {:.0} % of the time, {:.0} % at the start ({sample})",
             self.trained * 100.0,
             self.start * 100.0
         );
@@ -203,8 +203,8 @@ impl LearnedSignal {
             format!("learned: {figures}")
         } else {
             format!(
-                "not learned yet: {figures}. The features are no better than where the run \
-                 started; train longer (e.g. --time 2h) or on a GPU"
+                "not learned yet: {figures}; no better than the start: train longer \
+                 (e.g. --time 2h) or on a GPU"
             )
         }
     }
