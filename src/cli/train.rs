@@ -8,7 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{device_from, ArchArg, DeviceArg};
 use dino_curate::device::device_name;
-use dino_curate::train::config::{LossKind, Preset, TeacherNorm, TrainConfig};
+use dino_curate::train::config::{Augment, LossKind, Preset, TeacherNorm, TrainConfig};
 use dino_curate::train::plan::{format_duration, parse_duration, Budget};
 use dino_curate::train::trainer::{train, TrainEvent, TrainOptions, TrainSummary};
 use dino_curate::workspace::Workspace;
@@ -112,6 +112,10 @@ pub struct TrainArgs {
     /// Memory for decoded photos kept between epochs, in MiB.
     #[arg(long, default_value_t = 2048, value_name = "MIB")]
     cache_mb: u64,
+    /// Augmentations: the paper's (`dino`), or those plus the edits people make to photos
+    /// (`curation`: 90° turns, aspect changes, borders, letterbox, text, JPEG re-encoding).
+    #[arg(long, value_enum)]
+    augment: Option<AugmentArg>,
     /// Ablation: the teacher copies the student every step (no momentum encoder).
     #[arg(long)]
     no_momentum_teacher: bool,
@@ -135,6 +139,14 @@ enum PresetArg {
     Cpu,
     /// ViT-S/16, 224/96-px views, the paper's setup.
     Gpu,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum AugmentArg {
+    /// The paper's augmentations.
+    Dino,
+    /// The paper's plus edits people make to photos, for copy-robust features.
+    Curation,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -207,6 +219,11 @@ fn config_from(args: &TrainArgs, device: &candle_core::Device) -> TrainConfig {
         LossArg::Mse => LossKind::Mse,
     };
     c.predictor = args.predictor;
+    match args.augment {
+        Some(AugmentArg::Dino) => c.augment = Augment::Dino,
+        Some(AugmentArg::Curation) => c.augment = Augment::Curation,
+        None => {}
+    }
     if c.local_crops == 0 {
         // The official advice without multi-crop: a wider range of global crop scales.
         c.global_scale = (0.14, 1.0);

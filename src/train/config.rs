@@ -28,6 +28,18 @@ pub enum LossKind {
     Mse,
 }
 
+/// Which augmentations make the views.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Augment {
+    /// The paper's: crops, flip, colour jitter, grayscale, blur, solarisation.
+    #[default]
+    Dino,
+    /// The paper's plus the edits people make to photos (rotations, aspect changes, borders
+    /// and letterbox bars, text, JPEG re-encoding), for features that see through copies.
+    Curation,
+}
+
 /// A complete, serialisable description of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
@@ -47,6 +59,9 @@ pub struct TrainConfig {
     pub global_scale: (f32, f32),
     /// Area range of the local crops.
     pub local_scale: (f32, f32),
+    /// Augmentations of the views.
+    #[serde(default)]
+    pub augment: Augment,
     /// Head prototypes; 0 chooses from the collection size ([`auto_out_dim`]).
     pub out_dim: usize,
     /// Head MLP width.
@@ -165,6 +180,7 @@ impl TrainConfig {
             local_crops: 8,
             global_scale: (0.4, 1.0),
             local_scale: (0.05, 0.4),
+            augment: Augment::Dino,
             out_dim: 0,
             head_hidden: 2048,
             head_bottleneck: 256,

@@ -13,7 +13,7 @@ use rand::SeedableRng;
 use serde::Serialize;
 
 use super::checkpoint::{self, Progress};
-use super::config::TrainConfig;
+use super::config::{Augment, TrainConfig};
 use super::data::{derive_seed, Collection, Loader, LoaderPlan, ProgressFn, Sample};
 use super::plan::{steps_for_time, Budget, Plan, Schedules, CALIBRATION_STEPS};
 use super::plot::{series_from_metrics, write_plot};
@@ -175,6 +175,7 @@ fn views_config(cfg: &TrainConfig) -> ViewsConfig {
         local_crops: cfg.local_crops,
         global_scale: cfg.global_scale,
         local_scale: cfg.local_scale,
+        curation: cfg.augment == Augment::Curation,
     }
 }
 

@@ -14,6 +14,7 @@
 mod blur;
 mod color;
 mod crop;
+mod edits;
 mod params;
 
 use candle_core::{Device, Tensor};
@@ -24,6 +25,7 @@ use rand::Rng;
 pub use blur::gaussian_blur;
 pub use color::{Jitter, JitterOp};
 pub use crop::{random_resized_crop, CropRect, CROP_RATIO};
+pub use edits::{draw_edit, Edit};
 pub use params::{draw_view, ViewKind, ViewParams};
 
 use crop::SourceRegion;
@@ -71,6 +73,8 @@ pub struct ViewsConfig {
     pub global_scale: (f32, f32),
     /// Area fraction range of the local crops (`local_crops_scale`, default (0.05, 0.4)).
     pub local_scale: (f32, f32),
+    /// Also apply the edits people make to photos ([`Edit`]), for copy-robust features.
+    pub curation: bool,
 }
 
 impl Default for ViewsConfig {
@@ -81,6 +85,7 @@ impl Default for ViewsConfig {
             local_crops: 8,
             global_scale: (0.4, 1.0),
             local_scale: (0.05, 0.4),
+            curation: false,
         }
     }
 }
@@ -150,13 +155,27 @@ pub fn make_views(
     cfg.validate()?;
     check_nonempty(img)?;
     let (w, h) = img.dimensions();
-    let plan: Vec<(u32, ViewParams)> = cfg
+    let plan: Vec<(u32, Edit, ViewParams)> = cfg
         .plan()
-        .map(|(kind, size, scale)| (size, draw_view(kind, w, h, scale, rng)))
+        .map(|(kind, size, scale)| {
+            let edit = if cfg.curation {
+                draw_edit(rng)
+            } else {
+                Edit::default()
+            };
+            let (ew, eh) = edit.edited_size(w, h);
+            (size, edit, draw_view(kind, ew, eh, scale, rng))
+        })
         .collect();
     let mut ws = Workspace::default();
     plan.iter()
-        .map(|(size, p)| render_view(img, *size, p, &mut ws))
+        .map(|(size, edit, p)| {
+            if edit.is_none() {
+                render_view(img, *size, p, &mut ws)
+            } else {
+                render_view(&edit.apply(img), *size, p, &mut ws)
+            }
+        })
         .collect()
 }
 

@@ -66,6 +66,29 @@ fn make_views_is_deterministic_per_seed() -> TestResult {
     Ok(())
 }
 
+/// With the curation edits the views keep their sizes, stay deterministic per seed, and
+/// differ from the paper's views of the same draws.
+#[test]
+fn curation_views_are_deterministic_and_edited() -> TestResult {
+    let img = noise_image(70, 50, 2);
+    let cfg = ViewsConfig {
+        curation: true,
+        ..small_cfg()
+    };
+    let mut edited = 0;
+    for seed in 0..20 {
+        let a = make_views(&img, &cfg, &mut StdRng::seed_from_u64(seed))?;
+        let b = make_views(&img, &cfg, &mut StdRng::seed_from_u64(seed))?;
+        assert_eq!(a, b);
+        let sizes: Vec<u32> = a.iter().map(|v| v.size).collect();
+        assert_eq!(sizes, vec![32, 32, 16, 16, 16]);
+        let plain = make_views(&img, &small_cfg(), &mut StdRng::seed_from_u64(seed))?;
+        edited += usize::from(a != plain);
+    }
+    assert!(edited >= 15, "only {edited} of 20 view sets changed");
+    Ok(())
+}
+
 #[test]
 fn constant_gray_image_normalises_to_the_expected_values() -> TestResult {
     let img = RgbImage::from_pixel(40, 30, Rgb([128, 128, 128]));
