@@ -89,7 +89,17 @@ impl DinoNet {
     ///
     /// As `MultiCropWrapper` does, consecutive views of the same size go through the
     /// backbone in one batch, and the head runs once on all CLS tokens.
-    pub fn forward_views(&self, views: &[Tensor], mut rng: Option<&mut StdRng>) -> Result<Tensor> {
+    pub fn forward_views(&self, views: &[Tensor], rng: Option<&mut StdRng>) -> Result<Tensor> {
+        Ok(self.forward_views_with_features(views, rng)?.0)
+    }
+
+    /// [`DinoNet::forward_views`] and the backbone outputs it computed on the way
+    /// (`[views·B, D]`, view-major), for regularisers on the features themselves.
+    pub fn forward_views_with_features(
+        &self,
+        views: &[Tensor],
+        mut rng: Option<&mut StdRng>,
+    ) -> Result<(Tensor, Tensor)> {
         let mut cls_tokens = Vec::new();
         let mut start = 0;
         while start < views.len() {
@@ -101,10 +111,12 @@ impl DinoNet {
             cls_tokens.push(self.backbone.forward(&batch, rng.as_deref_mut())?);
             start = end;
         }
-        let out = self.head.forward(&Tensor::cat(&cls_tokens, 0)?)?;
-        match &self.predictor {
-            Some(p) => p.forward(&out),
-            None => Ok(out),
-        }
+        let features = Tensor::cat(&cls_tokens, 0)?;
+        let out = self.head.forward(&features)?;
+        let out = match &self.predictor {
+            Some(p) => p.forward(&out)?,
+            None => out,
+        };
+        Ok((out, features))
     }
 }

@@ -351,6 +351,7 @@ fn fixture_state() -> Result<DinoState, Box<dyn std::error::Error>> {
     let cfg = StepConfig {
         n_global: 2,
         clip_grad: 3.0,
+        koleo: 0.0,
     };
     Ok(DinoState {
         student,

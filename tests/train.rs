@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 use dino_curate::train::checkpoint;
-use dino_curate::train::config::{LossKind, Preset, TeacherNorm, TrainConfig};
+use dino_curate::train::config::{Augment, LossKind, Preset, TeacherNorm, TrainConfig};
 use dino_curate::train::trainer::{train, TrainOptions, TrainSummary, METRICS_FILE};
 use dino_curate::Error;
 use image::{Rgb, RgbImage};
@@ -236,6 +236,14 @@ fn every_ablation_of_the_paper_trains_and_resumes() -> TestResult {
             "predictor",
             TrainConfig {
                 predictor: true,
+                ..three_steps.clone()
+            },
+        ),
+        (
+            "curation-koleo",
+            TrainConfig {
+                augment: Augment::Curation,
+                koleo: 0.1,
                 ..three_steps.clone()
             },
         ),

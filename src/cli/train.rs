@@ -112,6 +112,10 @@ pub struct TrainArgs {
     /// Memory for decoded photos kept between epochs, in MiB.
     #[arg(long, default_value_t = 2048, value_name = "MIB")]
     cache_mb: u64,
+    /// Weight of DINOv2's KoLeo regulariser, which spreads unrelated photos apart in the
+    /// backbone's feature space (DINOv2 uses 0.1; 0: off).
+    #[arg(long, value_name = "WEIGHT")]
+    koleo: Option<f64>,
     /// Augmentations: the paper's (`dino`), or those plus the edits people make to photos
     /// (`curation`: 90° turns, aspect changes, borders, letterbox, text, JPEG re-encoding).
     #[arg(long, value_enum)]
@@ -196,6 +200,7 @@ fn config_from(args: &TrainArgs, device: &candle_core::Device) -> TrainConfig {
         checkpoint_every
     );
     set!(
+        koleo,
         warmup_teacher_temp_epochs,
         freeze_last_layer,
         min_lr,

@@ -116,6 +116,9 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Write a checkpoint every this many steps (and at each epoch end).
     pub checkpoint_every: u64,
+    /// Weight of DINOv2's KoLeo regulariser on the student's global-view features (0: off).
+    #[serde(default)]
+    pub koleo: f64,
     /// Ablation: the teacher copies the student every step instead of an EMA.
     pub no_momentum_teacher: bool,
     /// Ablation: teacher target normalisation.
@@ -205,6 +208,7 @@ impl TrainConfig {
             drop_path: 0.1,
             seed: 0,
             checkpoint_every: 500,
+            koleo: 0.0,
             no_momentum_teacher: false,
             teacher_norm: TeacherNorm::Centering,
             loss: LossKind::Ce,
@@ -270,6 +274,12 @@ impl TrainConfig {
             return fail(format!(
                 "views ({} and {} px) must hold at least one {p}-px patch",
                 self.global_size, self.local_size
+            ));
+        }
+        if !(self.koleo >= 0.0 && self.koleo.is_finite()) {
+            return fail(format!(
+                "the KoLeo weight must be 0 or positive, not {}",
+                self.koleo
             ));
         }
         let lr_ok = self.lr > 0.0; // false for NaN too

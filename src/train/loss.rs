@@ -175,6 +175,28 @@ impl DinoLoss {
     }
 }
 
+/// DINOv2's KoLeo regulariser (Kozachenko–Leonenko differential-entropy estimator,
+/// Sablayrolles et al. 2019) on the rows of `features` `[B, D]`: each row is L2-normalised
+/// and `−mean(log(‖x_i − x_nn(i)‖ + ε))` is returned, where `nn(i)` is the row's nearest
+/// other row (chosen without gradient). Minimising it spreads unrelated photos apart.
+pub fn koleo(features: &Tensor) -> Result<Tensor> {
+    const EPS: f64 = 1e-8;
+    let rows = features.dim(0)?;
+    if rows < 2 {
+        return Err(Error::Config("KoLeo needs at least 2 rows".into()));
+    }
+    let norm = (features.sqr()?.sum_keepdim(1)?.sqrt()? + EPS)?;
+    let x = features.broadcast_div(&norm)?;
+    let detached = x.detach();
+    let eye = Tensor::eye(rows, DType::F32, x.device())?;
+    // the row itself is never its own neighbour
+    let sim = (detached.matmul(&detached.t()?)? - (eye * 4.0)?)?;
+    let nearest = sim.argmax(1)?;
+    let neighbours = x.index_select(&nearest, 0)?;
+    let dist = ((x - neighbours)? + EPS)?.sqr()?.sum(1)?.sqrt()?;
+    Ok((dist + EPS)?.log()?.mean_all()?.neg()?)
+}
+
 /// SwAV's Sinkhorn-Knopp: rows of `exp(scores)` rescaled so that every prototype gets
 /// an equal share of the batch and every sample a distribution (rows sum to 1).
 fn sinkhorn_knopp(scores: &Tensor) -> Result<Tensor> {
@@ -301,6 +323,30 @@ mod tests {
         for col in q.sum(0)?.to_vec1::<f32>()? {
             assert!((col - 2.0).abs() < 0.25, "prototype share {col}");
         }
+        Ok(())
+    }
+
+    /// Known answers: rows on a regular simplex are all `√2` apart; pulling two rows
+    /// together raises the regulariser, and its gradient pushes them apart.
+    #[test]
+    fn koleo_rewards_spread_and_pushes_neighbours_apart() -> Result<()> {
+        let dev = Device::Cpu;
+        let spread = Tensor::eye(4, DType::F32, &dev)?;
+        let value = koleo(&spread)?.to_scalar::<f32>()?;
+        assert!((value + 2f32.sqrt().ln()).abs() < 1e-5, "{value}");
+        let close = Tensor::new(
+            &[[1f32, 0.0, 0.0], [0.99, 0.141, 0.0], [0.0, 0.0, 1.0]],
+            &dev,
+        )?;
+        assert!(koleo(&close)?.to_scalar::<f32>()? > value);
+        let var = candle_core::Var::from_tensor(&close)?;
+        let grads = koleo(var.as_tensor())?.backward()?;
+        let g = grads
+            .get(var.as_tensor())
+            .ok_or_else(|| Error::Config("no gradient".into()))?
+            .to_vec2::<f32>()?;
+        // descending the gradient moves row 1 away from row 0 (its y grows)
+        assert!(g[1][1] < 0.0, "{g:?}");
         Ok(())
     }
 

@@ -8,7 +8,7 @@ use rand::rngs::StdRng;
 
 use super::config::TrainConfig;
 use super::ema::ema_update;
-use super::loss::DinoLoss;
+use super::loss::{koleo, DinoLoss};
 use super::optim::{cancel_last_layer, clip_gradients, collect_gradients, AdamW, AdamWConfig};
 use crate::model::{DinoNet, ParamBuilder};
 use crate::{Error, Result};
@@ -23,6 +23,8 @@ pub struct StepConfig {
     pub n_global: usize,
     /// Per-tensor gradient clipping threshold; 0 disables it.
     pub clip_grad: f64,
+    /// Weight of the KoLeo regulariser on the student's global-view features (0: off).
+    pub koleo: f64,
 }
 
 /// Scheduled values for one step (see [`crate::train::plan::Schedules`]).
@@ -65,7 +67,7 @@ impl StepTimes {
 /// What one step measured.
 #[derive(Debug, Clone)]
 pub struct StepReport {
-    /// The loss before the update.
+    /// The loss before the update (with the KoLeo term when it is on).
     pub loss: f32,
     /// Gradient norm of each student parameter before clipping (`None`: no gradient).
     pub grad_norms: Vec<Option<f64>>,
@@ -73,6 +75,8 @@ pub struct StepReport {
     pub times: StepTimes,
     /// Collapse indicators of the teacher's targets in this step.
     pub targets: TargetEntropy,
+    /// The KoLeo regulariser summed over the global views, when it is on.
+    pub koleo: Option<f32>,
 }
 
 /// Entropies (nats) of the teacher's target distributions, DINO's two collapse modes:
@@ -149,6 +153,7 @@ impl DinoState {
             cfg: StepConfig {
                 n_global: 2,
                 clip_grad: cfg.clip_grad,
+                koleo: cfg.koleo,
             },
         })
     }
@@ -209,10 +214,12 @@ impl DinoState {
                 .teacher_targets_at(&teacher_output, sched.teacher_temp)?,
         )?;
         times.teacher_s = lap(&mut clock, &device)?;
-        let student_output = self.student.forward_views(views, Some(rng))?;
+        let (student_output, features) =
+            self.student.forward_views_with_features(views, Some(rng))?;
         let loss = self
             .loss
             .forward_at(&student_output, &teacher_output, sched.teacher_temp)?;
+        let (loss, koleo) = self.with_koleo(loss, &features, views)?;
         let loss_value = loss.to_scalar::<f32>()?;
         if !loss_value.is_finite() {
             return Err(Error::Diverged(format!(
@@ -236,6 +243,27 @@ impl DinoState {
             grad_norms,
             times,
             targets,
+            koleo,
         })
+    }
+
+    /// `loss + koleo · KoLeo(features of each global view)` when the regulariser is on
+    /// (DINOv2 applies it per global crop), with the regulariser's value.
+    fn with_koleo(
+        &self,
+        loss: Tensor,
+        features: &Tensor,
+        views: &[Tensor],
+    ) -> Result<(Tensor, Option<f32>)> {
+        let batch = views.first().map_or(Ok(0), |v| v.dim(0))?;
+        if self.cfg.koleo == 0.0 || batch < 2 {
+            return Ok((loss, None));
+        }
+        let mut total = Tensor::zeros((), loss.dtype(), loss.device())?;
+        for view in 0..self.cfg.n_global {
+            total = (total + koleo(&features.narrow(0, view * batch, batch)?)?)?;
+        }
+        let value = total.to_scalar::<f32>()?;
+        Ok(((loss + (total * self.cfg.koleo)?)?, Some(value)))
     }
 }

@@ -85,6 +85,9 @@ pub struct StepMetrics {
     pub target_entropy: f64,
     /// Entropy of the batch-mean teacher target (collapse to one prototype: → 0).
     pub batch_entropy: f64,
+    /// The KoLeo regulariser (summed over the global views), when it is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub koleo: Option<f32>,
 }
 
 /// Progress reports.
@@ -485,6 +488,7 @@ fn run_loop(
             step_s,
             target_entropy: report.targets.per_image,
             batch_entropy: report.targets.batch,
+            koleo: report.koleo,
         };
         let line = serde_json::to_string(&metrics).map_err(|e| Error::Config(e.to_string()))?;
         writeln!(metrics_file, "{line}").map_err(|e| Error::io(&metrics_path, e))?;
