@@ -16,7 +16,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::config::TrainConfig;
-use super::schedule::{cosine_scheduler, cosine_steps, linspace, teacher_temp_schedule};
+use super::schedule::{cosine_scheduler, cosine_steps, teacher_temp_schedule};
 use super::step::StepSchedule;
 use crate::{Error, Result};
 
@@ -216,8 +216,13 @@ impl Schedules {
     fn fitted(cfg: &TrainConfig, base_lr: f64, steps: usize) -> Self {
         let warmup = share(cfg.warmup_epochs, cfg.epochs, steps).min(steps);
         let temp_warmup = share(cfg.warmup_teacher_temp_epochs, cfg.epochs, steps).min(steps);
-        let mut teacher_temp = linspace(cfg.warmup_teacher_temp, cfg.teacher_temp, temp_warmup);
-        teacher_temp.resize(steps, cfg.teacher_temp);
+        // the per-epoch schedule's rule, one value per step
+        let teacher_temp = teacher_temp_schedule(
+            cfg.warmup_teacher_temp,
+            cfg.teacher_temp,
+            temp_warmup,
+            steps,
+        );
         Self {
             lr: cosine_steps(base_lr, cfg.min_lr, steps, warmup, 0.0),
             wd: cosine_steps(cfg.weight_decay, cfg.weight_decay_end, steps, 0, 0.0),
