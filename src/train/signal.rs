@@ -84,8 +84,10 @@ impl CheckViews {
         seed: u64,
         device: &Device,
     ) -> Result<Option<Self>> {
+        // the paper's views whatever the run's augmentations, so runs compare
         let globals = ViewsConfig {
             local_crops: 0,
+            curation: false,
             ..views.clone()
         };
         let pairs: Vec<Vec<View>> = samples
