@@ -6,14 +6,156 @@
 //! compute the same functions; the tests below hold them together.
 
 pub mod block;
+pub mod conv;
 pub mod fastmath;
 pub mod kernels;
+pub mod norm;
+pub mod pool;
 pub mod small_gemm;
 
 use candle_core::{DType, Device, Tensor, D};
 
 use crate::Result;
 use kernels::{AttentionOp, BiasGeluOp, LayerNormOp, LinearBiasOp, LinearOp};
+
+/// 2-D convolution of NCHW `x` with `w: [out, in, kh, kw]`, no bias, symmetric padding.
+pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, pad: usize) -> Result<Tensor> {
+    if fused(x) {
+        let op = conv::Conv2dOp { stride, pad };
+        return Ok(x.contiguous()?.apply_op2(&w.contiguous()?, op)?);
+    }
+    conv2d_composed(x, w, stride, pad)
+}
+
+/// [`conv2d`] with candle's own convolution (and its backward).
+pub fn conv2d_composed(x: &Tensor, w: &Tensor, stride: usize, pad: usize) -> Result<Tensor> {
+    Ok(x.conv2d(w, pad, stride, 1, 1)?)
+}
+
+/// Max pooling over NCHW with `kernel`, `stride` and an implicit −∞ border of `pad`.
+pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, pad: usize) -> Result<Tensor> {
+    if fused(x) {
+        let op = pool::MaxPool2dOp {
+            kernel,
+            stride,
+            pad,
+        };
+        return Ok(x.contiguous()?.apply_op1(op)?);
+    }
+    max_pool2d_composed(x, kernel, stride, pad)
+}
+
+/// [`max_pool2d`] as the maximum of `kernel²` strided views of a −∞-padded copy.
+pub fn max_pool2d_composed(x: &Tensor, kernel: usize, stride: usize, pad: usize) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    let op = pool::MaxPool2dOp {
+        kernel,
+        stride,
+        pad,
+    };
+    let (ho, wo) = (op.out_size(h), op.out_size(w));
+    let (hp, wp) = (stride * ho + kernel, stride * wo + kernel);
+    let fill = |rows: usize, cols: usize| {
+        Tensor::full(f32::NEG_INFINITY, (n, c, rows, cols), x.device())?.to_dtype(x.dtype())
+    };
+    let x = Tensor::cat(&[fill(pad, w)?, x.clone(), fill(hp - h - pad, w)?], 2)?;
+    let x = Tensor::cat(&[fill(hp, pad)?, x, fill(hp, wp - w - pad)?], 3)?;
+    let mut out: Option<Tensor> = None;
+    for ki in 0..kernel {
+        let rows = x
+            .narrow(2, ki, stride * ho)?
+            .reshape((n, c, ho, stride, wp))?
+            .narrow(3, 0, 1)?
+            .squeeze(3)?;
+        for kj in 0..kernel {
+            let view = rows
+                .narrow(3, kj, stride * wo)?
+                .reshape((n, c, ho, wo, stride))?
+                .narrow(4, 0, 1)?
+                .squeeze(4)?;
+            out = Some(match out {
+                Some(m) => m.maximum(&view)?,
+                None => view,
+            });
+        }
+    }
+    out.ok_or_else(|| crate::Error::Config("max_pool2d: empty kernel".into()))
+}
+
+/// Per-channel statistics of a training-mode batch norm: mean and biased variance
+/// (`[C]`, detached) over `count` values each.
+#[derive(Debug, Clone)]
+pub struct BatchMoments {
+    /// Batch mean per channel.
+    pub mean: Tensor,
+    /// Biased batch variance per channel.
+    pub var: Tensor,
+    /// Values per channel (N · H · W).
+    pub count: usize,
+}
+
+/// Training-mode batch norm of `x: [N, C, ...]` with batch statistics, `relu` optionally
+/// applied after; also returns the statistics for the running averages.
+pub fn batch_norm_train(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+    relu: bool,
+) -> Result<(Tensor, BatchMoments)> {
+    if !fused(x) {
+        return batch_norm_train_composed(x, weight, bias, eps, relu);
+    }
+    let shared = norm::SharedMoments::default();
+    let op = norm::BatchNormOp {
+        eps: eps as f32,
+        relu,
+        moments: std::sync::Arc::clone(&shared),
+    };
+    let y = x.contiguous()?.apply_op3(weight, bias, op)?;
+    let moments = shared
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let (mean, var): (Vec<f32>, Vec<f32>) = moments.into_iter().unzip();
+    let channels = mean.len();
+    Ok((
+        y,
+        BatchMoments {
+            mean: Tensor::from_vec(mean, channels, x.device())?,
+            var: Tensor::from_vec(var, channels, x.device())?,
+            count: x.elem_count() / channels.max(1),
+        },
+    ))
+}
+
+/// [`batch_norm_train`] from candle primitives.
+pub fn batch_norm_train_composed(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+    relu: bool,
+) -> Result<(Tensor, BatchMoments)> {
+    let dims = x.dims().to_vec();
+    let (n, c) = (x.dim(0)?, x.dim(1)?);
+    let s = x.elem_count() / (n * c).max(1);
+    let x3 = x.reshape((n, c, s))?;
+    let mean = x3.mean_keepdim(2)?.mean_keepdim(0)?;
+    let centred = x3.broadcast_sub(&mean)?;
+    let var = centred.sqr()?.mean_keepdim(2)?.mean_keepdim(0)?;
+    let normed = centred.broadcast_div(&(&var + eps)?.sqrt()?)?;
+    let y = normed
+        .broadcast_mul(&weight.reshape((1, c, 1))?)?
+        .broadcast_add(&bias.reshape((1, c, 1))?)?;
+    let y = if relu { y.relu()? } else { y };
+    let moments = BatchMoments {
+        mean: mean.flatten_all()?.detach(),
+        var: var.flatten_all()?.detach(),
+        count: n * s,
+    };
+    Ok((y.reshape(dims)?, moments))
+}
 
 /// Whether the fused CPU kernels apply to this tensor.
 pub fn fused(x: &Tensor) -> bool {
@@ -200,6 +342,67 @@ mod tests {
             &[x, b],
             |t| bias_gelu(&t[0], &t[1]),
             |t| bias_gelu_composed(&t[0], &t[1]),
+            2e-5,
+        )
+    }
+
+    #[test]
+    fn fused_batch_norm_matches_composed() -> TestResult {
+        let dev = Device::Cpu;
+        let x = (Tensor::randn(0f32, 2., (3, 5, 4, 6), &dev)? + 0.7)?;
+        let w = Tensor::randn(1f32, 0.3, 5, &dev)?;
+        let b = Tensor::randn(0f32, 0.3, 5, &dev)?;
+        for relu in [false, true] {
+            compare(
+                &[x.clone(), w.clone(), b.clone()],
+                |t| Ok(batch_norm_train(&t[0], &t[1], &t[2], 1e-5, relu)?.0),
+                |t| Ok(batch_norm_train_composed(&t[0], &t[1], &t[2], 1e-5, relu)?.0),
+                2e-5,
+            )?;
+        }
+        let (_, m1) = batch_norm_train(&x, &w, &b, 1e-5, false)?;
+        let (_, m2) = batch_norm_train_composed(&x, &w, &b, 1e-5, false)?;
+        assert!(max_diff(&m1.mean, &m2.mean)? < 1e-5);
+        assert!(max_diff(&m1.var, &m2.var)? < 1e-4);
+        assert_eq!((m1.count, m2.count), (72, 72));
+        // BatchNorm1d layout: [N, C].
+        let x2 = Tensor::randn(0f32, 1., (6, 7), &dev)?;
+        let (w2, b2) = (
+            Tensor::ones(7, DType::F32, &dev)?,
+            Tensor::zeros(7, DType::F32, &dev)?,
+        );
+        compare(
+            &[x2, w2, b2],
+            |t| Ok(batch_norm_train(&t[0], &t[1], &t[2], 1e-5, false)?.0),
+            |t| Ok(batch_norm_train_composed(&t[0], &t[1], &t[2], 1e-5, false)?.0),
+            2e-5,
+        )
+    }
+
+    #[test]
+    fn fused_max_pool_matches_composed() -> TestResult {
+        let dev = Device::Cpu;
+        for (h, w) in [(9, 9), (8, 11), (3, 3)] {
+            let x = Tensor::randn(0f32, 1., (2, 3, h, w), &dev)?;
+            compare(
+                &[x],
+                |t| max_pool2d(&t[0], 3, 2, 1),
+                |t| max_pool2d_composed(&t[0], 3, 2, 1),
+                1e-6,
+            )?;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn fused_conv_matches_composed() -> TestResult {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1., (2, 3, 12, 10), &dev)?;
+        let w = Tensor::randn(0f32, 0.2, (4, 3, 3, 3), &dev)?;
+        compare(
+            &[x, w],
+            |t| conv2d(&t[0], &t[1], 2, 1),
+            |t| conv2d_composed(&t[0], &t[1], 2, 1),
             2e-5,
         )
     }
