@@ -129,7 +129,7 @@ pub fn attention_of(
     img: &RgbImage,
     short_side: u32,
 ) -> Result<(RgbImage, AttentionMaps)> {
-    let vit = model.backbone();
+    let vit = model.backbone().vit("attention maps")?;
     let patch = vit.config().patch_size;
     let (shown, input) = attention_input(img, short_side, patch, model.device())?;
     let (rows, cols) = (input.dim(2)? / patch, input.dim(3)? / patch);

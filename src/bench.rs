@@ -7,7 +7,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::Serialize;
 
-use crate::model::VitArch;
+use crate::model::{Arch, Backbone, BackboneConfig};
 use crate::train::config::{Preset, TrainConfig};
 use crate::train::step::{DinoState, StepSchedule, StepTimes};
 use crate::{Error, Result};
@@ -15,8 +15,8 @@ use crate::{Error, Result};
 /// What to time.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainBenchConfig {
-    /// Backbone size.
-    pub arch: VitArch,
+    /// Backbone.
+    pub arch: Arch,
     /// Patch size.
     pub patch_size: usize,
     /// Global view side.
@@ -144,8 +144,8 @@ pub fn bench_train(
 /// square images, as indexing runs it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EmbedBenchConfig {
-    /// Backbone size.
-    pub arch: VitArch,
+    /// Backbone.
+    pub arch: Arch,
     /// Patch size.
     pub patch_size: usize,
     /// Input side in pixels.
@@ -185,15 +185,19 @@ pub fn bench_embed(
             "bench needs at least one batch and one image".into(),
         ));
     }
-    let vit_cfg = crate::model::VitConfig::preset(cfg.arch, cfg.patch_size);
+    let net_cfg = match (cfg.arch.vit(), cfg.arch.resnet()) {
+        (Some(v), _) => BackboneConfig::Vit(crate::model::VitConfig::preset(v, cfg.patch_size)),
+        (None, Some(r)) => BackboneConfig::ResNet(r),
+        (None, None) => unreachable!("every arch is a ViT or a ResNet"),
+    };
     let pb = crate::model::ParamBuilder::frozen(device, 0);
-    let vit = crate::model::Vit::new(&pb, &vit_cfg)?;
+    let backbone = Backbone::new(&pb, &net_cfg)?;
     let input = Tensor::randn(0f32, 1., (cfg.batch_size, 3, cfg.size, cfg.size), device)?;
     let total = cfg.warmup + cfg.batches;
     let mut timed = Vec::with_capacity(cfg.batches);
     for i in 0..total {
         let start = std::time::Instant::now();
-        let cls = vit.forward(&input, None)?;
+        let cls = backbone.forward(&input, None, false)?;
         // wait for the device (a no-op on the CPU)
         let _ = cls.sum_all()?.to_scalar::<f32>()?;
         let secs = start.elapsed().as_secs_f64();

@@ -14,7 +14,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 use dino_curate::device::DeviceChoice;
-use dino_curate::model::VitArch;
+use dino_curate::model::Arch;
 
 /// Learn image features with DINO on your own photos, then curate the collection.
 #[derive(Debug, Parser)]
@@ -73,14 +73,22 @@ pub enum ArchArg {
     /// ViT-Base: 768-d, 12 heads.
     #[value(name = "vit-base")]
     Base,
+    /// torchvision's ResNet-18: 512-d, BatchNorm.
+    #[value(name = "resnet18")]
+    Resnet18,
+    /// torchvision's ResNet-50: 2048-d, BatchNorm (the paper's ResNet).
+    #[value(name = "resnet50")]
+    Resnet50,
 }
 
-impl From<ArchArg> for VitArch {
+impl From<ArchArg> for Arch {
     fn from(arch: ArchArg) -> Self {
         match arch {
-            ArchArg::Tiny => VitArch::VitTiny,
-            ArchArg::Small => VitArch::VitSmall,
-            ArchArg::Base => VitArch::VitBase,
+            ArchArg::Tiny => Arch::VitTiny,
+            ArchArg::Small => Arch::VitSmall,
+            ArchArg::Base => Arch::VitBase,
+            ArchArg::Resnet18 => Arch::Resnet18,
+            ArchArg::Resnet50 => Arch::Resnet50,
         }
     }
 }

@@ -1,6 +1,8 @@
 //! Image → vector: the teacher backbone's L2-normalised CLS token (the descriptor the
 //! official evaluation uses) or CLS ⊕ GeM-pooled patch tokens (the official copy-detection
-//! descriptor), on resize + centre-crop views.
+//! descriptor), on resize + centre-crop views. For a ResNet (BatchNorm in eval mode, with
+//! the running statistics) the CLS token's place is taken by the average-pooled last
+//! feature map, and the patch tokens' by its positions.
 
 use std::path::Path;
 
@@ -8,7 +10,7 @@ use candle_core::{Device, Tensor, D};
 use image::RgbImage;
 
 use crate::model::weights::load_backbone;
-use crate::model::{ParamBuilder, Vit, VitConfig};
+use crate::model::{Backbone, BackboneConfig, ParamBuilder};
 use crate::train::checkpoint;
 use crate::train::trainer::CHECKPOINT_FILE;
 use crate::train::views::{eval_view, views_to_tensors, whole_view, View};
@@ -70,7 +72,7 @@ impl Framing {
 /// A backbone ready to embed images at a fixed input size.
 #[derive(Debug)]
 pub struct Embedder {
-    vit: Vit,
+    backbone: Backbone,
     size: u32,
     descriptor: Descriptor,
     framing: Framing,
@@ -93,9 +95,9 @@ impl Embedder {
             )));
         }
         let ckpt = checkpoint::load(&file, &Device::Cpu)?;
-        let vit = load_backbone(&file, device)?;
+        let backbone = load_backbone(&file, device)?;
         Ok(Self {
-            vit,
+            backbone,
             size: ckpt.config.global_size,
             descriptor: Descriptor::Cls,
             framing: Framing::CentreCrop,
@@ -106,7 +108,7 @@ impl Embedder {
     /// Any weights file [`load_backbone`] reads, at `size` pixels.
     pub fn from_weights(path: &Path, size: u32, device: &Device) -> Result<Self> {
         Ok(Self {
-            vit: load_backbone(path, device)?,
+            backbone: load_backbone(path, device)?,
             size,
             descriptor: Descriptor::Cls,
             framing: Framing::CentreCrop,
@@ -115,10 +117,15 @@ impl Embedder {
     }
 
     /// A randomly initialised backbone (a baseline for evaluations).
-    pub fn random(cfg: &VitConfig, size: u32, seed: u64, device: &Device) -> Result<Self> {
+    pub fn random(
+        cfg: impl Into<BackboneConfig>,
+        size: u32,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Self> {
         let pb = ParamBuilder::frozen(device, seed);
         Ok(Self {
-            vit: Vit::new(&pb, cfg)?,
+            backbone: Backbone::new(&pb, &cfg.into())?,
             size,
             descriptor: Descriptor::Cls,
             framing: Framing::CentreCrop,
@@ -152,8 +159,8 @@ impl Embedder {
     }
 
     /// The backbone itself (for the probes that need more than the descriptor).
-    pub fn backbone(&self) -> &Vit {
-        &self.vit
+    pub fn backbone(&self) -> &Backbone {
+        &self.backbone
     }
 
     /// The device the backbone lives on.
@@ -169,8 +176,8 @@ impl Embedder {
     /// Width of the vectors.
     pub fn dim(&self) -> usize {
         match self.descriptor {
-            Descriptor::Cls => self.vit.config().embed_dim,
-            Descriptor::ClsGem => 2 * self.vit.config().embed_dim,
+            Descriptor::Cls => self.backbone.out_dim(),
+            Descriptor::ClsGem => 2 * self.backbone.out_dim(),
         }
     }
 
@@ -198,14 +205,30 @@ impl Embedder {
     /// The descriptor of a `[B, 3, H, W]` input (any size the patch grid divides).
     pub fn describe(&self, input: &Tensor) -> Result<Tensor> {
         match self.descriptor {
-            Descriptor::Cls => l2_rows(&self.vit.forward(input, None)?),
+            Descriptor::Cls => l2_rows(&self.backbone.forward(input, None, false)?),
             Descriptor::ClsGem => {
-                let tokens = self.vit.forward_tokens(input, None)?;
-                let n = tokens.dim(1)?;
-                let cls = l2_rows(&tokens.narrow(1, 0, 1)?.squeeze(1)?)?;
-                let gem = l2_rows(&gem_pool(&tokens.narrow(1, 1, n - 1)?)?)?;
+                let (global, positions) = self.global_and_positions(input)?;
+                let cls = l2_rows(&global)?;
+                let gem = l2_rows(&gem_pool(&positions)?)?;
                 let both = Tensor::cat(&[&cls, &gem], 1)?;
                 Ok((both * std::f64::consts::FRAC_1_SQRT_2)?)
+            }
+        }
+    }
+
+    /// The image-level vector `[B, D]` and the per-position features `[B, N, D]`: CLS
+    /// and patch tokens of a ViT, average pool and positions of a ResNet's last map.
+    fn global_and_positions(&self, input: &Tensor) -> Result<(Tensor, Tensor)> {
+        match &self.backbone {
+            Backbone::Vit(vit) => {
+                let tokens = vit.forward_tokens(input, None)?;
+                let n = tokens.dim(1)?;
+                let cls = tokens.narrow(1, 0, 1)?.squeeze(1)?;
+                Ok((cls, tokens.narrow(1, 1, n - 1)?))
+            }
+            Backbone::ResNet(resnet) => {
+                let map = resnet.feature_map(input, false)?.flatten_from(2)?;
+                Ok((map.mean(D::Minus1)?, map.transpose(1, 2)?))
             }
         }
     }

@@ -1,4 +1,4 @@
-//! The networks: ViT backbone, DINO head, and their pairing as the official
+//! The networks: ViT or ResNet backbone, DINO head, and their pairing as the official
 //! `MultiCropWrapper`, with parameters under the official key names.
 
 pub mod head;
@@ -6,23 +6,161 @@ pub mod interp;
 pub mod layers;
 pub mod ops;
 pub mod params;
+pub mod resnet;
 pub mod vit;
 pub mod weights;
 
 use candle_core::Tensor;
 use rand::rngs::StdRng;
+use serde::{Deserialize, Serialize};
 
 pub use head::{DinoHead, HeadConfig};
 pub use params::{Init, Param, ParamBuilder, ParamStore};
+pub use resnet::{BlockKind, ResNet, ResNetConfig};
 pub use vit::{Vit, VitArch, VitConfig};
 
-use crate::Result;
+use crate::{Error, Result};
+
+/// The backbones a run can train (`TrainConfig::arch`, `--arch`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Arch {
+    /// ViT-Tiny.
+    VitTiny,
+    /// ViT-Small.
+    VitSmall,
+    /// ViT-Base.
+    VitBase,
+    /// torchvision's ResNet-18 (512-d).
+    Resnet18,
+    /// torchvision's ResNet-50 (2048-d), the paper's ResNet.
+    Resnet50,
+}
+
+impl Arch {
+    /// The ViT size, if it is a ViT.
+    pub fn vit(self) -> Option<VitArch> {
+        match self {
+            Arch::VitTiny => Some(VitArch::VitTiny),
+            Arch::VitSmall => Some(VitArch::VitSmall),
+            Arch::VitBase => Some(VitArch::VitBase),
+            Arch::Resnet18 | Arch::Resnet50 => None,
+        }
+    }
+
+    /// The ResNet shape, if it is a ResNet.
+    pub fn resnet(self) -> Option<ResNetConfig> {
+        match self {
+            Arch::Resnet18 => Some(ResNetConfig::resnet18()),
+            Arch::Resnet50 => Some(ResNetConfig::resnet50()),
+            _ => None,
+        }
+    }
+
+    /// Width of the backbone's output (CLS token or pooled features).
+    pub fn out_dim(self) -> usize {
+        match (self.vit(), self.resnet()) {
+            (Some(v), _) => v.dims().0,
+            (None, Some(r)) => r.out_dim(),
+            (None, None) => unreachable!("every arch is a ViT or a ResNet"),
+        }
+    }
+}
+
+impl From<VitArch> for Arch {
+    fn from(arch: VitArch) -> Self {
+        match arch {
+            VitArch::VitTiny => Arch::VitTiny,
+            VitArch::VitSmall => Arch::VitSmall,
+            VitArch::VitBase => Arch::VitBase,
+        }
+    }
+}
+
+/// The shape of either backbone.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BackboneConfig {
+    /// A Vision Transformer.
+    Vit(VitConfig),
+    /// A ResNet.
+    ResNet(ResNetConfig),
+}
+
+impl From<&VitConfig> for BackboneConfig {
+    fn from(cfg: &VitConfig) -> Self {
+        BackboneConfig::Vit(cfg.clone())
+    }
+}
+
+impl From<&BackboneConfig> for BackboneConfig {
+    fn from(cfg: &BackboneConfig) -> Self {
+        cfg.clone()
+    }
+}
+
+/// The trunk of a [`DinoNet`]: a ViT (CLS token out) or a ResNet (pooled features out).
+#[derive(Debug)]
+pub enum Backbone {
+    /// A Vision Transformer.
+    Vit(Vit),
+    /// A ResNet with BatchNorm.
+    ResNet(ResNet),
+}
+
+impl Backbone {
+    /// Builds the backbone's parameters under `pb`.
+    pub fn new(pb: &ParamBuilder, cfg: &BackboneConfig) -> Result<Self> {
+        Ok(match cfg {
+            BackboneConfig::Vit(c) => Backbone::Vit(Vit::new(pb, c)?),
+            BackboneConfig::ResNet(c) => Backbone::ResNet(ResNet::new(pb, c)?),
+        })
+    }
+
+    /// The image-level features `[B, out_dim]` (CLS token or average pool). `rng`:
+    /// stochastic depth (ViT students); `train`: BatchNorm with batch statistics (ResNet).
+    pub fn forward(&self, x: &Tensor, rng: Option<&mut StdRng>, train: bool) -> Result<Tensor> {
+        match self {
+            Backbone::Vit(v) => v.forward(x, rng),
+            Backbone::ResNet(r) => r.forward(x, train),
+        }
+    }
+
+    /// Width of [`Backbone::forward`]'s output.
+    pub fn out_dim(&self) -> usize {
+        match self {
+            Backbone::Vit(v) => v.config().embed_dim,
+            Backbone::ResNet(r) => r.config().out_dim(),
+        }
+    }
+
+    /// A short name for messages (`vit (384-d, patch 16)`, `resnet18`).
+    pub fn name(&self) -> String {
+        match self {
+            Backbone::Vit(v) => {
+                let c = v.config();
+                format!("vit ({}-d, patch {})", c.embed_dim, c.patch_size)
+            }
+            Backbone::ResNet(r) => r.config().name(),
+        }
+    }
+
+    /// The ViT, or an error saying that `what` needs one.
+    pub fn vit(&self, what: &str) -> Result<&Vit> {
+        match self {
+            Backbone::Vit(v) => Ok(v),
+            Backbone::ResNet(r) => Err(Error::Config(format!(
+                "{what} need a ViT; this model is {}",
+                r.config().name()
+            ))),
+        }
+    }
+}
 
 /// Backbone + head, named `backbone.*` and `head.*` like the official `MultiCropWrapper`.
 #[derive(Debug)]
 pub struct DinoNet {
-    /// The ViT.
-    pub backbone: Vit,
+    /// The ViT or the ResNet.
+    pub backbone: Backbone,
     /// The projection head on the CLS token.
     pub head: DinoHead,
     /// Ablation only: a 2-layer MLP on the student's output (`predictor.*`).
@@ -64,7 +202,18 @@ impl DinoNet {
         head_cfg: &HeadConfig,
         predictor: bool,
     ) -> Result<Self> {
-        let backbone = Vit::new(&pb.push("backbone"), vit)?;
+        let backbone = BackboneConfig::Vit(vit.clone());
+        Self::with_backbone(pb, &backbone, head_cfg, predictor)
+    }
+
+    /// A network with either backbone (and the predictor when `predictor` is set).
+    pub fn with_backbone(
+        pb: &ParamBuilder,
+        backbone: &BackboneConfig,
+        head_cfg: &HeadConfig,
+        predictor: bool,
+    ) -> Result<Self> {
+        let backbone = Backbone::new(&pb.push("backbone"), backbone)?;
         let head = DinoHead::new(&pb.push("head"), head_cfg)?;
         let predictor = if predictor {
             let (k, h) = (head_cfg.out_dim, head_cfg.bottleneck_dim);
@@ -88,7 +237,8 @@ impl DinoNet {
     /// Head outputs for a list of views (each `[B, 3, H, W]`), concatenated view-major.
     ///
     /// As `MultiCropWrapper` does, consecutive views of the same size go through the
-    /// backbone in one batch, and the head runs once on all CLS tokens.
+    /// backbone in one batch, and the head runs once on all CLS tokens. BatchNorm layers
+    /// run in training mode (student and teacher alike, as in the official code).
     pub fn forward_views(&self, views: &[Tensor], rng: Option<&mut StdRng>) -> Result<Tensor> {
         Ok(self.forward_views_with_features(views, rng)?.0)
     }
@@ -108,7 +258,7 @@ impl DinoNet {
                 .find(|&i| views[i].dims()[1..] != size[1..])
                 .unwrap_or(views.len());
             let batch = Tensor::cat(&views[start..end], 0)?;
-            cls_tokens.push(self.backbone.forward(&batch, rng.as_deref_mut())?);
+            cls_tokens.push(self.backbone.forward(&batch, rng.as_deref_mut(), true)?);
             start = end;
         }
         let features = Tensor::cat(&cls_tokens, 0)?;

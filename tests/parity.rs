@@ -7,8 +7,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, IndexOp, Tensor, Var};
+use dino_curate::model::weights::resnet_config_from_tensors;
 use dino_curate::model::weights::{backbone_tensors, load_backbone, read_weights};
-use dino_curate::model::{DinoHead, DinoNet, HeadConfig, ParamBuilder, Vit, VitConfig};
+use dino_curate::model::{
+    Backbone, DinoHead, DinoNet, HeadConfig, ParamBuilder, ResNet, ResNetConfig, Vit, VitConfig,
+};
 use dino_curate::train::ema::ema_update;
 use dino_curate::train::loss::{DinoLoss, LossConfig};
 use dino_curate::train::optim::{AdamW, AdamWConfig};
@@ -76,6 +79,7 @@ fn fixture_head_config() -> HeadConfig {
         hidden_dim: 512,
         bottleneck_dim: 128,
         norm_last_layer: true,
+        use_bn: false,
     }
 }
 
@@ -278,7 +282,8 @@ fn backbone_only_pth_loads_the_released_layout() -> Res {
     let got = backbone_tensors(read_weights(&fixture_path("backbone_only.pth"))?);
     assert_same_tensors("backbone_only.pth", &got, &want)?;
     // and it builds a working backbone of the right shape
-    let vit = load_backbone(&fixture_path("backbone_only.pth"), &Device::Cpu)?;
+    let backbone = load_backbone(&fixture_path("backbone_only.pth"), &Device::Cpu)?;
+    let vit = backbone.vit("this test")?;
     assert_eq!(vit.config().embed_dim, 48);
     assert_eq!(vit.config().depth, 1);
     Ok(())
@@ -293,7 +298,7 @@ fn full_official_checkpoint_yields_its_teacher_backbone() -> Res {
     assert_same_tensors("full_checkpoint.pth teacher", &got, &want)?;
     let vit = load_backbone(&fixture_path("full_checkpoint.pth"), &Device::Cpu)?;
     let x = Tensor::zeros((1, 3, 32, 48), DType::F32, &Device::Cpu)?;
-    assert_eq!(vit.forward(&x, None)?.dims(), [1, 48]);
+    assert_eq!(vit.forward(&x, None, false)?.dims(), [1, 48]);
     Ok(())
 }
 
@@ -628,4 +633,204 @@ fn every_trainable_parameter_receives_a_gradient() -> Res {
         );
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// ResNet and the BatchNorm head, against torchvision (tests/fixtures/resnet, made by
+// scripts/make_resnet_fixtures.py; narrow widths, torchvision's classes and key names).
+
+fn resnet_fixture(name: &str) -> HashMap<String, Tensor> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/resnet")
+        .join(name);
+    candle_core::safetensors::load(&path, &Device::Cpu)
+        .unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
+}
+
+/// A trainable ResNet holding the fixture's initial state dict.
+fn fixture_resnet(net: &str) -> Result<(ResNet, ParamBuilder), Box<dyn std::error::Error>> {
+    let weights = resnet_fixture(&format!("{net}_weights.safetensors"));
+    let cfg = resnet_config_from_tensors(&weights)?;
+    let pb = ParamBuilder::trainable(&Device::Cpu, 0);
+    let resnet = ResNet::new(&pb, &cfg)?;
+    pb.store().load(&weights, false)?;
+    Ok((resnet, pb))
+}
+
+/// Compares every `after.<buffer>` of the fixture with the network's buffers.
+fn assert_buffers(label: &str, pb: &ParamBuilder, io: &HashMap<String, Tensor>) -> Res {
+    let store = pb.store();
+    let mut n = 0;
+    for (key, want) in io.iter().filter(|(k, _)| k.starts_with("after.")) {
+        let name = &key["after.".len()..];
+        let got = store
+            .tensors()?
+            .remove(name)
+            .ok_or(format!("no buffer {name}"))?;
+        // running_var: unbiased batch variance; f32 sums in another order, through 50
+        // layers for the bottleneck layout (measured up to 1.4e-5 relative there).
+        assert_close(&format!("{label} {name}"), &got, want, 1e-6, 1e-4);
+        n += 1;
+    }
+    assert_eq!(n, store.buffers().len(), "{label}: every buffer compared");
+    Ok(())
+}
+
+/// Eval-mode outputs, train-mode output, input and parameter gradients, running
+/// statistics after one train forward, and a second train forward.
+fn check_resnet_against_torchvision(net: &str) -> Res {
+    let io = resnet_fixture(&format!("{net}_io.safetensors"));
+    let (resnet, pb) = fixture_resnet(net)?;
+    for size in ["32", "64"] {
+        let got = resnet.forward(get(&io, &format!("x{size}")), false)?;
+        assert_close(
+            &format!("{net} eval x{size}"),
+            &got,
+            get(&io, &format!("eval_out{size}")),
+            1e-5,
+            1e-4,
+        );
+    }
+    let x = Var::from_tensor(get(&io, "x64"))?;
+    let out = resnet.forward(x.as_tensor(), true)?;
+    assert_close(
+        &format!("{net} train x64"),
+        &out,
+        get(&io, "train_out64"),
+        1e-5,
+        1e-4,
+    );
+    let loss = (&out * get(&io, "loss_weights"))?.sum_all()?;
+    let grads = loss.backward()?;
+    let dx = grads.get(x.as_tensor()).ok_or("no input gradient")?;
+    assert_close(
+        &format!("{net} grad input"),
+        dx,
+        get(&io, "grad.input"),
+        1e-6,
+        1e-3,
+    );
+    for p in pb.store().params() {
+        let got = grads
+            .get(p.var.as_tensor())
+            .ok_or(format!("no gradient for {}", p.name))?;
+        let want = get(&io, &format!("grad.{}", p.name));
+        assert_close(&format!("{net} grad {}", p.name), got, want, 1e-6, 1e-3);
+    }
+    assert_buffers(net, &pb, &io)?;
+    let second = resnet.forward(get(&io, "x32"), true)?;
+    // rtol 1e-3: at 32 px the last stage is 1×1, so its BatchNorms normalise 4 values per
+    // channel, which amplifies f32 rounding (measured 2e-4 for the bottleneck layout).
+    assert_close(
+        &format!("{net} train x32 (2nd)"),
+        &second,
+        get(&io, "train_out32"),
+        1e-5,
+        1e-3,
+    );
+    Ok(())
+}
+
+#[test]
+fn resnet18_layout_matches_torchvision_in_train_and_eval_mode() -> Res {
+    check_resnet_against_torchvision("resnet18_w8")
+}
+
+#[test]
+fn resnet50_layout_matches_torchvision_in_train_and_eval_mode() -> Res {
+    check_resnet_against_torchvision("resnet50_w4")
+}
+
+#[test]
+fn torchvision_pth_state_dict_loads_as_a_resnet_backbone() -> Res {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/resnet/resnet18_w8.pth");
+    let backbone = load_backbone(&path, &Device::Cpu)?;
+    let Backbone::ResNet(resnet) = &backbone else {
+        return Err("a ViT was built from a ResNet state dict".into());
+    };
+    assert_eq!(resnet.config().width, 8);
+    assert_eq!(backbone.name(), "resnet (Basic [2, 2, 2, 2], width 8)");
+    let io = resnet_fixture("resnet18_w8_io.safetensors");
+    let got = backbone.forward(get(&io, "x32"), None, false)?;
+    assert_close(
+        "resnet18_w8.pth eval x32",
+        &got,
+        get(&io, "eval_out32"),
+        1e-5,
+        1e-4,
+    );
+    let err = backbone.vit("attention maps").err().map(|e| e.to_string());
+    assert!(err.is_some_and(|e| e.contains("need a ViT")));
+    Ok(())
+}
+
+#[test]
+fn full_size_resnets_have_torchvision_key_names_and_shapes() -> Res {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/resnet/keys.json");
+    let text = std::fs::read_to_string(path)?;
+    let keys: HashMap<String, HashMap<String, Vec<usize>>> = serde_json::from_str(&text)?;
+    for (arch, cfg) in [
+        ("resnet18", ResNetConfig::resnet18()),
+        ("resnet50", ResNetConfig::resnet50()),
+    ] {
+        let pb = ParamBuilder::frozen(&Device::Cpu, 0);
+        ResNet::new(&pb, &cfg)?;
+        let ours: HashMap<String, Vec<usize>> = pb
+            .store()
+            .params()
+            .iter()
+            .chain(pb.store().buffers())
+            .map(|p| (p.name.clone(), p.var.dims().to_vec()))
+            .collect();
+        assert_eq!(&ours, keys.get(arch).ok_or("arch missing")?, "{arch}");
+        println!(
+            "parity {arch}: {} state-dict entries match torchvision",
+            ours.len()
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn batch_norm_head_matches_the_official_head() -> Res {
+    let weights = resnet_fixture("head_bn_weights.safetensors");
+    let io = resnet_fixture("head_bn_io.safetensors");
+    let cfg = HeadConfig {
+        in_dim: 64,
+        out_dim: 256,
+        hidden_dim: 128,
+        bottleneck_dim: 32,
+        norm_last_layer: true,
+        use_bn: true,
+    };
+    let pb = ParamBuilder::trainable(&Device::Cpu, 0);
+    let head = DinoHead::new(&pb, &cfg)?;
+    pb.store().load(&weights, false)?;
+    let x = Var::from_tensor(get(&io, "x"))?;
+    let out = head.forward(x.as_tensor())?;
+    assert_close(
+        "head_bn train output",
+        &out,
+        get(&io, "train_out"),
+        1e-5,
+        1e-4,
+    );
+    let grads = (&out * get(&io, "loss_weights"))?.sum_all()?.backward()?;
+    let dx = grads.get(x.as_tensor()).ok_or("no input gradient")?;
+    // atol 1e-5: the hidden biases before a BatchNorm get a zero gradient in exact
+    // arithmetic, so both sides hold rounding noise of ~1e-6 there.
+    assert_close("head_bn grad input", dx, get(&io, "grad.input"), 1e-5, 1e-3);
+    for p in pb.store().params().iter().filter(|p| p.trainable) {
+        let got = grads
+            .get(p.var.as_tensor())
+            .ok_or(format!("no gradient for {}", p.name))?;
+        assert_close(
+            &format!("head_bn grad {}", p.name),
+            got,
+            get(&io, &format!("grad.{}", p.name)),
+            1e-5,
+            1e-3,
+        );
+    }
+    assert_buffers("head_bn", &pb, &io)
 }

@@ -18,7 +18,7 @@ use dino_curate::eval::neardup::{
 use dino_curate::eval::{
     embed_paths, knn_classify, map_photos, split_features, Features, LabelledSet, LabelledSplit,
 };
-use dino_curate::model::VitConfig;
+use dino_curate::model::{Arch, BackboneConfig, VitConfig};
 use dino_curate::phash;
 use dino_curate::workspace::Workspace;
 
@@ -43,7 +43,7 @@ pub struct ModelArgs {
     /// Any weights file instead (official DINO .pth, safetensors).
     #[arg(long, value_name = "FILE", conflicts_with = "random_init")]
     weights: Option<PathBuf>,
-    /// Baseline: a randomly initialised ViT (--arch, --patch-size).
+    /// Baseline: a randomly initialised backbone (--arch, --patch-size).
     #[arg(long)]
     random_init: bool,
     /// Input side in pixels (default: the run's global view size; 224 for --weights;
@@ -205,7 +205,12 @@ fn base_embedder(
         )?);
     }
     if args.random_init {
-        let cfg = VitConfig::preset(args.arch.into(), args.patch_size);
+        let arch: Arch = args.arch.into();
+        let cfg = match (arch.vit(), arch.resnet()) {
+            (Some(vit), _) => BackboneConfig::Vit(VitConfig::preset(vit, args.patch_size)),
+            (None, Some(resnet)) => BackboneConfig::ResNet(resnet),
+            (None, None) => unreachable!("every arch is a ViT or a ResNet"),
+        };
         return Ok(Embedder::random(&cfg, args.size.unwrap_or(96), 0, device)?);
     }
     let run = match &args.model {

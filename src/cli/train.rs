@@ -22,10 +22,11 @@ pub struct TrainArgs {
     /// chosen by device when omitted. Every flag below overrides it.
     #[arg(long, value_enum)]
     preset: Option<PresetArg>,
-    /// Backbone size.
+    /// Backbone: a ViT size, or torchvision's resnet18/resnet50 (BatchNorm in training
+    /// mode in student and teacher; --patch-size, --depth and drop-path do not apply).
     #[arg(long, value_enum)]
     arch: Option<ArchArg>,
-    /// Patch size in pixels (8 or 16 for the official models).
+    /// Patch size in pixels (8 or 16 for the official models; ViT only).
     #[arg(long)]
     patch_size: Option<usize>,
     /// Transformer blocks (12 in every official model).
@@ -132,6 +133,9 @@ pub struct TrainArgs {
     /// Ablation: a 2-layer MLP predictor on the student output.
     #[arg(long)]
     predictor: bool,
+    /// BatchNorm in the head's hidden layers (official --use_bn_in_head).
+    #[arg(long)]
+    head_bn: bool,
     /// Print the final summary as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -229,6 +233,7 @@ fn config_from(args: &TrainArgs, device: &candle_core::Device) -> TrainConfig {
         Some(AugmentArg::Curation) => c.augment = Augment::Curation,
         None => {}
     }
+    c.head_bn = args.head_bn;
     if c.local_crops == 0 {
         // The official advice without multi-crop: a wider range of global crop scales.
         c.global_scale = (0.14, 1.0);

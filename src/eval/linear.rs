@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use crate::curate::vectors::dot;
 use crate::embed::Embedder;
+use crate::model::Backbone;
 use crate::train::views::{eval_view, views_to_tensors};
 use crate::{Error, Result};
 
@@ -306,7 +307,8 @@ pub fn linear_probe(
 /// the last [`LAST_BLOCKS`] blocks concatenated (each after the final norm, as
 /// `get_intermediate_layers`), and with `avgpool` the last block's mean patch token
 /// appended (the official code interleaves that one with the CLS features, which only
-/// permutes the inputs of a linear layer).
+/// permutes the inputs of a linear layer). For a ResNet: the pooled features (the
+/// official probe of a ResNet); `avgpool` is then refused.
 pub fn probe_features(embedder: &Embedder, images: &[RgbImage], avgpool: bool) -> Result<Tensor> {
     let views = images
         .iter()
@@ -321,8 +323,12 @@ pub fn probe_features(embedder: &Embedder, images: &[RgbImage], avgpool: bool) -
         .into_iter()
         .next()
         .ok_or_else(|| Error::Config("no image to embed".into()))?;
-    let layers = embedder
-        .backbone()
+    let backbone = embedder.backbone();
+    if let (Backbone::ResNet(resnet), false) = (backbone, avgpool) {
+        return resnet.forward(&input, false);
+    }
+    let layers = backbone
+        .vit("the last blocks' CLS tokens and --avgpool")?
         .intermediate_layers(&input, LAST_BLOCKS)?;
     let mut parts = layers
         .iter()
@@ -476,7 +482,7 @@ mod tests {
         let last = plain.narrow(1, 3 * 192, 192)?;
         let view = e.framing().view(&images[0], 32)?;
         let input = Tensor::from_vec(view.data, (1, 3, 32, 32), &Device::Cpu)?;
-        let cls = e.backbone().forward(&input, None)?;
+        let cls = e.backbone().forward(&input, None, false)?;
         let diff = (last.narrow(0, 0, 1)? - cls)?
             .abs()?
             .max_all()?

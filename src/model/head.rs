@@ -3,7 +3,7 @@
 use candle_core::{Tensor, D};
 use serde::{Deserialize, Serialize};
 
-use super::layers::{l2_normalize, linear_gelu, Linear};
+use super::layers::{gelu, l2_normalize, linear_gelu, BatchNorm, Linear};
 use super::ops;
 use super::params::{Init, ParamBuilder};
 use crate::{Error, Result};
@@ -22,6 +22,10 @@ pub struct HeadConfig {
     pub bottleneck_dim: usize,
     /// Keep the weight-norm magnitude `g` fixed at 1 (not trained).
     pub norm_last_layer: bool,
+    /// BatchNorm1d after each hidden linear layer (official `use_bn_in_head`), in
+    /// training mode (batch statistics) whenever the head runs.
+    #[serde(default)]
+    pub use_bn: bool,
 }
 
 impl HeadConfig {
@@ -33,33 +37,52 @@ impl HeadConfig {
             hidden_dim: 2048,
             bottleneck_dim: 256,
             norm_last_layer: true,
+            use_bn: false,
         }
     }
 }
 
-/// Linear → GELU → Linear → GELU → Linear → L2-normalise → weight-normed Linear (no bias).
+/// Linear → GELU → Linear → GELU → Linear → L2-normalise → weight-normed Linear (no bias),
+/// with a BatchNorm before each GELU when `use_bn`.
 #[derive(Debug, Clone)]
 pub struct DinoHead {
     mlp: [Linear; 3],
+    bns: Option<[BatchNorm; 2]>,
     weight_g: Tensor,
     weight_v: Tensor,
 }
 
 impl DinoHead {
     /// Creates the head's parameters under `pb` with official names
-    /// (`mlp.0/2/4.*`, `last_layer.weight_g`, `last_layer.weight_v`) and init.
+    /// (`mlp.0/2/4.*`, or `mlp.0/3/6.*` and BatchNorms `mlp.1/4.*` with `use_bn`;
+    /// `last_layer.weight_g`, `last_layer.weight_v`) and init.
     pub fn new(pb: &ParamBuilder, cfg: &HeadConfig) -> Result<Self> {
         if cfg.out_dim == 0 || cfg.bottleneck_dim == 0 || cfg.hidden_dim == 0 {
             return Err(Error::Config(format!(
                 "head dimensions must be positive: {cfg:?}"
             )));
         }
-        let mlp = pb.push("mlp");
+        let pbm = pb.push("mlp");
+        // nn.Sequential indices: Linear, (BatchNorm1d,) GELU per hidden layer.
+        let step = if cfg.use_bn { 3 } else { 2 };
         let mlp = [
-            Linear::new(&mlp.push(0), cfg.in_dim, cfg.hidden_dim, true)?,
-            Linear::new(&mlp.push(2), cfg.hidden_dim, cfg.hidden_dim, true)?,
-            Linear::new(&mlp.push(4), cfg.hidden_dim, cfg.bottleneck_dim, true)?,
+            Linear::new(&pbm.push(0), cfg.in_dim, cfg.hidden_dim, true)?,
+            Linear::new(&pbm.push(step), cfg.hidden_dim, cfg.hidden_dim, true)?,
+            Linear::new(
+                &pbm.push(2 * step),
+                cfg.hidden_dim,
+                cfg.bottleneck_dim,
+                true,
+            )?,
         ];
+        let bns = if cfg.use_bn {
+            Some([
+                BatchNorm::new(&pbm.push(1), cfg.hidden_dim)?,
+                BatchNorm::new(&pbm.push(4), cfg.hidden_dim)?,
+            ])
+        } else {
+            None
+        };
         let last = pb.push("last_layer");
         let g_shape = (cfg.out_dim, 1);
         let weight_g = if cfg.norm_last_layer {
@@ -76,6 +99,7 @@ impl DinoHead {
         )?;
         Ok(Self {
             mlp,
+            bns,
             weight_g,
             weight_v,
         })
@@ -83,8 +107,13 @@ impl DinoHead {
 
     /// The L2-normalised bottleneck `F.normalize(mlp(x))`, `[B, bottleneck]`.
     pub fn bottleneck(&self, x: &Tensor) -> Result<Tensor> {
-        let x = linear_gelu(&self.mlp[0], x)?;
-        let x = linear_gelu(&self.mlp[1], &x)?;
+        let x = match &self.bns {
+            None => linear_gelu(&self.mlp[1], &linear_gelu(&self.mlp[0], x)?)?,
+            Some([bn0, bn1]) => {
+                let x = gelu(&bn0.forward(&self.mlp[0].forward(x)?, true, false)?)?;
+                gelu(&bn1.forward(&self.mlp[1].forward(&x)?, true, false)?)?
+            }
+        };
         l2_normalize(&self.mlp[2].forward(&x)?)
     }
 

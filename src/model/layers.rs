@@ -4,7 +4,7 @@
 //! backward pass and silently cut the graph, so everything here is either composed of
 //! differentiable primitives or a custom op with its own backward (see [`super::ops`]).
 
-use candle_core::{Tensor, D};
+use candle_core::{Tensor, Var, D};
 
 use super::ops;
 use super::params::{Init, ParamBuilder};
@@ -123,4 +123,69 @@ pub fn log_softmax_last_dim(x: &Tensor) -> Result<Tensor> {
 pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
     let norm = x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.maximum(1e-12)?;
     Ok(x.broadcast_div(&norm)?)
+}
+
+/// BatchNorm epsilon and running-average momentum (`nn.BatchNorm2d`'s defaults).
+pub const BATCH_NORM_EPS: f64 = 1e-5;
+const BATCH_NORM_MOMENTUM: f64 = 0.1;
+
+/// `nn.BatchNorm1d/2d`: learned scale and shift, running mean and variance as buffers.
+#[derive(Debug, Clone)]
+pub struct BatchNorm {
+    weight: Tensor,
+    bias: Tensor,
+    running_mean: Var,
+    running_var: Var,
+    num_batches_tracked: Var,
+}
+
+impl BatchNorm {
+    /// Scale 1, shift 0, running mean 0 and variance 1, under PyTorch's key names.
+    pub fn new(pb: &ParamBuilder, channels: usize) -> Result<Self> {
+        Ok(Self {
+            weight: pb.param("weight", channels, Init::Ones)?,
+            bias: pb.param("bias", channels, Init::Zeros)?,
+            running_mean: pb.buffer("running_mean", channels, 0.0)?,
+            running_var: pb.buffer("running_var", channels, 1.0)?,
+            num_batches_tracked: pb.buffer("num_batches_tracked", (), 0.0)?,
+        })
+    }
+
+    /// Normalises `x: [N, C, ...]` (then a ReLU when `relu`). In training mode with the
+    /// batch's statistics, moving the running averages as PyTorch does (momentum 0.1,
+    /// unbiased variance); in eval mode with the running averages.
+    pub fn forward(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
+        if train {
+            let (y, moments) =
+                ops::batch_norm_train(x, &self.weight, &self.bias, BATCH_NORM_EPS, relu)?;
+            self.track(&moments)?;
+            return Ok(y);
+        }
+        let rstd = (self.running_var.as_detached_tensor() + BATCH_NORM_EPS)?
+            .sqrt()?
+            .recip()?;
+        let scale = self.weight.mul(&rstd)?;
+        let shift = self
+            .bias
+            .sub(&self.running_mean.as_detached_tensor().mul(&scale)?)?;
+        let mut shape = vec![1; x.rank()];
+        shape[1] = x.dim(1)?;
+        let y = x
+            .broadcast_mul(&scale.reshape(shape.clone())?)?
+            .broadcast_add(&shift.reshape(shape)?)?;
+        Ok(if relu { y.relu()? } else { y })
+    }
+
+    fn track(&self, moments: &ops::BatchMoments) -> Result<()> {
+        let m = BATCH_NORM_MOMENTUM;
+        let n = moments.count as f64;
+        let unbiased = (&moments.var * (n / (n - 1.0).max(1.0)))?;
+        let mean = ((self.running_mean.as_detached_tensor() * (1.0 - m))? + (&moments.mean * m)?)?;
+        let var = ((self.running_var.as_detached_tensor() * (1.0 - m))? + (unbiased * m)?)?;
+        let count = (self.num_batches_tracked.as_detached_tensor() + 1.0)?;
+        self.running_mean.set(&mean)?;
+        self.running_var.set(&var)?;
+        self.num_batches_tracked.set(&count)?;
+        Ok(())
+    }
 }

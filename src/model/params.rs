@@ -26,6 +26,8 @@ pub enum Init {
     TruncNormal(f64),
     /// Uniform in [-bound, bound] (PyTorch's default `kaiming_uniform_(a=√5)` and bias init).
     Uniform(f64),
+    /// Normal with this standard deviation, untruncated (`kaiming_normal_`).
+    Normal(f64),
 }
 
 /// One named parameter.
@@ -39,11 +41,13 @@ pub struct Param {
     pub trainable: bool,
 }
 
-/// The parameters of one network, in creation order.
+/// The parameters of one network, in creation order, and its buffers (BatchNorm running
+/// statistics: saved, loaded and copied with the parameters, but never trained nor EMA'd).
 #[derive(Debug, Clone)]
 pub struct ParamStore {
     params: Vec<Param>,
     index: HashMap<String, usize>,
+    buffers: Vec<Param>,
     device: Device,
 }
 
@@ -52,6 +56,7 @@ impl ParamStore {
         Self {
             params: Vec::new(),
             index: HashMap::new(),
+            buffers: Vec::new(),
             device: device.clone(),
         }
     }
@@ -59,6 +64,20 @@ impl ParamStore {
     /// The parameters in creation order.
     pub fn params(&self) -> &[Param] {
         &self.params
+    }
+
+    /// The buffers (`trainable` is false), in creation order.
+    pub fn buffers(&self) -> &[Param] {
+        &self.buffers
+    }
+
+    /// Parameters then buffers: everything a state dict holds.
+    fn entries(&self) -> impl Iterator<Item = &Param> {
+        self.params.iter().chain(&self.buffers)
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.index.contains_key(name) || self.buffers.iter().any(|b| b.name == name)
     }
 
     /// The device the parameters live on.
@@ -76,23 +95,21 @@ impl ParamStore {
         self.params.iter().map(|p| p.var.elem_count()).sum()
     }
 
-    /// A snapshot of the current values, keyed by name: independent copies that later
-    /// updates of the parameters do not change.
+    /// A snapshot of the current values (parameters and buffers), keyed by name:
+    /// independent copies that later updates of the parameters do not change.
     pub fn tensors(&self) -> Result<HashMap<String, Tensor>> {
-        self.params
-            .iter()
+        self.entries()
             .map(|p| Ok((p.name.clone(), p.var.as_detached_tensor().copy()?)))
             .collect()
     }
 
-    /// Overwrites every parameter with the tensor of the same name.
+    /// Overwrites every parameter and buffer with the tensor of the same name.
     ///
     /// Every parameter must be present with the right shape; extra tensors are an error
     /// unless `allow_extra` is set. Values are converted to f32 on this store's device.
     pub fn load(&self, tensors: &HashMap<String, Tensor>, allow_extra: bool) -> Result<()> {
         let missing: Vec<&str> = self
-            .params
-            .iter()
+            .entries()
             .filter(|p| !tensors.contains_key(&p.name))
             .map(|p| p.name.as_str())
             .collect();
@@ -105,7 +122,7 @@ impl ParamStore {
         if !allow_extra {
             let mut extra: Vec<&str> = tensors
                 .keys()
-                .filter(|k| !self.index.contains_key(*k))
+                .filter(|k| !self.contains(k))
                 .map(String::as_str)
                 .collect();
             if !extra.is_empty() {
@@ -116,7 +133,7 @@ impl ParamStore {
                 )));
             }
         }
-        for param in &self.params {
+        for param in self.entries() {
             let value = &tensors[&param.name];
             if value.shape() != param.var.shape() {
                 return Err(Error::ParamMismatch(format!(
@@ -148,7 +165,7 @@ impl ParamStore {
     /// parameter must be present, others in `tensors` are ignored.
     pub fn load_prefixed(&self, prefix: &str, tensors: &HashMap<String, Tensor>) -> Result<usize> {
         let mut loaded = 0;
-        for param in self.params.iter().filter(|p| p.name.starts_with(prefix)) {
+        for param in self.entries().filter(|p| p.name.starts_with(prefix)) {
             let short = &param.name[prefix.len()..];
             let value = tensors
                 .get(short)
@@ -237,12 +254,37 @@ impl ParamBuilder {
         self.create(name, shape.into(), init, false)
     }
 
-    fn create(&self, name: &str, shape: Shape, init: Init, trainable: bool) -> Result<Tensor> {
-        let full_name = if self.prefix.is_empty() {
+    /// Creates a buffer (a BatchNorm running statistic): saved and loaded, never
+    /// trained nor EMA'd. Buffers draw no random numbers, so they do not shift the
+    /// initialisation of later parameters.
+    pub fn buffer(&self, name: &str, shape: impl Into<Shape>, value: f32) -> Result<Var> {
+        let full_name = self.full_name(name);
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let shape = shape.into();
+        let values = vec![value; shape.elem_count()];
+        let var = Var::from_tensor(&Tensor::from_vec(values, shape, &state.store.device)?)?;
+        let store = &mut state.store;
+        if store.contains(&full_name) {
+            return Err(Error::Config(format!("buffer {full_name} created twice")));
+        }
+        store.buffers.push(Param {
+            name: full_name,
+            var: var.clone(),
+            trainable: false,
+        });
+        Ok(var)
+    }
+
+    fn full_name(&self, name: &str) -> String {
+        if self.prefix.is_empty() {
             name.to_string()
         } else {
             format!("{}.{name}", self.prefix)
-        };
+        }
+    }
+
+    fn create(&self, name: &str, shape: Shape, init: Init, trainable: bool) -> Result<Tensor> {
+        let full_name = self.full_name(name);
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let values = sample_init(&mut state.rng, init, shape.elem_count());
         let device = state.store.device.clone();
@@ -254,7 +296,7 @@ impl ParamBuilder {
             var.as_detached_tensor()
         };
         let store = &mut state.store;
-        if store.index.contains_key(&full_name) {
+        if store.contains(&full_name) {
             return Err(Error::Config(format!(
                 "parameter {full_name} created twice"
             )));
@@ -290,6 +332,10 @@ fn sample_init(rng: &mut StdRng, init: Init, n: usize) -> Vec<f32> {
                     }
                 })
                 .collect()
+        }
+        Init::Normal(std) => {
+            let normal = Normal::new(0.0, std).unwrap_or_else(|_| unreachable!("std > 0"));
+            (0..n).map(|_| normal.sample(rng) as f32).collect()
         }
         Init::Uniform(bound) => {
             let uniform = Uniform::new_inclusive(-bound, bound)

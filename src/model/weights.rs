@@ -14,7 +14,9 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 
 use super::params::ParamBuilder;
-use super::vit::{Vit, VitConfig};
+use super::resnet::{BlockKind, ResNetConfig};
+use super::vit::VitConfig;
+use super::{Backbone, BackboneConfig};
 use crate::atomic::write_atomically;
 use crate::{Error, Result};
 
@@ -165,15 +167,54 @@ pub fn vit_config_from_tensors(tensors: &HashMap<String, Tensor>) -> Result<VitC
 }
 
 /// Loads a backbone for inference from any accepted weights file.
-pub fn load_backbone(path: &Path, device: &Device) -> Result<Vit> {
-    let tensors = backbone_tensors(read_weights(path)?);
-    let cfg = vit_config_from_tensors(&tensors).map_err(|e| weights_error(path, e.to_string()))?;
+pub fn load_backbone(path: &Path, device: &Device) -> Result<Backbone> {
+    let mut tensors = backbone_tensors(read_weights(path)?);
+    let cfg =
+        backbone_config_from_tensors(&tensors).map_err(|e| weights_error(path, e.to_string()))?;
+    if matches!(cfg, BackboneConfig::ResNet(_)) {
+        // DINO replaces torchvision's classifier by an identity; a classifier's fc is unused.
+        tensors.retain(|k, _| !k.starts_with("fc."));
+    }
     let pb = ParamBuilder::frozen(device, 0);
-    let vit = Vit::new(&pb, &cfg)?;
+    let backbone = Backbone::new(&pb, &cfg)?;
     pb.store()
         .load(&tensors, false)
         .map_err(|e| weights_error(path, e.to_string()))?;
-    Ok(vit)
+    Ok(backbone)
+}
+
+/// A ViT when the tensors hold `patch_embed.proj.weight`, a ResNet when they hold
+/// torchvision's `conv1.weight` and `layer1.0.conv1.weight`.
+pub fn backbone_config_from_tensors(tensors: &HashMap<String, Tensor>) -> Result<BackboneConfig> {
+    if tensors.contains_key("conv1.weight") && tensors.contains_key("layer1.0.conv1.weight") {
+        return Ok(BackboneConfig::ResNet(resnet_config_from_tensors(tensors)?));
+    }
+    Ok(BackboneConfig::Vit(vit_config_from_tensors(tensors)?))
+}
+
+/// The ResNet shape of a torchvision state dict: width from `conv1`, the block type from
+/// the presence of `conv3`, the blocks per stage by counting.
+pub fn resnet_config_from_tensors(tensors: &HashMap<String, Tensor>) -> Result<ResNetConfig> {
+    let width = match dims_of(tensors, "conv1.weight")? {
+        [w, 3, 7, 7] => *w,
+        other => return Err(Error::ParamMismatch(format!("conv1.weight {other:?}"))),
+    };
+    let block = if tensors.contains_key("layer1.0.conv3.weight") {
+        BlockKind::Bottleneck
+    } else {
+        BlockKind::Basic
+    };
+    let mut layers = [0; 4];
+    for (i, n) in layers.iter_mut().enumerate() {
+        *n = (0..)
+            .take_while(|b| tensors.contains_key(&format!("layer{}.{b}.conv1.weight", i + 1)))
+            .count();
+    }
+    Ok(ResNetConfig {
+        block,
+        layers,
+        width,
+    })
 }
 
 /// Writes tensors to a safetensors file atomically (temporary file + rename).
@@ -201,6 +242,7 @@ mod tests {
         save_safetensors(&pb.store().tensors()?, &path)?;
 
         let loaded = load_backbone(&path, &Device::Cpu)?;
+        let loaded = loaded.vit("this test")?;
         assert_eq!(loaded.config(), &cfg);
         let x = Tensor::randn(0f32, 1., (1, 3, 48, 64), &Device::Cpu)?;
         let diff = (vit.forward(&x, None)? - loaded.forward(&x, None)?)?

@@ -5,6 +5,7 @@
 //!
 //! Tensor names: `student.<official name>`, `teacher.<official name>`,
 //! `optimizer.exp_avg.<name>`, `optimizer.exp_avg_sq.<name>`, `loss.center`. The
+//! buffers (BatchNorm running statistics) are saved under the same prefixes. The
 //! teacher backbone is therefore `teacher.backbone.*`, which
 //! [`crate::model::weights::load_backbone`] reads directly.
 
@@ -75,7 +76,8 @@ pub fn save(
 ) -> Result<()> {
     let mut tensors: HashMap<String, Tensor> = HashMap::new();
     for (prefix, net) in [("student", &state.student), ("teacher", &state.teacher)] {
-        for p in net.params().params() {
+        // Parameters and buffers (BatchNorm running statistics).
+        for p in net.params().params().iter().chain(net.params().buffers()) {
             tensors.insert(format!("{prefix}.{}", p.name), p.var.as_detached_tensor());
         }
     }

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{HeadConfig, VitArch, VitConfig};
+use crate::model::{Arch, BackboneConfig, HeadConfig, VitConfig};
 use crate::train::loss::LossConfig;
 use crate::{Error, Result};
 
@@ -43,11 +43,11 @@ pub enum Augment {
 /// A complete, serialisable description of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
-    /// Backbone size.
-    pub arch: VitArch,
-    /// Patch side in pixels.
+    /// Backbone (`vit-tiny|vit-small|vit-base|resnet18|resnet50`).
+    pub arch: Arch,
+    /// Patch side in pixels (ViT only).
     pub patch_size: usize,
-    /// Transformer blocks (12 in every official model; fewer for quick experiments).
+    /// Transformer blocks (12 in every official model; fewer for quick experiments; ViT only).
     pub depth: usize,
     /// Global view side in pixels.
     pub global_size: u32,
@@ -127,6 +127,9 @@ pub struct TrainConfig {
     pub loss: LossKind,
     /// Ablation: a 2-layer MLP predictor on the student output.
     pub predictor: bool,
+    /// BatchNorm in the head's hidden layers (official `--use_bn_in_head`).
+    #[serde(default)]
+    pub head_bn: bool,
 }
 
 fn default_true() -> bool {
@@ -156,7 +159,7 @@ impl TrainConfig {
     pub fn preset(preset: Preset) -> Self {
         match preset {
             Preset::Cpu => Self {
-                arch: VitArch::VitTiny,
+                arch: Arch::VitTiny,
                 patch_size: 16,
                 global_size: 96,
                 local_size: 48,
@@ -175,7 +178,7 @@ impl TrainConfig {
     /// The official `main_dino.py` defaults for ViT-S/16.
     fn official() -> Self {
         Self {
-            arch: VitArch::VitSmall,
+            arch: Arch::VitSmall,
             patch_size: 16,
             depth: 12,
             global_size: 224,
@@ -213,6 +216,7 @@ impl TrainConfig {
             teacher_norm: TeacherNorm::Centering,
             loss: LossKind::Ce,
             predictor: false,
+            head_bn: false,
         }
     }
 
@@ -229,23 +233,29 @@ impl TrainConfig {
         2 + self.local_crops
     }
 
-    /// The backbone's shape (student: with stochastic depth).
-    pub fn vit(&self, student: bool) -> VitConfig {
-        VitConfig {
-            depth: self.depth,
-            drop_path_rate: if student { self.drop_path } else { 0.0 },
-            ..VitConfig::preset(self.arch, self.patch_size)
+    /// The backbone's shape (a ViT student: with stochastic depth; a ResNet ignores
+    /// `patch_size`, `depth` and `drop_path`).
+    pub fn backbone(&self, student: bool) -> BackboneConfig {
+        match (self.arch.vit(), self.arch.resnet()) {
+            (Some(vit), _) => BackboneConfig::Vit(VitConfig {
+                depth: self.depth,
+                drop_path_rate: if student { self.drop_path } else { 0.0 },
+                ..VitConfig::preset(vit, self.patch_size)
+            }),
+            (None, Some(resnet)) => BackboneConfig::ResNet(resnet),
+            (None, None) => unreachable!("every arch is a ViT or a ResNet"),
         }
     }
 
     /// The head's shape.
     pub fn head(&self) -> HeadConfig {
         HeadConfig {
-            in_dim: self.arch.dims().0,
+            in_dim: self.arch.out_dim(),
             out_dim: self.out_dim,
             hidden_dim: self.head_hidden,
             bottleneck_dim: self.head_bottleneck,
             norm_last_layer: self.norm_last_layer,
+            use_bn: self.head_bn,
         }
     }
 
@@ -269,7 +279,12 @@ impl TrainConfig {
         if self.batch_size == 0 || self.epochs == 0 || self.depth == 0 {
             return fail("batch size, epochs and depth must be at least 1".into());
         }
-        let p = self.patch_size as u32;
+        // A ResNet pools any size; the 7×7 stem and the stride-32 trunk need a few pixels.
+        let p = if self.arch.resnet().is_some() {
+            8
+        } else {
+            self.patch_size as u32
+        };
         if p == 0 || self.global_size < p || (self.local_crops > 0 && self.local_size < p) {
             return fail(format!(
                 "views ({} and {} px) must hold at least one {p}-px patch",
@@ -290,6 +305,12 @@ impl TrainConfig {
         let scale_ok = |(a, b): (f32, f32)| a > 0.0 && a <= b && b <= 1.0;
         if !scale_ok(self.global_scale) || !scale_ok(self.local_scale) {
             return fail("crop scales must satisfy 0 < min <= max <= 1".into());
+        }
+        if let (true, Some(resnet)) = (self.predictor, self.arch.resnet()) {
+            return fail(format!(
+                "the predictor ablation needs a ViT; this run is {}",
+                resnet.name()
+            ));
         }
         Ok(())
     }
@@ -328,5 +349,28 @@ mod tests {
             ..TrainConfig::preset(Preset::Cpu)
         };
         assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn configs_of_earlier_runs_still_read_and_resnets_round_trip() -> serde_json::Result<()> {
+        let mut json = serde_json::to_value(TrainConfig::preset(Preset::Cpu))?;
+        if let Some(obj) = json.as_object_mut() {
+            obj.remove("head_bn"); // a config written before the field existed
+        }
+        let old: TrainConfig = serde_json::from_value(json)?;
+        assert_eq!(old.arch, Arch::VitTiny);
+        assert!(!old.head_bn);
+        let resnet = TrainConfig {
+            arch: Arch::Resnet50,
+            head_bn: true,
+            ..TrainConfig::preset(Preset::Cpu)
+        };
+        let text = serde_json::to_string(&resnet)?;
+        assert!(text.contains("\"arch\":\"resnet50\""));
+        assert_eq!(serde_json::from_str::<TrainConfig>(&text)?, resnet);
+        assert_eq!(resnet.head().in_dim, 2048);
+        assert!(resnet.head().use_bn);
+        assert!(resnet.validate().is_ok());
+        Ok(())
     }
 }

@@ -137,10 +137,10 @@ impl DinoState {
     pub fn new(cfg: &TrainConfig, device: &Device) -> Result<Self> {
         cfg.validate()?;
         let student_pb = ParamBuilder::trainable(device, cfg.seed);
-        let student =
-            DinoNet::with_predictor(&student_pb, &cfg.vit(true), &cfg.head(), cfg.predictor)?;
+        let (student_net, head) = (cfg.backbone(true), cfg.head());
+        let student = DinoNet::with_backbone(&student_pb, &student_net, &head, cfg.predictor)?;
         let teacher_pb = ParamBuilder::frozen(device, cfg.seed);
-        let teacher = DinoNet::new(&teacher_pb, &cfg.vit(false), &cfg.head())?;
+        let teacher = DinoNet::with_backbone(&teacher_pb, &cfg.backbone(false), &head, false)?;
         teacher.params().copy_matching(student.params())?;
         let loss =
             DinoLoss::new(cfg.loss_config(), device)?.with_variants(cfg.teacher_norm, cfg.loss);
