@@ -258,7 +258,7 @@ pub fn l2_rows(x: &Tensor) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::VitArch;
+    use crate::model::{VitArch, VitConfig};
 
     type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
 

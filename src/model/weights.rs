@@ -227,7 +227,7 @@ pub fn save_safetensors(tensors: &HashMap<String, Tensor>, path: &Path) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::VitArch;
+    use crate::model::{Vit, VitArch};
 
     #[test]
     fn saved_weights_load_back_as_the_same_backbone() -> Result<()> {
