@@ -147,7 +147,8 @@ impl CheckViews {
 fn embed(net: &DinoNet, chunks: &[Tensor]) -> Result<Tensor> {
     let rows = chunks
         .iter()
-        .map(|x| net.backbone.forward(x, None))
+        // Eval mode: a ResNet's BatchNorm uses (and does not move) the running statistics.
+        .map(|x| net.backbone.forward(x, None, false))
         .collect::<Result<Vec<_>>>()?;
     let x = Tensor::cat(&rows, 0)?;
     let norm = x
@@ -261,6 +262,7 @@ mod tests {
             hidden_dim: 32,
             bottleneck_dim: 8,
             norm_last_layer: true,
+            use_bn: false,
         };
         let net = DinoNet::new(&ParamBuilder::frozen(&device, 1), &vit, &head)?;
         let x = Tensor::randn(0f32, 1f32, (6, 3, 32, 32), &device)?;
