@@ -54,7 +54,9 @@ pub struct TrainBenchReport {
     pub device: String,
 }
 
-fn median(values: &mut [f64]) -> f64 {
+/// The median of `values` (sorted in place; the mean of the middle two for an even count,
+/// NaN for none).
+pub(crate) fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     match values.len() {
         0 => f64::NAN,

@@ -19,9 +19,11 @@ use serde::{Deserialize, Serialize};
 
 use super::data::{derive_seed, Sample};
 use super::views::{make_views, views_to_tensors, View, ViewsConfig};
+use crate::embed::l2_rows;
 use crate::model::DinoNet;
 use crate::photo::{self, DecodeOptions};
-use crate::Result;
+use crate::{Error, Result};
+use image::RgbImage;
 
 /// Photos held out of training for the check, at most.
 pub const MAX_HELD_OUT: usize = 256;
@@ -61,11 +63,28 @@ pub fn split_held_out(samples: Vec<Sample>, seed: u64) -> (Vec<Sample>, Vec<Samp
     (train, out)
 }
 
-/// The two views of every photo of the check, made once.
+/// The photos of the check: the held-out ones, or, when the collection is too small to
+/// hold any out, up to [`MAX_HELD_OUT`] training photos drawn from `seed`; and whether they
+/// were held out.
+pub fn check_sample(training: &[Sample], held_out: Vec<Sample>, seed: u64) -> (Vec<Sample>, bool) {
+    if !held_out.is_empty() {
+        return (held_out, true);
+    }
+    let mut picks = training.to_vec();
+    picks.shuffle(&mut StdRng::seed_from_u64(derive_seed(seed, 9, 0)));
+    picks.truncate(MAX_HELD_OUT);
+    (picks, false)
+}
+
+/// The photos of the check and how their two views are drawn. The views are made again,
+/// a chunk at a time, at each measurement (from the same seeds, so they are the same
+/// views), rather than kept on the device for the whole run.
 #[derive(Debug)]
 pub struct CheckViews {
-    first: Vec<Tensor>,
-    second: Vec<Tensor>,
+    images: Vec<Arc<RgbImage>>,
+    globals: ViewsConfig,
+    seed: u64,
+    device: Device,
     /// Photos in the check.
     pub photos: usize,
     /// Whether they were held out of training (false: training photos, the collection
@@ -74,8 +93,8 @@ pub struct CheckViews {
 }
 
 impl CheckViews {
-    /// Two global views of each photo (at most [`MAX_HELD_OUT`]), from fixed seeds.
-    /// Photos that fail to decode are left out.
+    /// The check over `samples` (at most [`MAX_HELD_OUT`]) with the global views of
+    /// `views`; photos that fail to decode are left out. `None` with fewer than 2 photos.
     pub fn new(
         samples: &[Sample],
         held_out: bool,
@@ -84,41 +103,30 @@ impl CheckViews {
         seed: u64,
         device: &Device,
     ) -> Result<Option<Self>> {
+        let images: Vec<Arc<RgbImage>> = samples
+            .par_iter()
+            .take(MAX_HELD_OUT)
+            .filter_map(|s| match &s.image {
+                Some(img) => Some(Arc::clone(img)),
+                None => Some(Arc::new(photo::decode(&s.path, decode).ok()?.image)),
+            })
+            .filter(|img| img.width() > 0 && img.height() > 0)
+            .collect();
+        if images.len() < 2 {
+            return Ok(None);
+        }
         // the paper's views whatever the run's augmentations, so runs compare
         let globals = ViewsConfig {
             local_crops: 0,
             curation: false,
             ..views.clone()
         };
-        let pairs: Vec<Vec<View>> = samples
-            .par_iter()
-            .take(MAX_HELD_OUT)
-            .enumerate()
-            .filter_map(|(i, s)| {
-                let img = match &s.image {
-                    Some(img) => Arc::clone(img),
-                    None => Arc::new(photo::decode(&s.path, decode).ok()?.image),
-                };
-                let mut rng = StdRng::seed_from_u64(derive_seed(seed, 8, i as u64));
-                make_views(&img, &globals, &mut rng).ok()
-            })
-            .collect();
-        if pairs.len() < 2 {
-            return Ok(None);
-        }
-        let (mut first, mut second) = (Vec::new(), Vec::new());
-        for chunk in pairs.chunks(CHUNK) {
-            let mut tensors = views_to_tensors(chunk, device)?.into_iter();
-            let (Some(a), Some(b)) = (tensors.next(), tensors.next()) else {
-                return Ok(None);
-            };
-            first.push(a);
-            second.push(b);
-        }
         Ok(Some(Self {
-            first,
-            second,
-            photos: pairs.len(),
+            photos: images.len(),
+            images,
+            globals,
+            seed,
+            device: device.clone(),
             held_out,
         }))
     }
@@ -126,37 +134,58 @@ impl CheckViews {
     /// The share of photos whose two views find each other as nearest neighbours under
     /// `net`'s backbone (mean of both directions); chance is `1 / photos`.
     pub fn agreement(&self, net: &DinoNet) -> Result<f64> {
-        let a = embed(net, &self.first)?;
-        let b = embed(net, &self.second)?;
-        let sim = a.matmul(&b.t()?)?;
-        let hits = |best: Tensor| -> Result<usize> {
-            let best = best.to_vec1::<u32>()?;
-            Ok(best
-                .iter()
-                .enumerate()
-                .filter(|&(i, &j)| i == j as usize)
-                .count())
+        let (mut first, mut second) = (Vec::new(), Vec::new());
+        for (chunk, images) in self.images.chunks(CHUNK).enumerate() {
+            let (a, b) = self.views(net, chunk * CHUNK, images)?;
+            first.push(a);
+            second.push(b);
+        }
+        mutual_agreement(&Tensor::cat(&first, 0)?, &Tensor::cat(&second, 0)?)
+    }
+
+    /// L2-normalised backbone features `[n, D]` of the first and second views of
+    /// `images`, the photos from number `offset` on.
+    fn views(
+        &self,
+        net: &DinoNet,
+        offset: usize,
+        images: &[Arc<RgbImage>],
+    ) -> Result<(Tensor, Tensor)> {
+        let pairs = images
+            .par_iter()
+            .enumerate()
+            .map(|(i, img)| {
+                let mut rng = StdRng::seed_from_u64(derive_seed(self.seed, 8, (offset + i) as u64));
+                make_views(img, &self.globals, &mut rng)
+            })
+            .collect::<std::result::Result<Vec<Vec<View>>, _>>()
+            .map_err(|e| Error::Config(format!("learned-signal views: {e}")))?;
+        let mut tensors = views_to_tensors(&pairs, &self.device)?.into_iter();
+        let (Some(a), Some(b)) = (tensors.next(), tensors.next()) else {
+            return Err(Error::Config("learned-signal check: no views".into()));
         };
-        let forward = hits(sim.argmax(D::Minus1)?)?;
-        let backward = hits(sim.argmax(0)?)?;
-        Ok((forward + backward) as f64 / (2 * self.photos) as f64)
+        // Eval mode: a ResNet's BatchNorm uses (and does not move) the running statistics.
+        let embed = |x: &Tensor| l2_rows(&net.backbone.forward(x, None, false)?);
+        Ok((embed(&a)?, embed(&b)?))
     }
 }
 
-/// L2-normalised backbone features of the views, `[n, D]`.
-fn embed(net: &DinoNet, chunks: &[Tensor]) -> Result<Tensor> {
-    let rows = chunks
-        .iter()
-        // Eval mode: a ResNet's BatchNorm uses (and does not move) the running statistics.
-        .map(|x| net.backbone.forward(x, None, false))
-        .collect::<Result<Vec<_>>>()?;
-    let x = Tensor::cat(&rows, 0)?;
-    let norm = x
-        .sqr()?
-        .sum_keepdim(D::Minus1)?
-        .sqrt()?
-        .clamp(1e-12f32, f32::MAX)?;
-    Ok(x.broadcast_div(&norm)?)
+/// The share of rows `i` of `first` whose most similar row of `second` is row `i`, and
+/// the other way round (mean of both directions); rows L2-normalised, `[n, D]` each.
+fn mutual_agreement(first: &Tensor, second: &Tensor) -> Result<f64> {
+    let photos = first.dim(0)?;
+    let sim = first.matmul(&second.t()?)?;
+    let hits = |best: Tensor| -> Result<usize> {
+        let best = best.to_vec1::<u32>()?;
+        Ok(best
+            .iter()
+            .enumerate()
+            .filter(|&(i, &j)| i == j as usize)
+            .count())
+    };
+    let forward = hits(sim.argmax(D::Minus1)?)?;
+    let backward = hits(sim.argmax(0)?)?;
+    Ok((forward + backward) as f64 / (2 * photos.max(1)) as f64)
 }
 
 /// What the check found at the end of a run.
@@ -266,19 +295,11 @@ mod tests {
         };
         let net = DinoNet::new(&ParamBuilder::frozen(&device, 1), &vit, &head)?;
         let x = Tensor::randn(0f32, 1f32, (6, 3, 32, 32), &device)?;
-        let same = CheckViews {
-            first: vec![x.clone()],
-            second: vec![x.clone()],
-            photos: 6,
-            held_out: true,
-        };
-        assert_eq!(same.agreement(&net)?, 1.0);
+        let embed = |x: &Tensor| l2_rows(&net.backbone.forward(x, None, false)?);
+        let features = embed(&x)?;
+        assert_eq!(mutual_agreement(&features, &features)?, 1.0);
         let shifted = Tensor::cat(&[x.narrow(0, 1, 5)?, x.narrow(0, 0, 1)?], 0)?;
-        let crossed = CheckViews {
-            second: vec![shifted],
-            ..same
-        };
-        assert_eq!(crossed.agreement(&net)?, 0.0);
+        assert_eq!(mutual_agreement(&features, &embed(&shifted)?)?, 0.0);
         Ok(())
     }
 

@@ -17,14 +17,14 @@ use super::config::{Augment, TrainConfig};
 use super::data::{derive_seed, Collection, Loader, LoaderPlan, ProgressFn, Sample};
 use super::plan::{steps_for_time, Budget, Plan, Schedules, CALIBRATION_STEPS};
 use super::plot::{series_from_metrics, write_plot};
-use super::signal::{split_held_out, CheckViews, LearnedSignal, MAX_HELD_OUT};
+use super::signal::{check_sample, split_held_out, CheckViews, LearnedSignal};
 use super::step::{DinoState, StepSchedule};
 use super::views::ViewsConfig;
 use crate::atomic::write_atomically;
+use crate::bench::median;
 use crate::model::weights::{backbone_tensors, read_weights};
 use crate::photo::{DecodeOptions, Skipped, DEFAULT_MAX_PIXELS};
 use crate::{Error, Result};
-use rand::seq::SliceRandom;
 
 /// File names inside a run folder.
 pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
@@ -257,8 +257,7 @@ pub fn train(
         max_pixels: DEFAULT_MAX_PIXELS,
         target_short_side: Some(cfg.global_size.saturating_mul(2)),
     };
-    let collection = Collection::open(&opts.roots, decode, opts.cache_bytes, reading)?;
-    let mut collection = collection;
+    let mut collection = Collection::open(&opts.roots, decode, opts.cache_bytes, reading)?;
     let (training, held_out) = split_held_out(std::mem::take(&mut collection.samples), cfg.seed);
     collection.samples = training;
     let check = check_views(&collection, held_out, &cfg, &opts.device)?;
@@ -280,23 +279,14 @@ struct Session<'a> {
     check: Option<CheckViews>,
 }
 
-/// The learned-signal check's views: the held-out photos, or a sample of the training
-/// photos when the collection is too small to hold any out.
+/// The learned-signal check of this run ([`check_sample`] decides its photos).
 fn check_views(
     collection: &Collection,
     held_out: Vec<Sample>,
     cfg: &TrainConfig,
     device: &candle_core::Device,
 ) -> Result<Option<CheckViews>> {
-    let is_held_out = !held_out.is_empty();
-    let sample = if is_held_out {
-        held_out
-    } else {
-        let mut picks = collection.samples.clone();
-        picks.shuffle(&mut StdRng::seed_from_u64(derive_seed(cfg.seed, 9, 0)));
-        picks.truncate(MAX_HELD_OUT);
-        picks
-    };
+    let (sample, is_held_out) = check_sample(&collection.samples, held_out, cfg.seed);
     CheckViews::new(
         &sample,
         is_held_out,
@@ -374,18 +364,12 @@ impl Course {
         } else {
             &self.measured_s[..]
         };
-        let step_s = median(times);
+        let step_s = median(&mut times.to_vec());
         self.cfg.planned_steps = steps_for_time(self.cfg.time_budget_s, elapsed_s, step_s, done);
         self.plan = Plan::of(&self.cfg, self.plan.steps_per_epoch);
         self.schedules = Some(Schedules::new(&self.cfg, &self.plan));
         Some((self.plan.total_steps, step_s))
     }
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted.get(sorted.len() / 2).copied().unwrap_or(0.0)
 }
 
 fn run_loop(
