@@ -66,7 +66,8 @@ pub fn series_from_metrics(path: &Path) -> Result<Vec<Series>> {
     ])
 }
 
-fn font() -> Result<FontRef<'static>> {
+/// The embedded font (DejaVu Sans Mono), for every text this crate draws into images.
+pub(crate) fn font() -> Result<FontRef<'static>> {
     FontRef::try_from_slice(FONT).map_err(|e| Error::Config(format!("embedded font: {e}")))
 }
 

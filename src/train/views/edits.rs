@@ -6,7 +6,7 @@
 //! An edit is drawn for each view before any pixel work and applied to the whole source
 //! image; the view's crop is then drawn on the edited image.
 
-use ab_glyph::{FontRef, PxScale};
+use ab_glyph::PxScale;
 use image::codecs::jpeg::JpegEncoder;
 use image::{imageops, ImageDecoder, Rgb, RgbImage};
 use imageproc::drawing::draw_text_mut;
@@ -27,8 +27,6 @@ const TEXT_RANGE: (f64, f64) = (0.08, 0.2);
 /// JPEG quality range.
 const JPEG_QUALITY: (u8, u8) = (15, 80);
 const TEXT_CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 !?#@";
-
-const FONT: &[u8] = include_bytes!("../../../assets/fonts/DejaVuSansMono.ttf");
 
 /// Uniform bars around the photo.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -189,7 +187,7 @@ fn with_bars(img: &RgbImage, kind: Bars, share: f64, colour: [u8; 3]) -> RgbImag
 }
 
 fn draw_caption(img: &mut RgbImage, caption: &Caption) {
-    let Ok(font) = FontRef::try_from_slice(FONT) else {
+    let Ok(font) = crate::train::plot::font() else {
         return;
     };
     let (w, h) = (f64::from(img.width()), f64::from(img.height()));
