@@ -392,39 +392,4 @@ mod tests {
         assert!(ConvGeometry::new(&[1, 3, 8, 8], &[4, 2, 3, 3], 1, 1).is_err());
         assert!(ConvGeometry::new(&[1, 3, 2, 2], &[4, 3, 7, 7], 1, 0).is_err());
     }
-
-    /// Forward + backward seconds of one convolution, ours and candle's (`--ignored`).
-    #[test]
-    #[ignore = "timing; run with --ignored --nocapture"]
-    fn time_against_candle() -> TestResult {
-        let dev = Device::Cpu;
-        let shapes = [
-            ((32, 3, 96, 96), 64, 7, 2, 3),
-            ((32, 64, 24, 24), 64, 3, 1, 1),
-            ((32, 128, 12, 12), 128, 3, 1, 1),
-            ((32, 256, 6, 6), 512, 3, 2, 1),
-            ((32, 256, 12, 12), 512, 1, 2, 0),
-        ];
-        for (x, o, k, stride, pad) in shapes {
-            let xv = Var::from_tensor(&Tensor::randn(0f32, 1., x, &dev)?)?;
-            let wv = Var::from_tensor(&Tensor::randn(0f32, 0.1, (o, x.1, k, k), &dev)?)?;
-            let (xt, wt) = (xv.as_tensor(), wv.as_tensor());
-            let time =
-                |f: &dyn Fn() -> candle_core::Result<Tensor>| -> candle_core::Result<(f64, f64)> {
-                    let t0 = std::time::Instant::now();
-                    let y = f()?;
-                    let fwd = t0.elapsed().as_secs_f64();
-                    let t1 = std::time::Instant::now();
-                    y.sum_all()?.backward()?;
-                    Ok((fwd, t1.elapsed().as_secs_f64()))
-                };
-            let ours = time(&|| xt.apply_op2(wt, Conv2dOp { stride, pad }))?;
-            let stock = time(&|| xt.conv2d(wt, pad, stride, 1, 1))?;
-            println!(
-                "{x:?} k{k} s{stride} -> {o}: ours fwd {:.3}s bwd {:.3}s | candle fwd {:.3}s bwd {:.3}s",
-                ours.0, ours.1, stock.0, stock.1
-            );
-        }
-        Ok(())
-    }
 }
