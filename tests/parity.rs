@@ -14,7 +14,7 @@ use dino_curate::model::{
 };
 use dino_curate::train::ema::ema_update;
 use dino_curate::train::loss::{DinoLoss, LossConfig};
-use dino_curate::train::optim::{AdamW, AdamWConfig};
+use dino_curate::train::optim::{AdamWConfig, Optimizer};
 use dino_curate::train::schedule::cosine_scheduler;
 use dino_curate::train::step::{DinoState, StepConfig};
 
@@ -352,7 +352,7 @@ fn fixture_state() -> Result<DinoState, Box<dyn std::error::Error>> {
         },
         &Device::Cpu,
     )?;
-    let optimizer = AdamW::new(AdamWConfig::default(), student.params().params().len());
+    let optimizer = Optimizer::adamw(AdamWConfig::default(), student.params().params().len());
     let cfg = StepConfig {
         n_global: 2,
         clip_grad: 3.0,
@@ -582,7 +582,7 @@ fn adamw_alone_reproduces_the_official_update() -> Res {
         .iter()
         .map(|p| Some(get(&f, &format!("grad.{}", p.name)).clone()))
         .collect();
-    let mut adamw = AdamW::new(AdamWConfig::default(), store.params().len());
+    let mut adamw = Optimizer::adamw(AdamWConfig::default(), store.params().len());
     adamw.step(store.params(), &grads, STEP_LR, STEP_WD)?;
     for p in store.params() {
         let want = get(&f, &format!("student_after.{}", p.name));

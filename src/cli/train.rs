@@ -8,7 +8,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{device_from, ArchArg, DeviceArg};
 use dino_curate::device::device_name;
-use dino_curate::train::config::{Augment, LossKind, Preset, TeacherNorm, TrainConfig};
+use dino_curate::train::config::{
+    Augment, LossKind, OptimizerKind, Preset, TeacherNorm, TrainConfig,
+};
 use dino_curate::train::plan::{format_duration, parse_duration, Budget};
 use dino_curate::train::trainer::{train, TrainEvent, TrainOptions, TrainSummary};
 use dino_curate::workspace::Workspace;
@@ -88,9 +90,16 @@ pub struct TrainArgs {
     /// Weight decay at the end.
     #[arg(long)]
     weight_decay_end: Option<f64>,
-    /// Teacher EMA momentum at the start (cosine to 1).
+    /// Teacher EMA momentum at the start (cosine to --momentum-teacher-end).
     #[arg(long)]
     momentum_teacher: Option<f64>,
+    /// Teacher EMA momentum at the end (1 officially; the start value keeps it constant).
+    #[arg(long, value_name = "M")]
+    momentum_teacher_end: Option<f64>,
+    /// The student's optimizer: `adamw` (the ViT recipe) or `sgd` (momentum 0.9, the usual
+    /// choice for a ResNet; give it --lr, e.g. 0.06, and --weight-decay, e.g. 5e-4).
+    #[arg(long, value_enum)]
+    optimizer: Option<OptimizerArg>,
     /// Student stochastic-depth rate (0.1 officially).
     #[arg(long)]
     drop_path: Option<f64>,
@@ -147,6 +156,14 @@ enum PresetArg {
     Cpu,
     /// ViT-S/16, 224/96-px views, the paper's setup.
     Gpu,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum OptimizerArg {
+    /// AdamW, β = (0.9, 0.999).
+    Adamw,
+    /// SGD with momentum 0.9.
+    Sgd,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -210,7 +227,8 @@ fn config_from(args: &TrainArgs, device: &candle_core::Device) -> TrainConfig {
         min_lr,
         weight_decay,
         weight_decay_end,
-        drop_path
+        drop_path,
+        momentum_teacher_end
     );
     c.time_budget_s = args.time.unwrap_or(0.0);
     c.warmup_teacher_temp = args
@@ -234,6 +252,11 @@ fn config_from(args: &TrainArgs, device: &candle_core::Device) -> TrainConfig {
         None => {}
     }
     c.head_bn = args.head_bn;
+    match args.optimizer {
+        Some(OptimizerArg::Adamw) => c.optimizer = OptimizerKind::Adamw,
+        Some(OptimizerArg::Sgd) => c.optimizer = OptimizerKind::Sgd,
+        None => {}
+    }
     if c.local_crops == 0 {
         // The official advice without multi-crop: a wider range of global crop scales.
         c.global_scale = (0.14, 1.0);

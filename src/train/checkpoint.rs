@@ -1,10 +1,11 @@
-//! Training checkpoints: one safetensors file holding student, teacher, AdamW moments
+//! Training checkpoints: one safetensors file holding student, teacher, optimizer state
 //! and the loss centre, with the run's position and configuration as JSON metadata.
 //! Written atomically (temporary file, fsync, rename), so a `kill -9` at any moment
 //! leaves the previous checkpoint intact.
 //!
 //! Tensor names: `student.<official name>`, `teacher.<official name>`,
-//! `optimizer.exp_avg.<name>`, `optimizer.exp_avg_sq.<name>`, `loss.center`. The
+//! `optimizer.exp_avg.<name>` (SGD's momentum buffer too), `optimizer.exp_avg_sq.<name>`
+//! (AdamW only), `loss.center`. The
 //! buffers (BatchNorm running statistics) are saved under the same prefixes. The
 //! teacher backbone is therefore `teacher.backbone.*`, which
 //! [`crate::model::weights::load_backbone`] reads directly.
@@ -45,7 +46,7 @@ struct Meta {
     format: String,
     progress: Progress,
     config: TrainConfig,
-    /// AdamW step count of each parameter that has moments.
+    /// Optimizer step count of each parameter that has state.
     optimizer_steps: HashMap<String, u64>,
 }
 
@@ -86,10 +87,9 @@ pub fn save(
     for (p, moments) in params.iter().zip(state.optimizer.moments()) {
         if let Some(m) = moments {
             tensors.insert(format!("optimizer.exp_avg.{}", p.name), m.exp_avg.clone());
-            tensors.insert(
-                format!("optimizer.exp_avg_sq.{}", p.name),
-                m.exp_avg_sq.clone(),
-            );
+            if let Some(second) = &m.exp_avg_sq {
+                tensors.insert(format!("optimizer.exp_avg_sq.{}", p.name), second.clone());
+            }
             optimizer_steps.insert(p.name.clone(), m.step);
         }
     }
@@ -163,17 +163,16 @@ impl Checkpoint {
             .params()
             .iter()
             .map(|p| {
-                let (Some(m), Some(v), Some(&step)) = (
-                    first.get(&p.name),
-                    second.get(&p.name),
-                    self.optimizer_steps.get(&p.name),
-                ) else {
+                let (Some(m), Some(&step)) =
+                    (first.get(&p.name), self.optimizer_steps.get(&p.name))
+                else {
                     return Ok(None);
                 };
+                let v = second.get(&p.name).map(|v| v.contiguous()?.copy());
                 Ok(Some(Moments {
                     step,
                     exp_avg: m.contiguous()?.copy()?,
-                    exp_avg_sq: v.contiguous()?.copy()?,
+                    exp_avg_sq: v.transpose()?,
                 }))
             })
             .collect::<Result<Vec<_>>>()?;

@@ -28,6 +28,18 @@ pub enum LossKind {
     Mse,
 }
 
+/// The optimizer of the student.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum OptimizerKind {
+    /// AdamW (the official ViT recipe).
+    #[default]
+    Adamw,
+    /// SGD with momentum 0.9 (the official code's `--optimizer sgd`, the usual choice for
+    /// ResNets).
+    Sgd,
+}
+
 /// Which augmentations make the views.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -98,8 +110,14 @@ pub struct TrainConfig {
     pub weight_decay: f64,
     /// Weight decay at the end.
     pub weight_decay_end: f64,
-    /// Teacher EMA momentum at the start (cosine to 1).
+    /// Teacher EMA momentum at the start (cosine to `momentum_teacher_end`).
     pub momentum_teacher: f64,
+    /// Teacher EMA momentum at the end (1 officially; equal to the start: constant).
+    #[serde(default = "default_momentum_teacher_end")]
+    pub momentum_teacher_end: f64,
+    /// The student's optimizer.
+    #[serde(default)]
+    pub optimizer: OptimizerKind,
     /// Teacher temperature after warm-up.
     pub teacher_temp: f64,
     /// Teacher temperature at the start.
@@ -134,6 +152,10 @@ pub struct TrainConfig {
 
 fn default_true() -> bool {
     true
+}
+
+fn default_momentum_teacher_end() -> f64 {
+    1.0
 }
 
 /// Prototypes for a collection of `images` photos: the next power of two above half the
@@ -203,6 +225,8 @@ impl TrainConfig {
             weight_decay: 0.04,
             weight_decay_end: 0.4,
             momentum_teacher: 0.996,
+            momentum_teacher_end: 1.0,
+            optimizer: OptimizerKind::Adamw,
             teacher_temp: 0.04,
             warmup_teacher_temp: 0.04,
             warmup_teacher_temp_epochs: 0,
@@ -305,6 +329,12 @@ impl TrainConfig {
         let scale_ok = |(a, b): (f32, f32)| a > 0.0 && a <= b && b <= 1.0;
         if !scale_ok(self.global_scale) || !scale_ok(self.local_scale) {
             return fail("crop scales must satisfy 0 < min <= max <= 1".into());
+        }
+        let (m0, m1) = (self.momentum_teacher, self.momentum_teacher_end);
+        if !((0.0..=1.0).contains(&m0) && (0.0..=1.0).contains(&m1)) {
+            return fail(format!(
+                "teacher momentum must lie in [0, 1], not {m0} and {m1}"
+            ));
         }
         if let (true, Some(resnet)) = (self.predictor, self.arch.resnet()) {
             return fail(format!(

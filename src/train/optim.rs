@@ -1,12 +1,13 @@
-//! AdamW with the official DINO parameter groups, per-tensor gradient clipping and the
-//! frozen last layer, as `torch.optim.AdamW` + `utils.clip_gradients` +
-//! `utils.cancel_gradients_last_layer` do them.
+//! AdamW or SGD with the official DINO parameter groups, per-tensor gradient clipping and
+//! the frozen last layer, as `torch.optim.AdamW` / `torch.optim.SGD` +
+//! `utils.clip_gradients` + `utils.cancel_gradients_last_layer` do them.
 
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor, Var};
 
 use super::inplace::{AdamWParamUpdate, FirstMoment, SecondMoment};
 
+use super::config::{OptimizerKind, TrainConfig};
 use crate::model::{Param, ParamStore};
 use crate::{Error, Result};
 
@@ -52,7 +53,7 @@ pub fn clip_gradients(grads: &mut [Option<Tensor>], clip: f64) -> Result<Vec<Opt
 }
 
 /// `utils.cancel_gradients_last_layer` for a step inside the freeze: the gradients of
-/// `*last_layer*` are dropped, so AdamW skips those tensors entirely.
+/// `*last_layer*` are dropped, so the optimizer skips those tensors entirely.
 pub fn cancel_last_layer(grads: &mut [Option<Tensor>], params: &[Param]) {
     for (grad, param) in grads.iter_mut().zip(params) {
         if param.name.contains("last_layer") {
@@ -61,15 +62,15 @@ pub fn cancel_last_layer(grads: &mut [Option<Tensor>], params: &[Param]) {
     }
 }
 
-/// Adam moments of one parameter.
+/// Optimizer state of one parameter.
 #[derive(Debug, Clone)]
 pub struct Moments {
     /// Steps taken on this tensor (PyTorch counts per tensor).
     pub step: u64,
-    /// First moment.
+    /// Adam's first moment, or SGD's momentum buffer.
     pub exp_avg: Tensor,
-    /// Second moment.
-    pub exp_avg_sq: Tensor,
+    /// Adam's second moment (`None` for SGD).
+    pub exp_avg_sq: Option<Tensor>,
 }
 
 /// Hyper-parameters of AdamW other than the scheduled lr and weight decay.
@@ -93,28 +94,61 @@ impl Default for AdamWConfig {
     }
 }
 
-/// AdamW over a [`ParamStore`] with the two official groups.
+/// The update rule and its fixed hyper-parameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Rule {
+    /// AdamW.
+    AdamW(AdamWConfig),
+    /// SGD with (non-Nesterov, undampened) momentum and L2 weight decay, as
+    /// `torch.optim.SGD`.
+    Sgd {
+        /// Momentum of the buffer.
+        momentum: f64,
+    },
+}
+
+/// SGD's momentum in the official code and in lightly's recipes.
+pub const SGD_MOMENTUM: f64 = 0.9;
+
+/// An optimizer over a [`ParamStore`] with the two official groups (no weight decay on
+/// biases and 1-D tensors).
 #[derive(Debug, Clone)]
-pub struct AdamW {
-    cfg: AdamWConfig,
+pub struct Optimizer {
+    rule: Rule,
     moments: Vec<Option<Moments>>,
 }
 
-impl AdamW {
-    /// An optimizer for `n_params` parameters (aligned with the store's order).
-    pub fn new(cfg: AdamWConfig, n_params: usize) -> Self {
+impl Optimizer {
+    /// AdamW for `n_params` parameters (aligned with the store's order).
+    pub fn adamw(cfg: AdamWConfig, n_params: usize) -> Self {
+        Self::new(Rule::AdamW(cfg), n_params)
+    }
+
+    /// The optimizer a run's configuration asks for.
+    pub fn for_config(cfg: &TrainConfig, n_params: usize) -> Self {
+        let rule = match cfg.optimizer {
+            OptimizerKind::Adamw => Rule::AdamW(AdamWConfig::default()),
+            OptimizerKind::Sgd => Rule::Sgd {
+                momentum: SGD_MOMENTUM,
+            },
+        };
+        Self::new(rule, n_params)
+    }
+
+    /// `rule` for `n_params` parameters, with empty state.
+    pub fn new(rule: Rule, n_params: usize) -> Self {
         Self {
-            cfg,
+            rule,
             moments: vec![None; n_params],
         }
     }
 
-    /// Moments per parameter, for checkpoints.
+    /// State per parameter, for checkpoints.
     pub fn moments(&self) -> &[Option<Moments>] {
         &self.moments
     }
 
-    /// Restores moments saved by [`AdamW::moments`].
+    /// Restores state saved by [`Optimizer::moments`].
     pub fn set_moments(&mut self, moments: Vec<Option<Moments>>) -> Result<()> {
         if moments.len() != self.moments.len() {
             return Err(Error::ParamMismatch(format!(
@@ -122,6 +156,16 @@ impl AdamW {
                 moments.len(),
                 self.moments.len()
             )));
+        }
+        let adam = matches!(self.rule, Rule::AdamW(_));
+        if moments
+            .iter()
+            .flatten()
+            .any(|m| m.exp_avg_sq.is_some() != adam)
+        {
+            return Err(Error::ParamMismatch(
+                "the saved optimizer state belongs to another optimizer".into(),
+            ));
         }
         self.moments = moments;
         Ok(())
@@ -148,18 +192,55 @@ impl AdamW {
             } else {
                 0.0
             };
-            let state = match moments {
-                Some(m) => m,
-                None => moments.insert(Moments {
-                    step: 0,
-                    exp_avg: param.var.zeros_like()?.contiguous()?,
-                    exp_avg_sq: param.var.zeros_like()?.contiguous()?,
-                }),
-            };
-            update_one(&param.var, grad, state, &self.cfg, lr, decay)?;
+            match self.rule {
+                Rule::AdamW(cfg) => {
+                    let state = match moments {
+                        Some(m) => m,
+                        None => moments.insert(Moments {
+                            step: 0,
+                            exp_avg: param.var.zeros_like()?.contiguous()?,
+                            exp_avg_sq: Some(param.var.zeros_like()?.contiguous()?),
+                        }),
+                    };
+                    update_one(&param.var, grad, state, &cfg, lr, decay)?;
+                }
+                Rule::Sgd { momentum } => {
+                    sgd_update(&param.var, grad, moments, momentum, lr, decay)?;
+                }
+            }
         }
         Ok(())
     }
+}
+
+/// `torch.optim.SGD`'s update: `d = g + wd·p`, `buf = μ·buf + d` (`buf = d` on the first
+/// step), `p -= lr·buf`.
+fn sgd_update(
+    var: &Var,
+    grad: &Tensor,
+    state: &mut Option<Moments>,
+    momentum: f64,
+    lr: f64,
+    weight_decay: f64,
+) -> Result<()> {
+    let value = var.as_detached_tensor();
+    let direction = if weight_decay == 0.0 {
+        grad.clone()
+    } else {
+        (grad + (&value * weight_decay)?)?
+    };
+    let (buffer, step) = match state.take() {
+        Some(m) if momentum != 0.0 => (((m.exp_avg * momentum)? + direction)?, m.step),
+        Some(m) => (direction, m.step),
+        None => (direction.copy()?, 0),
+    };
+    var.set(&(value - (&buffer * lr)?)?)?;
+    *state = Some(Moments {
+        step: step + 1,
+        exp_avg: buffer,
+        exp_avg_sq: None,
+    });
+    Ok(())
 }
 
 /// PyTorch's single-tensor AdamW update (in place on the CPU, tensor ops elsewhere).
@@ -182,11 +263,26 @@ fn update_one(
         bias_correction2_sqrt,
         decay,
     };
+    let Some(second) = state.exp_avg_sq.as_mut() else {
+        return Err(Error::ParamMismatch(
+            "AdamW state without a second moment".into(),
+        ));
+    };
+    let moments = AdamMoments {
+        first: &mut state.exp_avg,
+        second,
+    };
     if var.device().is_cpu() && grad.dtype() == DType::F32 {
-        update_in_place(var, grad, state, cfg, coefficients)
+        update_in_place(var, grad, moments, cfg, coefficients)
     } else {
-        update_with_tensor_ops(var, grad, state, cfg, coefficients)
+        update_with_tensor_ops(var, grad, moments, cfg, coefficients)
     }
+}
+
+/// The two moments of one AdamW parameter, updated in place.
+struct AdamMoments<'a> {
+    first: &'a mut Tensor,
+    second: &'a mut Tensor,
 }
 
 /// Per-step scalars of the AdamW update.
@@ -200,7 +296,7 @@ struct UpdateCoefficients {
 fn update_in_place(
     var: &Var,
     grad: &Tensor,
-    state: &mut Moments,
+    state: AdamMoments<'_>,
     cfg: &AdamWConfig,
     c: UpdateCoefficients,
 ) -> Result<()> {
@@ -211,7 +307,7 @@ fn update_in_place(
     } = c;
     {
         let grad = grad.contiguous()?;
-        state.exp_avg.inplace_op2(
+        state.first.inplace_op2(
             &grad,
             &FirstMoment {
                 weight: (1.0 - cfg.beta1) as f32,
@@ -221,7 +317,7 @@ fn update_in_place(
             beta2: cfg.beta2 as f32,
             weight: (1.0 - cfg.beta2) as f32,
         };
-        state.exp_avg_sq.inplace_op2(&grad, &second)?;
+        state.second.inplace_op2(&grad, &second)?;
         let update = AdamWParamUpdate {
             decay: decay as f32,
             step_size: step_size as f32,
@@ -229,7 +325,7 @@ fn update_in_place(
             eps: cfg.eps as f32,
         };
         var.as_tensor()
-            .inplace_op3(&state.exp_avg, &state.exp_avg_sq, &update)?;
+            .inplace_op3(state.first, state.second, &update)?;
     }
     Ok(())
 }
@@ -237,7 +333,7 @@ fn update_in_place(
 fn update_with_tensor_ops(
     var: &Var,
     grad: &Tensor,
-    state: &mut Moments,
+    state: AdamMoments<'_>,
     cfg: &AdamWConfig,
     c: UpdateCoefficients,
 ) -> Result<()> {
@@ -248,13 +344,13 @@ fn update_with_tensor_ops(
     } = c;
     let value = (var.as_detached_tensor() * decay)?;
     // exp_avg.lerp_(grad, 1 - beta1)
-    let exp_avg = (&state.exp_avg + ((grad - &state.exp_avg)? * (1.0 - cfg.beta1))?)?;
-    let exp_avg_sq = ((&state.exp_avg_sq * cfg.beta2)? + (grad.sqr()? * (1.0 - cfg.beta2))?)?;
+    let exp_avg = (&*state.first + ((grad - &*state.first)? * (1.0 - cfg.beta1))?)?;
+    let exp_avg_sq = ((&*state.second * cfg.beta2)? + (grad.sqr()? * (1.0 - cfg.beta2))?)?;
     let denom = ((exp_avg_sq.sqrt()? / bias_correction2_sqrt)? + cfg.eps)?;
     let updated = (value - (exp_avg.div(&denom)? * step_size)?)?;
     var.set(&updated)?;
-    state.exp_avg = exp_avg;
-    state.exp_avg_sq = exp_avg_sq;
+    *state.first = exp_avg;
+    *state.second = exp_avg_sq;
     Ok(())
 }
 
@@ -272,22 +368,21 @@ mod tests {
             .collect::<candle_core::Result<_>>()?;
         let run = |in_place: bool| -> Result<Vec<f32>> {
             let var = Var::from_tensor(&init)?;
-            let mut state = Moments {
-                step: 0,
-                exp_avg: init.zeros_like()?,
-                exp_avg_sq: init.zeros_like()?,
-            };
-            for (grad, step) in grads.iter().zip(1..) {
-                state.step = step;
+            let (mut first, mut second) = (init.zeros_like()?, init.zeros_like()?);
+            for (grad, step) in grads.iter().zip(1i32..) {
+                let state = AdamMoments {
+                    first: &mut first,
+                    second: &mut second,
+                };
                 let c = UpdateCoefficients {
-                    step_size: 1e-3 / (1.0 - 0.9f64.powi(step as i32)),
-                    bias_correction2_sqrt: (1.0 - 0.999f64.powi(step as i32)).sqrt(),
+                    step_size: 1e-3 / (1.0 - 0.9f64.powi(step)),
+                    bias_correction2_sqrt: (1.0 - 0.999f64.powi(step)).sqrt(),
                     decay: 1.0 - 1e-3 * 0.04,
                 };
                 if in_place {
-                    update_in_place(&var, grad, &mut state, &cfg, c)?;
+                    update_in_place(&var, grad, state, &cfg, c)?;
                 } else {
-                    update_with_tensor_ops(&var, grad, &mut state, &cfg, c)?;
+                    update_with_tensor_ops(&var, grad, state, &cfg, c)?;
                 }
             }
             Ok(var.as_tensor().flatten_all()?.to_vec1::<f32>()?)
@@ -297,6 +392,52 @@ mod tests {
             // a few ulps: the two paths round the same maths in a different order
             assert!((x - y).abs() <= 1e-6 * (1.0 + y.abs()), "{x} vs {y}");
         }
+        Ok(())
+    }
+
+    /// Two steps of `torch.optim.SGD(momentum=0.9, weight_decay=wd)` by hand: with
+    /// p = 1, g = 1, lr = 0.1: wd 0 gives 0.9 then 0.71; wd 0.5 gives d = 1.5, p = 0.85,
+    /// then d = 1.425, buf = 0.9·1.5 + 1.425 = 2.775, p = 0.5725.
+    #[test]
+    fn sgd_matches_torch_by_hand() -> Result<()> {
+        let dev = candle_core::Device::Cpu;
+        let params = [
+            Param {
+                name: "head.mlp.0.weight".into(),
+                var: Var::from_tensor(&Tensor::ones((1, 1), DType::F32, &dev)?)?,
+                trainable: true,
+            },
+            Param {
+                name: "head.mlp.0.bias".into(),
+                var: Var::from_tensor(&Tensor::ones(1, DType::F32, &dev)?)?,
+                trainable: true,
+            },
+        ];
+        let grads = [
+            Some(Tensor::ones((1, 1), DType::F32, &dev)?),
+            Some(Tensor::ones(1, DType::F32, &dev)?),
+        ];
+        let mut sgd = Optimizer::new(Rule::Sgd { momentum: 0.9 }, 2);
+        let mut values = Vec::new();
+        for _ in 0..2 {
+            sgd.step(&params, &grads, 0.1, 0.5)?;
+            let weight = params[0].var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+            let bias = params[1].var.as_tensor().to_vec1::<f32>()?;
+            values.push((weight[0], bias[0]));
+        }
+        // the bias is in the no-decay group
+        let want = [(0.85, 0.9), (0.5725, 0.71)];
+        for ((w, b), (ww, wb)) in values.iter().zip(want) {
+            assert!((w - ww).abs() < 1e-6 && (b - wb).abs() < 1e-6, "{values:?}");
+        }
+        assert!(sgd
+            .moments()
+            .iter()
+            .flatten()
+            .all(|m| m.exp_avg_sq.is_none()));
+        let mut adamw = Optimizer::adamw(AdamWConfig::default(), 2);
+        let refused = adamw.set_moments(sgd.moments().to_vec());
+        assert!(refused.is_err(), "SGD state restored into AdamW");
         Ok(())
     }
 

@@ -200,7 +200,14 @@ impl Schedules {
         Self {
             lr: cosine_scheduler(base_lr, cfg.min_lr, epochs, spe, cfg.warmup_epochs, 0.0),
             wd: cosine_scheduler(cfg.weight_decay, cfg.weight_decay_end, epochs, spe, 0, 0.0),
-            momentum: cosine_scheduler(cfg.momentum_teacher, 1.0, epochs, spe, 0, 0.0),
+            momentum: cosine_scheduler(
+                cfg.momentum_teacher,
+                cfg.momentum_teacher_end,
+                epochs,
+                spe,
+                0,
+                0.0,
+            ),
             teacher_temp: temps
                 .iter()
                 .flat_map(|&t| std::iter::repeat_n(t, spe))
@@ -226,7 +233,13 @@ impl Schedules {
         Self {
             lr: cosine_steps(base_lr, cfg.min_lr, steps, warmup, 0.0),
             wd: cosine_steps(cfg.weight_decay, cfg.weight_decay_end, steps, 0, 0.0),
-            momentum: cosine_steps(cfg.momentum_teacher, 1.0, steps, 0, 0.0),
+            momentum: cosine_steps(
+                cfg.momentum_teacher,
+                cfg.momentum_teacher_end,
+                steps,
+                0,
+                0.0,
+            ),
             teacher_temp,
             frozen_steps: share(cfg.freeze_last_layer, cfg.epochs, steps) as u64,
             offset: 0,
@@ -430,5 +443,23 @@ mod tests {
         };
         let s = Schedules::new(&cfg, &Plan::of(&cfg, 3));
         assert!((0..10).all(|i| s.at(i).momentum == 0.0));
+    }
+
+    #[test]
+    fn a_constant_teacher_momentum_stays_put() {
+        let cfg = TrainConfig {
+            max_steps: 10,
+            momentum_teacher: 0.99,
+            momentum_teacher_end: 0.99,
+            ..cpu()
+        };
+        let s = Schedules::new(&cfg, &Plan::of(&cfg, 3));
+        assert!((0..10).all(|i| (s.at(i).momentum - 0.99).abs() < 1e-12));
+        let rising = TrainConfig {
+            momentum_teacher_end: 1.0,
+            ..cfg
+        };
+        let s = Schedules::new(&rising, &Plan::of(&rising, 3));
+        assert!(s.at(9).momentum > s.at(0).momentum);
     }
 }

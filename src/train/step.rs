@@ -1,5 +1,5 @@
 //! One DINO training step: teacher and student forward, loss, backward, per-tensor
-//! clipping, last-layer freeze, AdamW, EMA — the official `train_one_epoch` body.
+//! clipping, last-layer freeze, optimizer (AdamW or SGD), EMA — the official `train_one_epoch` body.
 
 use std::time::Instant;
 
@@ -9,7 +9,7 @@ use rand::rngs::StdRng;
 use super::config::TrainConfig;
 use super::ema::ema_update;
 use super::loss::{koleo, DinoLoss};
-use super::optim::{cancel_last_layer, clip_gradients, collect_gradients, AdamW, AdamWConfig};
+use super::optim::{cancel_last_layer, clip_gradients, collect_gradients, Optimizer};
 use crate::model::{DinoNet, ParamBuilder};
 use crate::{Error, Result};
 
@@ -53,7 +53,7 @@ pub struct StepTimes {
     pub student_s: f64,
     /// Backward pass, clipping and last-layer freeze.
     pub backward_s: f64,
-    /// AdamW and the EMA update.
+    /// The optimizer and the EMA update.
     pub update_s: f64,
 }
 
@@ -125,8 +125,8 @@ pub struct DinoState {
     pub teacher: DinoNet,
     /// The loss and its centre.
     pub loss: DinoLoss,
-    /// AdamW moments of the student.
-    pub optimizer: AdamW,
+    /// Optimizer state of the student.
+    pub optimizer: Optimizer,
     /// Fixed settings.
     pub cfg: StepConfig,
 }
@@ -144,7 +144,7 @@ impl DinoState {
         teacher.params().copy_matching(student.params())?;
         let loss =
             DinoLoss::new(cfg.loss_config(), device)?.with_variants(cfg.teacher_norm, cfg.loss);
-        let optimizer = AdamW::new(AdamWConfig::default(), student.params().params().len());
+        let optimizer = Optimizer::for_config(cfg, student.params().params().len());
         Ok(Self {
             student,
             teacher,
