@@ -143,6 +143,11 @@ impl Store {
                         supported: SCHEMA_VERSION,
                     });
                 }
+                if found < SCHEMA_VERSION {
+                    // Older layouts still read; from now on records of the current
+                    // layout may be written, which older binaries must refuse.
+                    t.meta.insert(keys::SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
+                }
             }
         }
         let store = Store {

@@ -222,7 +222,7 @@ fn newer_schema_is_refused_with_a_clear_error() -> R {
             err,
             Some(IndexError::NewerSchema {
                 found: 99,
-                supported: 1
+                supported: 2
             })
         ),
         "{err:?}"
@@ -232,6 +232,28 @@ fn newer_schema_is_refused_with_a_clear_error() -> R {
         msg.contains("schema version 99") && msg.contains("newer"),
         "{msg}"
     );
+    Ok(())
+}
+
+/// A store written by a binary of schema 1 opens and is marked 2, so that binary then
+/// says "newer" instead of reading the records with a hash as corrupt.
+#[test]
+fn an_older_schema_is_upgraded_on_open() -> R {
+    let dir = tempfile::tempdir()?;
+    drop(open(dir.path())?);
+    let set_version = |v: Option<u32>| -> Result<Option<u32>, Box<dyn std::error::Error>> {
+        let db = sled::open(dir.path().join("db"))?;
+        let meta = db.open_tree("meta")?;
+        if let Some(v) = v {
+            meta.insert("schema_version", &v.to_be_bytes())?;
+        }
+        let now = meta.get("schema_version")?;
+        db.flush()?;
+        Ok(now.and_then(|b| <[u8; 4]>::try_from(b.as_ref()).ok().map(u32::from_be_bytes)))
+    };
+    set_version(Some(1))?;
+    drop(Store::open(dir.path())?);
+    assert_eq!(set_version(None)?, Some(2));
     Ok(())
 }
 

@@ -5,7 +5,10 @@ use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 use crate::IndexError;
 
 /// Layout version of the database; bump when the encoding of any tree changes.
-pub(crate) const SCHEMA_VERSION: u32 = 1;
+/// 1: the first layout. 2: photo records carry the perceptual hash (records of the first
+/// layout still read; a binary that knows only version 1 refuses the store as newer
+/// instead of reading the new records as corrupt).
+pub(crate) const SCHEMA_VERSION: u32 = 2;
 
 pub(crate) const SCHEMA: &[u8] = b"schema_version";
 pub(crate) const MODEL_ID: &[u8] = b"model_id";
