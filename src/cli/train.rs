@@ -166,6 +166,15 @@ enum OptimizerArg {
     Sgd,
 }
 
+impl From<OptimizerArg> for OptimizerKind {
+    fn from(arg: OptimizerArg) -> Self {
+        match arg {
+            OptimizerArg::Adamw => OptimizerKind::Adamw,
+            OptimizerArg::Sgd => OptimizerKind::Sgd,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum AugmentArg {
     /// The paper's augmentations.
@@ -228,7 +237,8 @@ fn config_from(args: &TrainArgs, device: &candle_core::Device) -> TrainConfig {
         weight_decay,
         weight_decay_end,
         drop_path,
-        momentum_teacher_end
+        momentum_teacher_end,
+        optimizer
     );
     c.time_budget_s = args.time.unwrap_or(0.0);
     c.warmup_teacher_temp = args
@@ -252,11 +262,6 @@ fn config_from(args: &TrainArgs, device: &candle_core::Device) -> TrainConfig {
         None => {}
     }
     c.head_bn = args.head_bn;
-    match args.optimizer {
-        Some(OptimizerArg::Adamw) => c.optimizer = OptimizerKind::Adamw,
-        Some(OptimizerArg::Sgd) => c.optimizer = OptimizerKind::Sgd,
-        None => {}
-    }
     if c.local_crops == 0 {
         // The official advice without multi-crop: a wider range of global crop scales.
         c.global_scale = (0.14, 1.0);

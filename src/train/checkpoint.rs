@@ -5,9 +5,8 @@
 //!
 //! Tensor names: `student.<official name>`, `teacher.<official name>`,
 //! `optimizer.exp_avg.<name>` (SGD's momentum buffer too), `optimizer.exp_avg_sq.<name>`
-//! (AdamW only), `loss.center`. The
-//! buffers (BatchNorm running statistics) are saved under the same prefixes. The
-//! teacher backbone is therefore `teacher.backbone.*`, which
+//! (AdamW only), `loss.center`. The buffers (BatchNorm running statistics) are saved under
+//! the same prefixes. The teacher backbone is therefore `teacher.backbone.*`, which
 //! [`crate::model::weights::load_backbone`] reads directly.
 
 use std::collections::HashMap;

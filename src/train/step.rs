@@ -1,5 +1,6 @@
 //! One DINO training step: teacher and student forward, loss, backward, per-tensor
-//! clipping, last-layer freeze, optimizer (AdamW or SGD), EMA — the official `train_one_epoch` body.
+//! clipping, last-layer freeze, optimizer (AdamW or SGD), EMA — the official
+//! `train_one_epoch` body.
 
 use std::time::Instant;
 
