@@ -124,8 +124,61 @@ pub fn resize_region(
     size: u32,
     rgb: &mut Vec<u8>,
 ) -> Result<(), ViewsError> {
-    let options = bicubic().crop(region.left, region.top, region.width, region.height);
+    let left = clear_of_zero_edges(region.left, region.width, img.width(), size);
+    let top = clear_of_zero_edges(region.top, region.height, img.height(), size);
+    let options = bicubic().crop(left, top, region.width, region.height);
     resize_into(resizer, img, &options, size, rgb)
+}
+
+/// Support (radius) of `fast_image_resize`'s Catmull-Rom filter, in output-scaled pixels.
+const CATMULL_ROM_SUPPORT: f64 = 2.0;
+
+/// `start`, or `start` moved by a few millionths of a pixel, so that along this axis the
+/// first output pixel's filter window does not begin, and the last one's does not end, on
+/// a weight of exactly zero.
+///
+/// `fast_image_resize` (5.5 and 6.1) trims zero weights off each output pixel's window and
+/// then sizes its intermediate image from the first window's start and the last window's
+/// end; when only the first (or last) window is trimmed, a later window starts before the
+/// first, the offset underflows and the convolution reads outside the image (a crash,
+/// e.g. a 66 × 66 photo at a 96-pixel eval view: region 4.2 + 57.6, scale 0.6).
+fn clear_of_zero_edges(start: f64, length: f64, in_size: u32, out_size: u32) -> f64 {
+    const NUDGE: f64 = 1.0 / 65536.0;
+    let mut at = start;
+    for attempt in 1..=8 {
+        if !edge_weight_is_zero(at, length, in_size, out_size) {
+            return at;
+        }
+        // step away from the image edge the region touches, if it touches one
+        let room_right = f64::from(in_size) - (start + length);
+        let step = NUDGE * f64::from(attempt);
+        at = if room_right >= step {
+            start + step
+        } else {
+            start - step
+        };
+    }
+    at
+}
+
+/// Whether the first output pixel's window starts, or the last one's ends, on a zero
+/// weight of the Catmull-Rom filter (as `fast_image_resize` computes the windows).
+fn edge_weight_is_zero(start: f64, length: f64, in_size: u32, out_size: u32) -> bool {
+    if out_size == 0 || length <= 0.0 {
+        return false;
+    }
+    let scale = length / f64::from(out_size);
+    let filter_scale = scale.max(1.0);
+    let radius = CATMULL_ROM_SUPPORT * filter_scale;
+    let zero_at = |x: f64, centre: f64| {
+        let u = ((x - centre) / filter_scale).abs();
+        u >= CATMULL_ROM_SUPPORT - 1e-9 || (u - 1.0).abs() < 1e-9
+    };
+    let first = start + 0.5 * scale;
+    let last = start + (f64::from(out_size) - 0.5) * scale;
+    let first_x = (first - radius).floor().max(0.0);
+    let last_x = (last + radius).ceil().min(f64::from(in_size)) - 1.0;
+    zero_at(first_x, first - 0.5) || zero_at(last_x, last - 0.5)
 }
 
 /// Catmull-Rom convolution (antialiased when shrinking, as PIL does).

@@ -269,3 +269,24 @@ fn views_to_tensors_stacks_per_view_index() -> TestResult {
     assert!(views_to_tensors(&ragged, &Device::Cpu).is_err());
     Ok(())
 }
+
+#[test]
+fn eval_view_of_images_smaller_than_the_view_does_not_crash() -> TestResult {
+    // 22 × 22 and 66 × 66 at 96 px crashed inside fast_image_resize before the region was
+    // kept clear of zero weights at its edges (crop::clear_of_zero_edges)
+    for side in 16..80 {
+        for (size, h) in [
+            (96, side),
+            (96, side * 4 / 3),
+            (128, side),
+            (224, side + side % 7),
+        ] {
+            let img = noise_image(side, h, u64::from(side));
+            let view = eval_view(&img, size)?;
+            assert_eq!(view.data.len(), (size * size * 3) as usize);
+            let whole = whole_view(&img, size)?;
+            assert_eq!(whole.data.len(), (size * size * 3) as usize);
+        }
+    }
+    Ok(())
+}
