@@ -1,6 +1,7 @@
 //! Curation: pure functions over the embeddings (no I/O, no printing), used unchanged by
 //! the command line and the terminal UI.
 
+pub mod burst;
 pub mod clusters;
 pub mod collection;
 pub mod dups;

@@ -72,13 +72,18 @@ fn indexed_folder() -> TestResult<Fixture> {
 
 #[test]
 fn the_fixture_pictures_are_not_copies_to_a_perceptual_hash() {
+    use dino_curate::curate::dups::DEFAULT_HASH_AGREEMENT;
+    use dino_curate::phash::{perceptual_hash, DihedralHash};
     let hashes: Vec<_> = (0..8)
-        .map(|i| dino_curate::phash::perceptual_hash(&picture(i)))
+        .map(|i| DihedralHash::new(&perceptual_hash(&picture(i))))
         .collect();
     for (i, a) in hashes.iter().enumerate() {
         for (j, b) in hashes.iter().enumerate().skip(i + 1) {
-            let agreement = dino_curate::phash::agreement(a, b);
-            assert!(agreement < 0.7, "p{i} and p{j} agree on {agreement}");
+            let agreement = a.agreement(b);
+            assert!(
+                agreement < DEFAULT_HASH_AGREEMENT,
+                "p{i} and p{j} agree on {agreement}"
+            );
         }
     }
 }
@@ -97,6 +102,8 @@ fn exact_copies_group_with_the_keeper_first_and_trash_undo_round_trips() -> Test
     assert_eq!(members.len(), 1, "{copy_group}");
     let sim = members[0]["similarity"].as_f64().ok_or("similarity")?;
     assert!((sim - 1.0).abs() < 1e-5, "{sim}");
+    assert_eq!(members[0]["evidence"], "exact", "{copy_group}");
+    assert_eq!(copy_group["kind"], "copy");
     // same pixels and size: the oldest, then the path, decides; either way one is kept
     let keep = copy_group["keep"].as_str().ok_or("keep")?.to_owned();
     let member = members[0]["path"].as_str().ok_or("path")?.to_owned();
@@ -142,7 +149,7 @@ fn exact_copies_group_with_the_keeper_first_and_trash_undo_round_trips() -> Test
 }
 
 #[test]
-fn a_darkened_copy_groups_by_its_perceptual_hash_unless_hashes_are_off() -> TestResult {
+fn edited_copies_group_by_their_perceptual_hash_unless_hashes_are_off() -> TestResult {
     let f = indexed_folder()?;
     let original = image::open(f.photos.join("p5.png"))?.to_rgb8();
     let mut dark = original.clone();
@@ -151,6 +158,12 @@ fn a_darkened_copy_groups_by_its_perceptual_hash_unless_hashes_are_off() -> Test
             .for_each(|c| *c = (u16::from(*c) * 3 / 5) as u8)
     });
     dark.save(f.photos.join("copies/p5-dark.png"))?;
+    // mirrored and letterboxed: the hash is compared under every flip, after trimming bars
+    let mirrored = image::imageops::flip_horizontal(&original);
+    let (w, h) = mirrored.dimensions();
+    let mut boxed = RgbImage::from_pixel(w, h + 40, Rgb([0, 0, 0]));
+    image::imageops::replace(&mut boxed, &mirrored, 0, 20);
+    boxed.save(f.photos.join("copies/p5-mirrored-boxed.png"))?;
     let photos = f.photos.to_str().ok_or("path")?;
     let weights = f._dir.path().join("w.safetensors");
     let weights = weights.to_str().ok_or("path")?;
@@ -169,8 +182,12 @@ fn a_darkened_copy_groups_by_its_perceptual_hash_unless_hashes_are_off() -> Test
     let strict = ["dups", "--json", "--threshold", "0.99999"];
     let grouped = |groups: &Value| {
         groups.as_array().is_some_and(|list| {
-            list.iter()
-                .any(|g| g.to_string().contains("p5.png") && g.to_string().contains("p5-dark"))
+            list.iter().any(|g| {
+                let text = g.to_string();
+                ["p5.png", "p5-dark", "p5-mirrored-boxed"]
+                    .iter()
+                    .all(|name| text.contains(name))
+            })
         })
     };
     let by_model = json_of(&f.ws, &[&strict[..], &["--no-hash"]].concat())?;
@@ -180,6 +197,18 @@ fn a_darkened_copy_groups_by_its_perceptual_hash_unless_hashes_are_off() -> Test
     );
     let with_hash = json_of(&f.ws, &strict)?;
     assert!(grouped(&with_hash), "{with_hash}");
+    let evidence: Vec<&Value> = with_hash
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|g| g.to_string().contains("p5-dark"))
+        .flat_map(|g| g["members"].as_array().into_iter().flatten())
+        .map(|m| &m["evidence"])
+        .collect();
+    assert!(
+        !evidence.is_empty() && evidence.iter().all(|e| *e == "hash"),
+        "{with_hash}"
+    );
     Ok(())
 }
 

@@ -39,8 +39,9 @@ pub struct PhotoRecord {
     pub taken_at: Option<String>,
     /// Cheap quality statistics computed while indexing.
     pub stats: Option<ImageStats>,
-    /// 256-bit perceptual (gradient) hash of the pixels, for near-duplicates the model
-    /// misses (colour edits, re-encodes); absent in records written before it existed.
+    /// 256-bit perceptual hash of the pixels (signs of DCT coefficients of the
+    /// border-trimmed luma), for near-duplicates the model misses (colour edits, re-encodes,
+    /// flips); absent in records written before it existed.
     pub perceptual_hash: Option<[u8; 32]>,
 }
 

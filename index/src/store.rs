@@ -21,7 +21,7 @@ use std::sync::RwLock;
 
 use crate::ann::AnnParams;
 use crate::record::{
-    decode_embedding, decode_record, decode_u64_be, id_key, path_from_key, path_key,
+    decode_embedding, decode_record, decode_u64_be, encode_record, id_key, path_from_key, path_key,
 };
 use crate::{IndexError, Meta, PhotoId, PhotoRecord};
 use keys::{get_u64, SCHEMA_VERSION};
@@ -113,6 +113,20 @@ fn open_db(path: &Path) -> Result<sled::Db, IndexError> {
     }
 }
 
+/// Drops the perceptual hash of every record (hashes of an older kind), so that the next
+/// `index` computes the current one. Idempotent: a kill part-way is finished on reopening.
+fn forget_perceptual_hashes(photos: &sled::Tree) -> Result<(), IndexError> {
+    for entry in photos.iter() {
+        let (key, value) = entry?;
+        let mut record = decode_record(&value)?;
+        if record.perceptual_hash.take().is_some() {
+            photos.insert(key, encode_record(&record)?)?;
+        }
+    }
+    photos.flush()?;
+    Ok(())
+}
+
 impl Store {
     /// Opens (creating if missing) the store in `dir`: the database in `dir/db`, the graph
     /// dumps in `dir/ann`. Does not touch the graph; that happens at the first search.
@@ -146,6 +160,9 @@ impl Store {
                 if found < SCHEMA_VERSION {
                     // Older layouts still read; from now on records of the current
                     // layout may be written, which older binaries must refuse.
+                    if found < keys::DCT_HASH_SCHEMA {
+                        forget_perceptual_hashes(&t.photos)?;
+                    }
                     t.meta.insert(keys::SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
                 }
             }

@@ -222,7 +222,7 @@ fn newer_schema_is_refused_with_a_clear_error() -> R {
             err,
             Some(IndexError::NewerSchema {
                 found: 99,
-                supported: 2
+                supported: 3
             })
         ),
         "{err:?}"
@@ -240,7 +240,12 @@ fn newer_schema_is_refused_with_a_clear_error() -> R {
 #[test]
 fn an_older_schema_is_upgraded_on_open() -> R {
     let dir = tempfile::tempdir()?;
-    drop(open(dir.path())?);
+    let store = open(dir.path())?;
+    store.set_model("m", 2)?;
+    let mut hashed = record("/p/a.jpg", 1);
+    hashed.perceptual_hash = Some([7; 32]);
+    let id = store.put(&hashed, &unit(2, 0))?;
+    drop(store);
     let set_version = |v: Option<u32>| -> Result<Option<u32>, Box<dyn std::error::Error>> {
         let db = sled::open(dir.path().join("db"))?;
         let meta = db.open_tree("meta")?;
@@ -251,9 +256,23 @@ fn an_older_schema_is_upgraded_on_open() -> R {
         db.flush()?;
         Ok(now.and_then(|b| <[u8; 4]>::try_from(b.as_ref()).ok().map(u32::from_be_bytes)))
     };
+    // a store of version 3 keeps its hashes
+    let store = open(dir.path())?;
+    assert_eq!(
+        store.get(id)?.ok_or("record")?.perceptual_hash,
+        Some([7; 32])
+    );
+    drop(store);
+    // version 2 held gradient hashes: dropped, so that `index` makes DCT hashes
+    set_version(Some(2))?;
+    let store = open(dir.path())?;
+    assert_eq!(store.get(id)?.ok_or("record")?.perceptual_hash, None);
+    assert_eq!(store.get(id)?.ok_or("record")?.path, hashed.path);
+    drop(store);
+    assert_eq!(set_version(None)?, Some(3));
     set_version(Some(1))?;
-    drop(Store::open(dir.path())?);
-    assert_eq!(set_version(None)?, Some(2));
+    drop(open(dir.path())?);
+    assert_eq!(set_version(None)?, Some(3));
     Ok(())
 }
 

@@ -10,8 +10,8 @@ use clap::Args;
 use serde_json::{json, Value};
 
 use dino_curate::curate::clusters::default_k;
-use dino_curate::curate::collection::Collection;
-use dino_curate::curate::dups::{DupRule, DEFAULT_HASH_AGREEMENT};
+use dino_curate::curate::collection::{Collection, DupGroup, DupMember};
+use dino_curate::curate::dups::{DupRule, Evidence, DEFAULT_HASH_AGREEMENT};
 use dino_curate::curate::keeper::KeepRule;
 use dino_curate::curate::quality::flags;
 use dino_curate::curate::GRAPH_K;
@@ -64,8 +64,9 @@ pub struct DupMatchArgs {
     /// Smallest similarity (cosine, −1…1) of two near-duplicates.
     #[arg(long, default_value_t = DEFAULT_DUP_THRESHOLD)]
     threshold: f32,
-    /// Also count two neighbouring photos whose perceptual hashes agree on this fraction
-    /// of their 256 bits: finds colour-edited and re-encoded copies the model misses.
+    /// Also link two photos whose perceptual hashes agree on this fraction of their 256
+    /// bits under some flip or quarter-turn: finds the re-encoded, resized, recoloured,
+    /// flipped and letterboxed copies the model misses.
     #[arg(long, value_name = "FRACTION", default_value_t = DEFAULT_HASH_AGREEMENT)]
     hash_agreement: f32,
     /// Ignore perceptual hashes: the model's similarity alone decides.
@@ -97,8 +98,9 @@ impl DupMatchArgs {
 pub struct DupsArgs {
     #[command(flatten)]
     matching: DupMatchArgs,
-    /// Which photo of a group to keep: largest, newest, oldest or path:PREFIX.
-    #[arg(long, default_value = "largest")]
+    /// Which photo of a group to keep: auto (the largest copy, the sharpest shot of a
+    /// burst), largest, sharpest, newest, oldest or path:PREFIX.
+    #[arg(long, default_value = "auto")]
     keep: KeepRule,
     /// Move every photo but the keeper of each group to the workspace trash (asks first).
     #[arg(long)]
@@ -127,29 +129,19 @@ pub fn dups(args: &DupsArgs, workspace: Option<&Path>) -> Result<()> {
     let (collection, groups) =
         collection.duplicates_from_graph(&mut knn, args.centre, &rule, &args.keep);
     if args.json {
-        let list: Vec<Value> = groups
-            .iter()
-            .map(|g| {
-                let mut obj = path_fields("keep", &path_of(&collection, g.keep));
-                let members: Vec<Value> = g
-                    .members
-                    .iter()
-                    .map(|&(id, s)| {
-                        let mut m = path_fields("path", &path_of(&collection, id));
-                        m.insert("similarity".into(), json!(s));
-                        Value::Object(m)
-                    })
-                    .collect();
-                obj.insert("members".into(), Value::Array(members));
-                Value::Object(obj)
-            })
-            .collect();
+        let list: Vec<Value> = groups.iter().map(|g| group_json(&collection, g)).collect();
         print_json(&Value::Array(list))?;
     } else {
         for g in &groups {
-            println!("keep {}", path_of(&collection, g.keep).display());
-            for &(id, s) in &g.members {
-                println!("  {:.3} {}", s, path_of(&collection, id).display());
+            let kind = g.kind.name();
+            println!("{kind}: keep {}", path_of(&collection, g.keep).display());
+            for m in &g.members {
+                println!(
+                    "  {:.3} {} ({})",
+                    m.similarity,
+                    path_of(&collection, m.id).display(),
+                    evidence_text(&collection, m)
+                );
             }
         }
     }
@@ -161,11 +153,47 @@ pub fn dups(args: &DupsArgs, workspace: Option<&Path>) -> Result<()> {
     if args.trash {
         let files: Vec<PathBuf> = groups
             .iter()
-            .flat_map(|g| g.members.iter().map(|&(id, _)| path_of(&collection, id)))
+            .flat_map(|g| g.members.iter().map(|m| path_of(&collection, m.id)))
             .collect();
         move_to_trash(&ws, &store, &files, args.dry_run, args.yes, false)?;
     }
     Ok(())
+}
+
+/// One `dups --json` group: kind, keeper, members with their evidence.
+fn group_json(collection: &Collection, g: &DupGroup) -> Value {
+    let mut obj = serde_json::Map::new();
+    obj.insert("kind".into(), json!(g.kind.name()));
+    obj.extend(path_fields("keep", &path_of(collection, g.keep)));
+    let members: Vec<Value> = g
+        .members
+        .iter()
+        .map(|m| {
+            let mut o = path_fields("path", &path_of(collection, m.id));
+            o.insert("similarity".into(), json!(m.similarity));
+            o.insert("evidence".into(), json!(m.evidence.name()));
+            o.insert("score".into(), json!(m.score));
+            let linked = path_of(collection, m.linked_to);
+            o.insert("linked_to".into(), json!(linked.to_string_lossy()));
+            Value::Object(o)
+        })
+        .collect();
+    obj.insert("members".into(), Value::Array(members));
+    Value::Object(obj)
+}
+
+/// "hash 0.82 with a.jpg", "descriptor 0.993 with b.jpg", "exact copy of a.jpg".
+fn evidence_text(collection: &Collection, m: &DupMember) -> String {
+    let with = path_of(collection, m.linked_to);
+    let name = with
+        .file_name()
+        .unwrap_or(with.as_os_str())
+        .to_string_lossy();
+    match m.evidence {
+        Evidence::Exact => format!("exact copy of {name}"),
+        Evidence::Hash => format!("hash {:.2} with {name}", m.score),
+        Evidence::Descriptor => format!("descriptor {:.3} with {name}", m.score),
+    }
 }
 
 /// Plans, confirms and performs a move to the trash.

@@ -2,10 +2,11 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use super::curate::DupMatchArgs;
 use super::{device_from, ArchArg, DeviceArg};
 use dino_curate::curate::vectors::dot;
 use dino_curate::embed::{Descriptor, Embedder, Framing};
@@ -13,13 +14,15 @@ use dino_curate::eval::linear::{
     linear_probe, pixel_features, probe_features, LinearResult, Matrix, ProbeConfig,
 };
 use dino_curate::eval::neardup::{
-    evaluate, perceptual_hashes, Hybrid, NearDupReport, NearDupSet, OperatingPoint,
+    evaluate, perceptual_hashes, pipeline, Hybrid, NearDupReport, NearDupSet, OperatingPoint,
 };
 use dino_curate::eval::{
     embed_paths, knn_classify, map_photos, split_features, Features, LabelledSet, LabelledSplit,
 };
 use dino_curate::model::{Arch, BackboneConfig, VitConfig};
-use dino_curate::phash;
+use dino_curate::phash::{self, DihedralHash, PerceptualHash};
+
+type HashFn = fn(&image::RgbImage) -> PerceptualHash;
 use dino_curate::workspace::Workspace;
 
 #[derive(Debug, Subcommand)]
@@ -159,8 +162,12 @@ pub struct NearDupArgs {
     #[arg(long, conflicts_with_all = ["model", "weights", "random_init", "phash"])]
     pixels: bool,
     /// Baseline: a 256-bit perceptual (gradient) hash, as czkawka computes it.
-    #[arg(long, conflicts_with_all = ["model", "weights", "random_init"])]
+    #[arg(long, conflicts_with_all = ["model", "weights", "random_init", "dct_hash"])]
     phash: bool,
+    /// The index's perceptual hash alone: signs of DCT coefficients after trimming borders,
+    /// compared under every flip and quarter-turn.
+    #[arg(long, conflicts_with_all = ["model", "weights", "random_init", "pixels"])]
+    dct_hash: bool,
     /// Also count a pair whose perceptual hashes agree on at least this fraction of bits,
     /// when the descriptor's k-NN graph links them (the model's thresholds are still swept).
     #[arg(long, value_name = "AGREEMENT", conflicts_with = "phash")]
@@ -168,6 +175,16 @@ pub struct NearDupArgs {
     /// Neighbours per photo in the k-NN graph of --hybrid (as `dups`).
     #[arg(long, default_value_t = dino_curate::curate::GRAPH_K)]
     graph_k: usize,
+    /// Run `dups` stage by stage (candidates, links, groups) with its rule (--threshold,
+    /// --hash-agreement, --no-hash) and --graph-k, and report each stage's recall.
+    #[arg(long, conflicts_with_all = ["hybrid", "phash", "dct_hash", "pixels"])]
+    dups: bool,
+    #[command(flatten)]
+    matching: DupMatchArgs,
+    /// Also write each image's descriptor and perceptual hash to FILE as JSON
+    /// (`{"paths", "vectors", "phash"}`), to study other scoring rules outside.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["phash", "pixels"])]
+    save: Option<PathBuf>,
     /// Print the result as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -356,15 +373,27 @@ fn neardup(args: &NearDupArgs, workspace: Option<&Path>) -> Result<()> {
     let set = NearDupSet::open(&args.dir)?;
     let bar = progress_bar();
     bar.set_prefix("describe");
-    let report = if args.phash {
-        let hashes = perceptual_hashes(&set, &|done, total| {
+    let hash_baseline = if args.phash {
+        Some(("phash-gradient-256", phash::gradient_hash as HashFn))
+    } else if args.dct_hash {
+        Some(("dct-sign-256-dihedral", phash::perceptual_hash as HashFn))
+    } else {
+        None
+    };
+    let report = if let Some((method, hash)) = hash_baseline {
+        let hashes = perceptual_hashes(&set, hash, &|done, total| {
             bar.set_length(total as u64);
             bar.set_position(done as u64);
         })?;
         bar.finish_and_clear();
-        evaluate(&set, "phash-gradient-256", |i, j| {
-            phash::agreement(&hashes[i], &hashes[j])
-        })
+        if args.dct_hash {
+            let forms: Vec<DihedralHash> = hashes.iter().map(DihedralHash::new).collect();
+            evaluate(&set, method, |i, j| forms[i].agreement(&forms[j]))
+        } else {
+            evaluate(&set, method, |i, j| {
+                phash::agreement(&hashes[i], &hashes[j])
+            })
+        }
     } else {
         let device = device_from(args.model.device)?;
         let model;
@@ -388,6 +417,12 @@ fn neardup(args: &NearDupArgs, workspace: Option<&Path>) -> Result<()> {
         let vectors = embed_paths(&set.paths, &features, &device, &mut progress)?;
         bar.finish_and_clear();
         let rows = vectors.to_vec2::<f32>()?;
+        if let Some(file) = &args.save {
+            save_descriptors(&set, &rows, file)?;
+        }
+        if args.dups {
+            return dups_stages(&set, &rows, &method, args);
+        }
         match args.hybrid {
             None => evaluate(&set, &method, |i, j| dot(&rows[i], &rows[j])),
             Some(agreement) => hybrid(&set, &rows, &method, agreement, args.graph_k)?,
@@ -398,6 +433,76 @@ fn neardup(args: &NearDupArgs, workspace: Option<&Path>) -> Result<()> {
     } else {
         print_neardup(&report);
     }
+    Ok(())
+}
+
+/// `eval neardup --dups`: the `dups` pipeline's stages on the benchmark.
+fn dups_stages(
+    set: &NearDupSet,
+    rows: &[Vec<f32>],
+    method: &str,
+    args: &NearDupArgs,
+) -> Result<()> {
+    let rule = args.matching.rule()?;
+    let hashes = perceptual_hashes(set, phash::perceptual_hash, &|_, _| {})?;
+    let forms: Vec<DihedralHash> = hashes.iter().map(DihedralHash::new).collect();
+    let report = pipeline(set, method, rows, &forms, &rule, args.graph_k);
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
+    let edits = |e: &[dino_curate::eval::neardup::EditRecall]| {
+        e.iter()
+            .map(|e| format!("{} {:.2}", e.edit, e.recall))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!(
+        "{method}, threshold {}, hash {:?}:",
+        rule.threshold, rule.hash_agreement
+    );
+    for c in &report.candidates {
+        println!(
+            "  candidates {:<16} {:>6.1} pairs/photo, original-copy recall {:.3}, all true pairs {:.3}",
+            c.source, c.pairs_per_photo, c.original_copy_recall, c.true_pair_recall
+        );
+        println!("    per edit: {}", edits(&c.edits));
+    }
+    for (name, s) in &report.links {
+        println!(
+            "  links {name:<10} {:>5} pairs, precision {:.3}, recall {:.3}",
+            s.predicted, s.precision, s.recall
+        );
+    }
+    let g = &report.groups;
+    println!(
+        "  groups {:>5} pairs, precision {:.3}, recall {:.3}",
+        g.predicted, g.precision, g.recall
+    );
+    println!("    original-copy per edit: {}", edits(&report.group_edits));
+    Ok(())
+}
+
+/// Writes the benchmark's descriptors and perceptual hashes (hex) to `file` as JSON.
+fn save_descriptors(set: &NearDupSet, rows: &[Vec<f32>], file: &Path) -> Result<()> {
+    let hashes = perceptual_hashes(set, phash::perceptual_hash, &|_, _| {})?;
+    let hex: Vec<String> = hashes
+        .iter()
+        .map(|h| h.iter().map(|b| format!("{b:02x}")).collect())
+        .collect();
+    let names: Vec<String> = set
+        .paths
+        .iter()
+        .map(|p| {
+            p.file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    let json = serde_json::json!({"paths": names, "vectors": rows, "phash": hex});
+    std::fs::write(file, serde_json::to_vec(&json)?)
+        .with_context(|| format!("cannot write {}", file.display()))?;
     Ok(())
 }
 
@@ -413,7 +518,7 @@ fn hybrid(
     }
     let bar = progress_bar();
     bar.set_prefix("hash");
-    let hashes = perceptual_hashes(set, &|done, total| {
+    let hashes = perceptual_hashes(set, phash::gradient_hash, &|done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     })?;

@@ -25,8 +25,9 @@ pub struct TuiArgs {
     /// Compare vectors with the collection's mean removed, as `dups --centre`.
     #[arg(long)]
     centre: bool,
-    /// Which photo of a duplicate group to keep: largest, newest, oldest or path:PREFIX.
-    #[arg(long, default_value = "largest")]
+    /// Which photo of a duplicate group to keep: auto (the largest copy, the sharpest shot
+    /// of a burst), largest, sharpest, newest, oldest or path:PREFIX.
+    #[arg(long, default_value = "auto")]
     keep: KeepRule,
     /// Number of clusters (default: about √(photos/2)).
     #[arg(short, long)]

@@ -5,13 +5,16 @@ use std::collections::HashMap;
 
 use dino_curate_index::{PhotoId, PhotoRecord, Store};
 
+use super::burst::{group_kind, GroupKind};
 use super::clusters::{kmeans, Cluster};
-use super::dups::{group_ids, DupRule, PairScore};
+use super::dups::{
+    evidence_within, graph_pairs, group_links, hash_links, links, DupRule, Evidence, Signals,
+};
 use super::keeper::{choose_keeper, KeepRule};
 use super::select::{diverse_subset, outliers};
 use super::vectors::{dot, normalize, Vectors};
 use super::Neighbours;
-use crate::phash::PerceptualHash;
+use crate::phash::DihedralHash;
 use crate::{Error, Result};
 
 /// Records and vectors of the indexed photos.
@@ -23,14 +26,30 @@ pub struct Collection {
     pub records: HashMap<PhotoId, PhotoRecord>,
 }
 
-/// One near-duplicate group: the keeper and the others with their similarity to it.
+/// One near-duplicate group: its kind, the keeper and the others.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DupGroup {
+    /// Copies of one photo, or a burst of shots seconds apart.
+    pub kind: GroupKind,
     /// The photo to keep.
     pub keep: PhotoId,
-    /// The others with their similarity to the keeper (1 where the perceptual hashes
-    /// match under the rule), most similar first.
-    pub members: Vec<(PhotoId, f32)>,
+    /// The others, most similar to the keeper first.
+    pub members: Vec<DupMember>,
+}
+
+/// A photo of a group besides its keeper, and why it is in the group.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DupMember {
+    /// The photo.
+    pub id: PhotoId,
+    /// Descriptor similarity (cosine) to the keeper.
+    pub similarity: f32,
+    /// Its most confident link inside the group.
+    pub evidence: Evidence,
+    /// That link's score (1 for exact, the hash agreement, or the cosine).
+    pub score: f32,
+    /// The photo at the other end of that link (the keeper or another member).
+    pub linked_to: PhotoId,
 }
 
 impl Collection {
@@ -110,12 +129,15 @@ impl Collection {
             .collect()
     }
 
-    /// Each vector row's perceptual hash, if its record has one.
-    fn perceptual_hashes(&self) -> Vec<Option<PerceptualHash>> {
+    /// Each vector row's perceptual hash with its flips and turns, if its record has one.
+    fn dihedral_hashes(&self) -> Vec<Option<DihedralHash>> {
         self.vectors
             .ids()
             .iter()
-            .map(|id| self.records.get(id).and_then(|r| r.perceptual_hash))
+            .map(|id| {
+                let record = self.records.get(id)?;
+                record.perceptual_hash.as_ref().map(DihedralHash::new)
+            })
             .collect()
     }
 
@@ -159,7 +181,8 @@ impl Collection {
         (collection, groups)
     }
 
-    /// Near-duplicate groups from the k-NN graph `knn`, each with its keeper.
+    /// Near-duplicate groups from the k-NN graph `knn` and, when the rule counts them,
+    /// matching perceptual hashes, each with its kind, keeper and evidence.
     pub fn duplicates(
         &self,
         knn: &[(PhotoId, Neighbours)],
@@ -167,29 +190,24 @@ impl Collection {
         keep: &KeepRule,
     ) -> Vec<DupGroup> {
         let rows = self.row_of();
-        let hashes = self.perceptual_hashes();
-        let scores = PairScore::new(&self.vectors, &hashes, rule);
-        let mut out: Vec<DupGroup> = group_ids(&scores, &self.exact_copies(), knn, rule)
-            .into_iter()
-            .filter_map(|ids| {
-                let recs: Vec<&PhotoRecord> =
-                    ids.iter().filter_map(|id| self.records.get(id)).collect();
-                if recs.len() != ids.len() {
-                    return None;
-                }
-                let keeper = ids[choose_keeper(&recs, keep)?];
-                let kr = *rows.get(&keeper)?;
-                let mut members: Vec<(PhotoId, f32)> = ids
-                    .iter()
-                    .filter(|&&id| id != keeper)
-                    .filter_map(|&id| Some((id, scores.score(kr, *rows.get(&id)?))))
-                    .collect();
-                members.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-                Some(DupGroup {
-                    keep: keeper,
-                    members,
-                })
-            })
+        let hashes = self.dihedral_hashes();
+        let signals = Signals {
+            vectors: &self.vectors,
+            hashes: &hashes,
+        };
+        let exact: Vec<Vec<usize>> = self
+            .exact_copies()
+            .iter()
+            .map(|g| g.iter().filter_map(|id| rows.get(id).copied()).collect())
+            .collect();
+        let mut candidates = graph_pairs(&self.vectors, knn);
+        if let Some(min) = rule.hash_agreement {
+            candidates.extend(hash_links(&hashes, min));
+        }
+        let links = links(&signals, &exact, candidates, rule);
+        let mut out: Vec<DupGroup> = group_links(&signals, &links, rule)
+            .iter()
+            .filter_map(|group| self.describe_group(group, &links, &signals, keep))
             .collect();
         out.sort_by(|a, b| {
             b.members
@@ -198,6 +216,45 @@ impl Collection {
                 .then(a.keep.cmp(&b.keep))
         });
         out
+    }
+
+    /// A group of rows as the user sees it: kind, keeper, members with their evidence.
+    fn describe_group(
+        &self,
+        group: &[usize],
+        links: &[super::dups::Link],
+        signals: &Signals,
+        keep: &KeepRule,
+    ) -> Option<DupGroup> {
+        let ids: Vec<PhotoId> = group.iter().map(|&r| self.vectors.id(r)).collect();
+        let recs: Vec<&PhotoRecord> = ids.iter().filter_map(|id| self.records.get(id)).collect();
+        if recs.len() != ids.len() {
+            return None;
+        }
+        let kind = group_kind(&recs);
+        let keeper = *group.get(choose_keeper(&recs, &keep.for_kind(kind))?)?;
+        let best = evidence_within(group, links);
+        let mut members: Vec<DupMember> = group
+            .iter()
+            .filter(|&&r| r != keeper)
+            .filter_map(|&r| {
+                let link = best.get(&r)?;
+                let other = if link.a == r { link.b } else { link.a };
+                Some(DupMember {
+                    id: self.vectors.id(r),
+                    similarity: signals.cosine(keeper, r),
+                    evidence: link.evidence,
+                    score: link.score,
+                    linked_to: self.vectors.id(other),
+                })
+            })
+            .collect();
+        members.sort_by(|a, b| b.similarity.total_cmp(&a.similarity).then(a.id.cmp(&b.id)));
+        Some(DupGroup {
+            kind,
+            keep: self.vectors.id(keeper),
+            members,
+        })
     }
 
     /// Clusters as photo ids (see [`kmeans`]).

@@ -1,31 +1,41 @@
-//! Near-duplicate groups: exact copies (same content hash) first, then the edges of the
-//! k-nearest-neighbour graph above a similarity threshold, merged so that a group never
-//! chains unrelated photos through a series of neighbours: two groups join only when
-//! every photo of one is close to every photo of the other (`min ≥ floor`) and they are
-//! close on average (`mean ≥ threshold`). With a hash agreement in the rule, a pair whose
-//! perceptual hashes agree on that fraction of bits counts as similarity 1: the hash finds
-//! the colour-edited and re-encoded copies the descriptor misses (docs/quality.md), and
-//! looking only along the descriptor's graph edges keeps it from linking unrelated photos.
+//! Near-duplicate groups, in stages that are each measured (docs/quality.md):
+//!
+//! 1. **Candidates**: photos with the same content hash, the edges of the descriptor's
+//!    k-nearest-neighbour graph, and every pair whose perceptual hashes agree under some
+//!    flip or quarter-turn ([`hash_links`]).
+//! 2. **Links**: a candidate pair becomes a link with its [`Evidence`]: `exact`, `hash`
+//!    (agreement ≥ the rule's) or `descriptor` (cosine ≥ the threshold), and a confidence:
+//!    how far above its threshold it is, as a fraction of the way to a perfect score.
+//! 3. **Verified grouping**: links merge groups, most confident first. Two photos alone
+//!    join on any link; larger groups join on an exact or a strong link (confidence ≥
+//!    [`STRONG_LINK`]), on two links between them, or when every pair across is close to
+//!    the descriptor (the rule of the first version). A crop and a grey copy of one photo
+//!    thus meet through the original, and a chain of neighbours, each only a little alike,
+//!    never becomes one group.
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
+
+use rayon::prelude::*;
+use serde::Serialize;
 
 use dino_curate_index::PhotoId;
 
 use super::vectors::{dot, Vectors};
 use super::Neighbours;
-use crate::phash::{agreement, PerceptualHash};
+use crate::phash::DihedralHash;
 
 /// When two photos count as near-duplicates.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DupRule {
-    /// Smallest similarity of a k-NN edge, and of the mean similarity between two groups
-    /// that merge.
+    /// Smallest descriptor similarity (cosine) of a link, and of the mean similarity
+    /// between two groups that merge by the descriptor alone.
     pub threshold: f32,
-    /// Smallest similarity between any two members of a group.
+    /// Smallest similarity between any two members of groups merged by the descriptor
+    /// alone.
     pub floor: f32,
-    /// Fraction of agreeing perceptual-hash bits that makes a pair similar (1), if hashes
-    /// count.
+    /// Fraction of agreeing perceptual-hash bits (best flip or turn) that links two
+    /// photos, if hashes count.
     pub hash_agreement: Option<f32>,
 }
 
@@ -39,7 +49,8 @@ impl DupRule {
         }
     }
 
-    /// The same rule, counting perceptual-hash matches at `agreement` (None: ignoring them).
+    /// The same rule, linking photos whose hashes agree on `agreement` (None: ignoring
+    /// hashes).
     pub fn with_hash_agreement(self, agreement: Option<f32>) -> Self {
         Self {
             hash_agreement: agreement,
@@ -48,58 +59,132 @@ impl DupRule {
     }
 }
 
-/// Perceptual-hash agreement at which `dups` counts a pair along the k-NN graph as a
-/// near-duplicate (calibrated on the near-duplicate benchmark, docs/quality.md).
-pub const DEFAULT_HASH_AGREEMENT: f32 = 0.75;
+/// Perceptual-hash agreement at which `dups` links two photos (measured on the
+/// near-duplicate benchmark, docs/quality.md).
+pub const DEFAULT_HASH_AGREEMENT: f32 = 0.69;
 
-/// How alike two rows are as grouping sees it: the vectors' cosine, or 1 when the rule
-/// counts hash matches and both rows' perceptual hashes agree enough.
-#[derive(Debug, Clone, Copy)]
-pub struct PairScore<'a> {
-    vectors: &'a Vectors,
-    hashes: &'a [Option<PerceptualHash>],
-    hash_agreement: Option<f32>,
-}
-
-impl<'a> PairScore<'a> {
-    /// Scores over `vectors`, with `hashes` by row (shorter or empty: rows without one).
-    pub fn new(vectors: &'a Vectors, hashes: &'a [Option<PerceptualHash>], rule: &DupRule) -> Self {
-        Self {
-            vectors,
-            hashes,
-            hash_agreement: rule.hash_agreement,
-        }
-    }
-
-    fn hashes_match(&self, i: usize, j: usize) -> bool {
-        match (self.hash_agreement, self.hashes.get(i), self.hashes.get(j)) {
-            (Some(min), Some(Some(a)), Some(Some(b))) => agreement(a, b) >= min,
-            _ => false,
-        }
-    }
-
-    /// The similarity of rows `i` and `j`.
-    pub fn score(&self, i: usize, j: usize) -> f32 {
-        self.edge(i, j, dot(self.vectors.row(i), self.vectors.row(j)))
-    }
-
-    /// A graph edge's similarity `cosine` with the hash rule applied.
-    fn edge(&self, i: usize, j: usize, cosine: f32) -> f32 {
-        if self.hashes_match(i, j) {
-            1.0
-        } else {
-            cosine
-        }
-    }
-}
-
-/// How far below the threshold a pair inside a group may be.
+/// How far below the threshold a pair inside a group merged by the descriptor may be.
 pub const CHAIN_MARGIN: f32 = 0.05;
 
-/// Groups being merged: a union of lists, with each photo's group.
+/// Confidence from which one link joins two groups of any size.
+pub const STRONG_LINK: f32 = 0.5;
+
+/// Why two photos are linked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Evidence {
+    /// Same file content (blake3).
+    Exact,
+    /// Perceptual hashes agree (under some flip or quarter-turn).
+    Hash,
+    /// The model's descriptors are close.
+    Descriptor,
+}
+
+impl Evidence {
+    /// The name `dups --json` uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Exact => "exact",
+            Self::Hash => "hash",
+            Self::Descriptor => "descriptor",
+        }
+    }
+}
+
+/// A link between rows `a` and `b`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Link {
+    /// One row.
+    pub a: usize,
+    /// The other row.
+    pub b: usize,
+    /// Why they are linked.
+    pub evidence: Evidence,
+    /// The evidence's score: 1 for exact, the hash agreement, or the cosine.
+    pub score: f32,
+    /// How far above its threshold the score is, as a fraction of the way to 1 (exact
+    /// copies: above every other link).
+    pub confidence: f32,
+}
+
+/// What grouping knows of each row: its vector and, if it has one, its perceptual hash.
+#[derive(Debug, Clone, Copy)]
+pub struct Signals<'a> {
+    /// The descriptors.
+    pub vectors: &'a Vectors,
+    /// Each row's hash with its flips and turns (shorter or empty: rows without one).
+    pub hashes: &'a [Option<DihedralHash>],
+}
+
+impl Signals<'_> {
+    /// The descriptor similarity of rows `i` and `j`.
+    pub fn cosine(&self, i: usize, j: usize) -> f32 {
+        dot(self.vectors.row(i), self.vectors.row(j))
+    }
+
+    /// The best hash agreement of rows `i` and `j` under any flip or turn, if both have
+    /// a hash.
+    pub fn hash_agreement(&self, i: usize, j: usize) -> Option<f32> {
+        match (self.hashes.get(i), self.hashes.get(j)) {
+            (Some(Some(a)), Some(Some(b))) => Some(a.agreement(b)),
+            _ => None,
+        }
+    }
+
+    /// The link between rows `i` and `j` under `rule`, if any: the more confident of the
+    /// hash and the descriptor evidence.
+    pub fn link(&self, i: usize, j: usize, rule: &DupRule) -> Option<Link> {
+        let over = |score: f32, min: f32| (score - min) / (1.0 - min).max(1e-6);
+        let cosine = self.cosine(i, j);
+        let by_descriptor = (cosine >= rule.threshold).then_some((
+            Evidence::Descriptor,
+            cosine,
+            over(cosine, rule.threshold),
+        ));
+        let by_hash = rule.hash_agreement.and_then(|min| {
+            let agreement = self.hash_agreement(i, j)?;
+            (agreement >= min).then_some((Evidence::Hash, agreement, over(agreement, min)))
+        });
+        let (evidence, score, confidence) = [by_descriptor, by_hash]
+            .into_iter()
+            .flatten()
+            .max_by(|x, y| x.2.total_cmp(&y.2))?;
+        Some(Link {
+            a: i,
+            b: j,
+            evidence,
+            score,
+            confidence,
+        })
+    }
+}
+
+/// Every pair of rows whose hashes agree on at least `min` of their bits under some flip
+/// or turn, as `(row, row)` with the smaller first. Compares all pairs: n²/2 × 8 word
+/// comparisons, about a second for 50k photos on 2 cores (docs/benchmarks.md).
+pub fn hash_links(hashes: &[Option<DihedralHash>], min: f32) -> Vec<(usize, usize)> {
+    let rows: Vec<(usize, &DihedralHash)> = hashes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, h)| Some((i, h.as_ref()?)))
+        .collect();
+    rows.par_iter()
+        .enumerate()
+        .flat_map_iter(|(k, &(i, a))| {
+            rows[k + 1..]
+                .iter()
+                .filter(move |(_, b)| a.agreement(b) >= min)
+                .map(move |&(j, _)| (i, j))
+        })
+        .collect()
+}
+
+/// Groups being merged: a union of lists, with each row's group and accepted links.
 struct Groups {
     members: Vec<Vec<usize>>,
     group_of: Vec<usize>,
+    linked: Vec<Vec<usize>>,
 }
 
 impl Groups {
@@ -107,6 +192,7 @@ impl Groups {
         Self {
             members: (0..n).map(|i| vec![i]).collect(),
             group_of: (0..n).collect(),
+            linked: vec![Vec::new(); n],
         }
     }
 
@@ -122,14 +208,28 @@ impl Groups {
         }
         self.members[keep].extend(moved);
     }
+
+    /// Links between groups `a` and `b`.
+    fn cross_links(&self, a: usize, b: usize) -> usize {
+        let (small, other) = if self.members[a].len() <= self.members[b].len() {
+            (a, b)
+        } else {
+            (b, a)
+        };
+        self.members[small]
+            .iter()
+            .flat_map(|&i| &self.linked[i])
+            .filter(|&&j| self.group_of[j] == other)
+            .count()
+    }
 }
 
-/// Whether groups `a` and `b` (row lists) may merge under `rule`.
-fn close_enough(scores: &PairScore, a: &[usize], b: &[usize], rule: &DupRule) -> bool {
+/// Whether groups `a` and `b` (row lists) are all close to the descriptor under `rule`.
+fn close_by_descriptor(signals: &Signals, a: &[usize], b: &[usize], rule: &DupRule) -> bool {
     let mut sum = 0f64;
     for &i in a {
         for &j in b {
-            let s = scores.score(i, j);
+            let s = signals.cosine(i, j);
             if s < rule.floor {
                 return false;
             }
@@ -139,35 +239,66 @@ fn close_enough(scores: &PairScore, a: &[usize], b: &[usize], rule: &DupRule) ->
     sum / (a.len() * b.len()) as f64 >= f64::from(rule.threshold)
 }
 
-/// Near-duplicate groups (row-index lists of at least two photos, each sorted).
-///
-/// `exact` lists groups of rows with identical content (always grouped); `edges` are the
-/// k-NN graph's `(row, row, similarity)` pairs, in any order.
-pub fn group_rows(
-    scores: &PairScore,
+/// The links among `candidates` (row pairs, either order, duplicates allowed) under
+/// `rule`, with `exact` groups linked pairwise along each group, most confident first.
+pub fn links(
+    signals: &Signals,
     exact: &[Vec<usize>],
-    mut edges: Vec<(usize, usize, f32)>,
+    candidates: impl IntoIterator<Item = (usize, usize)>,
     rule: &DupRule,
-) -> Vec<Vec<usize>> {
-    let mut groups = Groups::new(scores.vectors.len());
-    for copies in exact {
-        for pair in copies.windows(2) {
-            let (a, b) = (groups.group_of[pair[0]], groups.group_of[pair[1]]);
-            if a != b {
+) -> Vec<Link> {
+    let mut pairs: Vec<(usize, usize)> = candidates
+        .into_iter()
+        .filter(|(i, j)| i != j)
+        .map(|(i, j)| (i.min(j), i.max(j)))
+        .collect();
+    pairs.sort_unstable();
+    pairs.dedup();
+    let mut out: Vec<Link> = exact
+        .iter()
+        .flat_map(|copies| copies.windows(2))
+        .map(|pair| Link {
+            a: pair[0],
+            b: pair[1],
+            evidence: Evidence::Exact,
+            score: 1.0,
+            confidence: f32::INFINITY,
+        })
+        .collect();
+    out.extend(
+        pairs
+            .par_iter()
+            .filter_map(|&(i, j)| signals.link(i, j, rule))
+            .collect::<Vec<_>>(),
+    );
+    out.sort_by(|x, y| {
+        y.confidence
+            .partial_cmp(&x.confidence)
+            .unwrap_or(Ordering::Equal)
+            .then((x.a, x.b).cmp(&(y.a, y.b)))
+    });
+    out
+}
+
+/// Near-duplicate groups (row-index lists of at least two rows, each sorted) from
+/// `links` in the order given (most confident first).
+pub fn group_links(signals: &Signals, links: &[Link], rule: &DupRule) -> Vec<Vec<usize>> {
+    let mut groups = Groups::new(signals.vectors.len());
+    for link in links {
+        let (a, b) = (groups.group_of[link.a], groups.group_of[link.b]);
+        if a != b {
+            let join = link.evidence == Evidence::Exact
+                || link.confidence >= STRONG_LINK
+                || (groups.members[a].len() == 1 && groups.members[b].len() == 1)
+                || groups.cross_links(a, b) >= 1
+                || close_by_descriptor(signals, &groups.members[a], &groups.members[b], rule);
+            if join {
                 groups.merge(a, b);
             }
         }
-    }
-    for edge in &mut edges {
-        edge.2 = scores.edge(edge.0, edge.1, edge.2);
-    }
-    edges.retain(|e| e.2 >= rule.threshold && e.0 != e.1);
-    edges.sort_by(|x, y| y.2.partial_cmp(&x.2).unwrap_or(Ordering::Equal));
-    for (i, j, _) in edges {
-        let (a, b) = (groups.group_of[i], groups.group_of[j]);
-        if a != b && close_enough(scores, &groups.members[a], &groups.members[b], rule) {
-            groups.merge(a, b);
-        }
+        // the link counts toward later joins whether or not it joined now
+        groups.linked[link.a].push(link.b);
+        groups.linked[link.b].push(link.a);
     }
     let mut out: Vec<Vec<usize>> = groups
         .members
@@ -182,122 +313,37 @@ pub fn group_rows(
     out
 }
 
-/// [`group_rows`] with photo ids: `exact` groups and `knn` lists by id.
-pub fn group_ids(
-    scores: &PairScore,
-    exact: &[Vec<PhotoId>],
-    knn: &[(PhotoId, Neighbours)],
-    rule: &DupRule,
-) -> Vec<Vec<PhotoId>> {
-    let vectors = scores.vectors;
+/// For each member of `group` (rows), its most confident link to another member.
+pub fn evidence_within(group: &[usize], links: &[Link]) -> HashMap<usize, Link> {
+    let inside: std::collections::HashSet<usize> = group.iter().copied().collect();
+    let mut best: HashMap<usize, Link> = HashMap::new();
+    // links come most confident first: the first seen per row is its best
+    for link in links {
+        if inside.contains(&link.a) && inside.contains(&link.b) {
+            best.entry(link.a).or_insert(*link);
+            best.entry(link.b).or_insert(*link);
+        }
+    }
+    best
+}
+
+/// Candidate row pairs from a k-NN graph by photo id.
+pub fn graph_pairs(vectors: &Vectors, knn: &[(PhotoId, Neighbours)]) -> Vec<(usize, usize)> {
     let row: HashMap<PhotoId, usize> = vectors
         .ids()
         .iter()
         .enumerate()
         .map(|(i, &id)| (id, i))
         .collect();
-    let exact_rows: Vec<Vec<usize>> = exact
-        .iter()
-        .map(|g| g.iter().filter_map(|id| row.get(id).copied()).collect())
-        .collect();
-    let edges = knn
-        .iter()
+    knn.iter()
         .filter_map(|(id, hits)| Some((*row.get(id)?, hits)))
         .flat_map(|(i, hits)| {
             hits.iter()
-                .filter_map(|(other, s)| Some((i, *row.get(other)?, *s)))
+                .filter_map(|(other, _)| Some((i, *row.get(other)?)))
                 .collect::<Vec<_>>()
         })
-        .collect();
-    group_rows(scores, &exact_rows, edges, rule)
-        .into_iter()
-        .map(|g| g.into_iter().map(|i| vectors.id(i)).collect())
         .collect()
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Unit vectors at the given angles (radians) in the plane.
-    fn at_angles(angles: &[f32]) -> Vectors {
-        let mut v = Vectors::new(2);
-        for (i, a) in angles.iter().enumerate() {
-            v.push(i as PhotoId, &[a.cos(), a.sin()]);
-        }
-        v
-    }
-
-    fn all_edges(v: &Vectors) -> Vec<(usize, usize, f32)> {
-        let mut edges = Vec::new();
-        for i in 0..v.len() {
-            for j in 0..v.len() {
-                if i != j {
-                    edges.push((i, j, dot(v.row(i), v.row(j))));
-                }
-            }
-        }
-        edges
-    }
-
-    #[test]
-    fn a_chain_of_neighbours_is_not_one_group() {
-        // each step 0.3 rad: neighbours at cos 0.955, two steps apart at cos 0.825
-        let v = at_angles(&[0.0, 0.3, 0.6, 0.9, 1.2]);
-        let rule = DupRule::with_threshold(0.9);
-        let groups = group_rows(&PairScore::new(&v, &[], &rule), &[], all_edges(&v), &rule);
-        for g in &groups {
-            assert!(g.len() <= 2, "chained group {g:?}");
-        }
-        // plain connected components would have put all five together
-        assert!(!groups.is_empty());
-    }
-
-    #[test]
-    fn tight_groups_form_and_far_photos_stay_alone() {
-        let v = at_angles(&[0.0, 0.05, 0.1, 1.5, 1.52, 3.0]);
-        let rule = DupRule::with_threshold(0.95);
-        let groups = group_rows(&PairScore::new(&v, &[], &rule), &[], all_edges(&v), &rule);
-        assert_eq!(groups, vec![vec![0, 1, 2], vec![3, 4]]);
-    }
-
-    #[test]
-    fn exact_copies_group_even_without_edges() {
-        let v = at_angles(&[0.0, 0.0, 2.0]);
-        let rule = DupRule::with_threshold(0.99);
-        let groups = group_ids(&PairScore::new(&v, &[], &rule), &[vec![0, 1]], &[], &rule);
-        assert_eq!(groups, vec![vec![0, 1]]);
-    }
-
-    #[test]
-    fn ids_map_back_from_rows() {
-        let mut v = Vectors::new(2);
-        v.push(40, &[1.0, 0.0]);
-        v.push(10, &[0.999, 0.0447]);
-        v.push(30, &[0.0, 1.0]);
-        let knn = vec![(40, vec![(10, 0.999), (30, 0.0)]), (10, vec![(40, 0.999)])];
-        let rule = DupRule::with_threshold(0.95);
-        let groups = group_ids(&PairScore::new(&v, &[], &rule), &[], &knn, &rule);
-        assert_eq!(groups, vec![vec![40, 10]]);
-    }
-
-    #[test]
-    fn matching_hashes_join_graph_neighbours_the_vectors_keep_apart() {
-        // rows 0 and 1 are 0.3 rad apart (cos 0.955 < 0.99) but hash alike; row 2 has
-        // row 0's hash but no edge to it
-        let v = at_angles(&[0.0, 0.3, 2.0]);
-        let mut near = [0u8; 32];
-        near[0] = 0b111; // 3 bits of 256 differ: agreement 0.988
-        let hashes = [Some([0u8; 32]), Some(near), Some([0u8; 32])];
-        let edges = vec![(0, 1, dot(v.row(0), v.row(1)))];
-        let off = DupRule::with_threshold(0.99);
-        let on = off.with_hash_agreement(Some(0.95));
-        let groups = |rule: &DupRule| {
-            group_rows(&PairScore::new(&v, &hashes, rule), &[], edges.clone(), rule)
-        };
-        assert!(groups(&off).is_empty());
-        assert_eq!(groups(&on), vec![vec![0, 1]]);
-        let strict = off.with_hash_agreement(Some(0.995));
-        assert!(groups(&strict).is_empty(), "3 differing bits exceed 0.995");
-    }
-}
+mod tests;

@@ -12,9 +12,13 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::curate::vectors::dot;
-use crate::phash::{perceptual_hash, PerceptualHash};
+use crate::phash::PerceptualHash;
 use crate::photo::{self, DecodeOptions, Skipped, DEFAULT_MAX_PIXELS};
 use crate::{Error, Result};
+
+mod pipeline;
+
+pub use pipeline::{pipeline, CandidateRecall, PairStats, PipelineReport};
 
 /// Precision the operating point must reach (the curation issue's target).
 pub const TARGET_PRECISION: f64 = 0.99;
@@ -331,10 +335,11 @@ pub struct NearDupReport {
     pub edits: Vec<EditRecall>,
 }
 
-/// Perceptual hashes of the set's images ([`crate::phash`], czkawka's gradient hash),
+/// The `hash` ([`crate::phash`]) of each of the set's images, decoded as `index` decodes,
 /// reporting `(done, total)`. A photo that fails to decode is an error.
 pub fn perceptual_hashes(
     set: &NearDupSet,
+    hash: fn(&image::RgbImage) -> PerceptualHash,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<Vec<PerceptualHash>> {
     let decode = DecodeOptions {
@@ -347,7 +352,7 @@ pub fn perceptual_hashes(
         .map(|path| {
             let photo = photo::decode(path, &decode)
                 .map_err(|e| Error::Config(Skipped::from(e).to_string()))?;
-            let hash = perceptual_hash(&photo.image);
+            let hash = hash(&photo.image);
             let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
             progress(n, set.paths.len());
             Ok(hash)

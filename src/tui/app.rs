@@ -112,19 +112,23 @@ impl Attention {
     }
 }
 
-/// The rule after `rule` in the cycle largest → newest → oldest.
+/// The rule after `rule` in the cycle auto → largest → sharpest → newest → oldest.
 pub fn next_rule(rule: &KeepRule) -> KeepRule {
     match rule {
-        KeepRule::Largest => KeepRule::Newest,
+        KeepRule::Auto => KeepRule::Largest,
+        KeepRule::Largest => KeepRule::Sharpest,
+        KeepRule::Sharpest => KeepRule::Newest,
         KeepRule::Newest => KeepRule::Oldest,
-        KeepRule::Oldest | KeepRule::PathPrefix(_) => KeepRule::Largest,
+        KeepRule::Oldest | KeepRule::PathPrefix(_) => KeepRule::Auto,
     }
 }
 
-/// "largest", "newest", "oldest", "first under /x".
+/// "largest copy, sharpest burst shot", "largest", "newest", "first under /x".
 pub fn rule_name(rule: &KeepRule) -> String {
     match rule {
+        KeepRule::Auto => "largest copy, sharpest burst shot".into(),
         KeepRule::Largest => "largest".into(),
+        KeepRule::Sharpest => "sharpest".into(),
         KeepRule::Newest => "newest".into(),
         KeepRule::Oldest => "oldest".into(),
         KeepRule::PathPrefix(p) => format!("first under {}", p.display()),
@@ -391,7 +395,7 @@ impl App {
 
     fn mark_all_but_keepers(&mut self) {
         let members = self.data.dups.iter().flat_map(|g| g.members.iter());
-        self.marks.extend(members.map(|&(id, _)| id));
+        self.marks.extend(members.map(|m| m.id));
         self.status = format!(
             "marked {}: every group keeps its keeper",
             photos(self.marks.len())
@@ -581,7 +585,7 @@ impl App {
     fn dup_rows(&self) -> Vec<Row> {
         let mut rows = Vec::new();
         for (g, group) in self.data.dups.iter().enumerate() {
-            let ids = std::iter::once(group.keep).chain(group.members.iter().map(|m| m.0));
+            let ids = std::iter::once(group.keep).chain(group.members.iter().map(|m| m.id));
             if !self.filter.is_empty() && !ids.clone().any(|id| self.matches(id)) {
                 continue;
             }
@@ -591,9 +595,9 @@ impl App {
                 group: Some(g),
                 keeper: true,
             });
-            rows.extend(group.members.iter().map(|&(id, s)| Row::Photo {
-                id,
-                score: Some(s),
+            rows.extend(group.members.iter().map(|m| Row::Photo {
+                id: m.id,
+                score: Some(m.similarity),
                 group: Some(g),
                 keeper: false,
             }));
@@ -687,19 +691,20 @@ mod tests {
     fn r_asks_for_the_next_keeper_rule_and_takes_in_the_groups() {
         let mut a = app();
         a.apply(Action::Show(View::Duplicates));
-        let next = Request::Regroup(KeepRule::Newest);
+        let next = Request::Regroup(KeepRule::Sharpest);
         assert_eq!(a.apply(Action::CycleKeep), vec![Effect::Job(next)]);
         a.apply(Action::MarkAllButKeepers);
         let mut dups = a.data.dups.clone();
         let old_keeper = dups[0].keep;
-        let (new_keeper, _) = dups[0].members.remove(0);
-        dups[0].members.push((old_keeper, 0.9));
+        let mut moved = dups[0].members.remove(0);
+        let new_keeper = std::mem::replace(&mut moved.id, old_keeper);
+        dups[0].members.push(moved);
         dups[0].keep = new_keeper;
-        a.receive(Reply::Regrouped(dups, KeepRule::Newest));
-        assert_eq!(a.data.keep, KeepRule::Newest);
+        a.receive(Reply::Regrouped(dups, KeepRule::Sharpest));
+        assert_eq!(a.data.keep, KeepRule::Sharpest);
         assert!(!a.marks.contains(&new_keeper), "a keeper is never marked");
         assert_eq!(a.rows.len(), 6);
-        assert_eq!(next_rule(&KeepRule::Oldest), KeepRule::Largest);
+        assert_eq!(next_rule(&KeepRule::Oldest), KeepRule::Auto);
     }
 
     #[test]

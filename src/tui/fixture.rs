@@ -8,7 +8,9 @@ use dino_curate_index::{PhotoId, PhotoRecord};
 
 use super::action::Query;
 use super::job::{AttentionMap, ClusterRow, Found, Snapshot, Training};
-use crate::curate::collection::DupGroup;
+use crate::curate::burst::GroupKind;
+use crate::curate::collection::{DupGroup, DupMember};
+use crate::curate::dups::Evidence;
 use crate::curate::keeper::KeepRule;
 use crate::train::plot::Series;
 use crate::train::signal::LearnedSignal;
@@ -49,8 +51,16 @@ pub fn synthetic(n: u64) -> Snapshot {
         .collect();
     let dups = (0..n / 20)
         .map(|g| DupGroup {
+            kind: if g % 3 == 2 {
+                GroupKind::Burst
+            } else {
+                GroupKind::Copy
+            },
             keep: g * 20,
-            members: vec![(g * 20 + 1, 0.981), (g * 20 + 2, 0.934)],
+            members: vec![
+                member(g * 20 + 1, 0.981, Evidence::Descriptor, 0.981, g * 20),
+                member(g * 20 + 2, 0.934, Evidence::Hash, 0.81, g * 20 + 1),
+            ],
         })
         .collect();
     Snapshot {
@@ -61,6 +71,16 @@ pub fn synthetic(n: u64) -> Snapshot {
         keep: KeepRule::Largest,
         failures: failures(),
         training: Ok(training()),
+    }
+}
+
+fn member(id: PhotoId, similarity: f32, evidence: Evidence, score: f32, to: PhotoId) -> DupMember {
+    DupMember {
+        id,
+        similarity,
+        evidence,
+        score,
+        linked_to: to,
     }
 }
 

@@ -441,7 +441,7 @@ impl Default for Snapshot {
             records: HashMap::new(),
             clusters: Vec::new(),
             dups: Vec::new(),
-            keep: KeepRule::Largest,
+            keep: KeepRule::Auto,
             failures: Vec::new(),
             training: Err("loading…".into()),
         }

@@ -7,8 +7,12 @@ use crate::IndexError;
 /// Layout version of the database; bump when the encoding of any tree changes.
 /// 1: the first layout. 2: photo records carry the perceptual hash (records of the first
 /// layout still read; a binary that knows only version 1 refuses the store as newer
-/// instead of reading the new records as corrupt).
-pub(crate) const SCHEMA_VERSION: u32 = 2;
+/// instead of reading the new records as corrupt). 3: the perceptual hash is the
+/// dihedral DCT sign hash; the gradient hashes of version 2 are dropped on upgrade.
+pub(crate) const SCHEMA_VERSION: u32 = 3;
+
+/// The first version whose records' perceptual hash is the DCT sign hash.
+pub(crate) const DCT_HASH_SCHEMA: u32 = 3;
 
 pub(crate) const SCHEMA: &[u8] = b"schema_version";
 pub(crate) const MODEL_ID: &[u8] = b"model_id";

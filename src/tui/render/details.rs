@@ -46,7 +46,7 @@ fn draw_pair(frame: &mut Frame, area: Rect, app: &mut App, group: usize, member:
         return;
     };
     let keep = g.keep;
-    let other = member.or_else(|| g.members.first().map(|m| m.0));
+    let other = member.or_else(|| g.members.first().map(|m| m.id));
     let halves = [Constraint::Percentage(50), Constraint::Percentage(50)];
     // Side by side on a wide pane, else one above the other (cells are twice as tall as wide).
     let [left, right] = if area.width > area.height * 4 {

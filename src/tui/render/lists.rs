@@ -7,8 +7,10 @@ use ratatui::widgets::{Block, Cell, Paragraph, Row as TableRow, Table};
 use ratatui::Frame;
 
 use super::{details, keep_tail, ACCENT};
+use crate::curate::dups::Evidence;
 use crate::tui::action::Query;
 use crate::tui::app::{rule_name, App, Row, View};
+use dino_curate_index::PhotoId;
 
 /// Draws the list of the view on screen and its preview pane.
 pub fn draw(frame: &mut Frame, area: Rect, app: &mut App) {
@@ -57,11 +59,11 @@ fn header(app: &App) -> (Vec<&'static str>, Vec<Constraint>) {
             ],
         ),
         (View::Duplicates, _) => (
-            vec!["", "group", "sim.", "size", "bytes", "date", "path"],
+            vec!["", "group", "why", "size", "bytes", "date", "path"],
             vec![
                 Constraint::Length(3),
-                Constraint::Length(5),
-                Constraint::Length(5),
+                Constraint::Length(9),
+                Constraint::Length(10),
                 Constraint::Length(9),
                 Constraint::Length(7),
                 Constraint::Length(10),
@@ -178,8 +180,12 @@ fn cells(app: &App, row: Row, path_width: usize) -> Vec<Cell<'static>> {
             match group {
                 Some(g) => vec![
                     Cell::from(mark),
-                    Cell::from(g.to_string()),
-                    sim,
+                    Cell::from(group_cell(app, g, keeper)),
+                    if keeper {
+                        sim
+                    } else {
+                        Cell::from(evidence_cell(app, g, id))
+                    },
                     Cell::from(size),
                     Cell::from(rec.map(|r| details::bytes(r.size)).unwrap_or_default()),
                     Cell::from(rec.map(details::date).unwrap_or_default()),
@@ -188,6 +194,29 @@ fn cells(app: &App, row: Row, path_width: usize) -> Vec<Cell<'static>> {
                 None => vec![Cell::from(mark), sim, Cell::from(size), Cell::from(path)],
             }
         }
+    }
+}
+
+/// The group number, with its kind on the keeper's row: "3 burst".
+fn group_cell(app: &App, g: usize, keeper: bool) -> String {
+    match app.data.dups.get(g) {
+        Some(group) if keeper => format!("{g} {}", group.kind.name()),
+        _ => g.to_string(),
+    }
+}
+
+/// Why a member is in its group: "hash .81", "desc .993", "exact".
+fn evidence_cell(app: &App, g: usize, id: PhotoId) -> String {
+    let member = app
+        .data
+        .dups
+        .get(g)
+        .and_then(|group| group.members.iter().find(|m| m.id == id));
+    match member.map(|m| (m.evidence, m.score)) {
+        Some((Evidence::Exact, _)) => "exact".into(),
+        Some((Evidence::Hash, s)) => format!("hash {s:.2}"),
+        Some((Evidence::Descriptor, s)) => format!("desc {s:.3}"),
+        None => String::new(),
     }
 }
 

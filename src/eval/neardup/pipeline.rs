@@ -1,0 +1,197 @@
+//! `dups` stage by stage on the benchmark: which true pairs each candidate source brings,
+//! how precise the links are, and what the grouping makes of them. The grouping is the
+//! code `dups` runs ([`crate::curate::dups`]), fed the benchmark's descriptors and hashes.
+
+use std::collections::HashSet;
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use super::{edit_recall, EditRecall, NearDupSet};
+use crate::curate::dups::{group_links, hash_links, links, DupRule, Evidence, Signals};
+use crate::curate::vectors::{dot, Vectors};
+use crate::phash::DihedralHash;
+
+/// One candidate source (or their union).
+#[derive(Debug, Clone, Serialize)]
+pub struct CandidateRecall {
+    /// Where the candidates come from.
+    pub source: String,
+    /// Distinct candidate pairs per photo.
+    pub pairs_per_photo: f64,
+    /// Fraction of (original, copy) pairs among the candidates.
+    pub original_copy_recall: f64,
+    /// Fraction of all true pairs (copy–copy too) among the candidates.
+    pub true_pair_recall: f64,
+    /// Original–copy recall per kind of edit.
+    pub edits: Vec<EditRecall>,
+}
+
+/// Pairwise precision and recall of a set of predicted pairs.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct PairStats {
+    /// Predicted pairs.
+    pub predicted: usize,
+    /// Fraction of them that are true.
+    pub precision: f64,
+    /// Fraction of the true pairs predicted.
+    pub recall: f64,
+}
+
+/// What `eval neardup --dups` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct PipelineReport {
+    /// Descriptor and rule.
+    pub method: String,
+    /// Candidate recall per source and for their union.
+    pub candidates: Vec<CandidateRecall>,
+    /// The links (pairs that pass the rule) by evidence, and all together.
+    pub links: Vec<(String, PairStats)>,
+    /// Pairs inside the groups: what `dups` outputs.
+    pub groups: PairStats,
+    /// Original–copy pairs that end in one group, per kind of edit.
+    pub group_edits: Vec<EditRecall>,
+}
+
+/// The `k` nearest rows of each row by dot product, as `(row, neighbour)` pairs.
+fn knn_pairs(rows: &[Vec<f32>], k: usize) -> Vec<(usize, usize)> {
+    (0..rows.len())
+        .into_par_iter()
+        .flat_map_iter(|i| {
+            let mut scored: Vec<(f32, usize)> = (0..rows.len())
+                .filter(|&j| j != i)
+                .map(|j| (dot(&rows[i], &rows[j]), j))
+                .collect();
+            scored.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            scored.into_iter().take(k).map(move |(_, j)| (i, j))
+        })
+        .collect()
+}
+
+fn ordered(pairs: impl IntoIterator<Item = (usize, usize)>) -> HashSet<(usize, usize)> {
+    pairs
+        .into_iter()
+        .filter(|(i, j)| i != j)
+        .map(|(i, j)| (i.min(j), i.max(j)))
+        .collect()
+}
+
+fn stats(set: &NearDupSet, predicted: &HashSet<(usize, usize)>, true_pairs: usize) -> PairStats {
+    let hits = predicted
+        .iter()
+        .filter(|&&(i, j)| set.same_photo(i, j))
+        .count();
+    PairStats {
+        predicted: predicted.len(),
+        precision: if predicted.is_empty() {
+            1.0
+        } else {
+            hits as f64 / predicted.len() as f64
+        },
+        recall: hits as f64 / true_pairs.max(1) as f64,
+    }
+}
+
+fn candidate_recall(
+    set: &NearDupSet,
+    source: &str,
+    pairs: &HashSet<(usize, usize)>,
+    true_pairs: usize,
+) -> CandidateRecall {
+    let found = |i: usize, j: usize| f32::from(u8::from(pairs.contains(&(i.min(j), i.max(j)))));
+    let copies = set.variants.len().max(1) as f64;
+    let hits = set
+        .variants
+        .iter()
+        .filter(|v| found(v.original, v.copy) > 0.0)
+        .count();
+    CandidateRecall {
+        source: source.to_string(),
+        pairs_per_photo: pairs.len() as f64 / set.paths.len().max(1) as f64,
+        original_copy_recall: hits as f64 / copies,
+        true_pair_recall: stats(set, pairs, true_pairs).recall,
+        edits: edit_recall(set, found, 0.5),
+    }
+}
+
+/// Runs candidates, links and grouping of `dups` under `rule` on the set, with the
+/// descriptor `rows` (unit vectors), the perceptual `hashes` and `graph_k` neighbours.
+pub fn pipeline(
+    set: &NearDupSet,
+    method: &str,
+    rows: &[Vec<f32>],
+    hashes: &[DihedralHash],
+    rule: &DupRule,
+    graph_k: usize,
+) -> PipelineReport {
+    let n = set.paths.len();
+    let true_pairs = (0..n)
+        .map(|i| (i + 1..n).filter(|&j| set.same_photo(i, j)).count())
+        .sum();
+    let mut vectors = Vectors::new(rows.first().map_or(0, Vec::len));
+    for (i, r) in rows.iter().enumerate() {
+        vectors.push(i as u64, r);
+    }
+    let hashes: Vec<Option<DihedralHash>> = hashes.iter().copied().map(Some).collect();
+    let signals = Signals {
+        vectors: &vectors,
+        hashes: &hashes,
+    };
+    let graph = ordered(knn_pairs(rows, graph_k));
+    let by_hash = ordered(
+        rule.hash_agreement
+            .map_or_else(Vec::new, |min| hash_links(&hashes, min)),
+    );
+    let union: HashSet<(usize, usize)> = graph.union(&by_hash).copied().collect();
+    let mut candidates = vec![candidate_recall(
+        set,
+        &format!("descriptor k={graph_k}"),
+        &graph,
+        true_pairs,
+    )];
+    if let Some(min) = rule.hash_agreement {
+        candidates.push(candidate_recall(
+            set,
+            &format!("hash >= {min}"),
+            &by_hash,
+            true_pairs,
+        ));
+        candidates.push(candidate_recall(set, "union", &union, true_pairs));
+    }
+    let found = links(&signals, &[], union.iter().copied(), rule);
+    let link_stats = |evidence: Option<Evidence>| {
+        let pairs = ordered(
+            found
+                .iter()
+                .filter(|l| evidence.is_none_or(|e| l.evidence == e))
+                .map(|l| (l.a, l.b)),
+        );
+        stats(set, &pairs, true_pairs)
+    };
+    let groups = group_links(&signals, &found, rule);
+    let mut group_of = vec![usize::MAX; n];
+    for (g, members) in groups.iter().enumerate() {
+        members.iter().for_each(|&i| group_of[i] = g);
+    }
+    let grouped = ordered(groups.iter().flat_map(|members| {
+        members
+            .iter()
+            .flat_map(move |&i| members.iter().map(move |&j| (i, j)))
+    }));
+    let together = |i: usize, j: usize| {
+        f32::from(u8::from(
+            group_of[i] != usize::MAX && group_of[i] == group_of[j],
+        ))
+    };
+    PipelineReport {
+        method: method.to_string(),
+        candidates,
+        links: vec![
+            ("descriptor".into(), link_stats(Some(Evidence::Descriptor))),
+            ("hash".into(), link_stats(Some(Evidence::Hash))),
+            ("all".into(), link_stats(None)),
+        ],
+        groups: stats(set, &grouped, true_pairs),
+        group_edits: edit_recall(set, together, 0.5),
+    }
+}
