@@ -2,9 +2,12 @@
 """Regenerates samples/photos/ from Debian's wallpaper packages (real photographs with
 licences that allow redistribution): `apt-get install mate-backgrounds
 lomiri-wallpapers-16.04`, `pip install pillow`, then run this from the repository root.
-Each photo is downscaled to a 320-pixel short side and saved as JPEG quality 85."""
+Each photo is downscaled to a 320-pixel short side and saved as JPEG quality 85. A few of
+them also get edited copies in samples/photos/edited/ (the edits people make: grey, mirrored,
+letterboxed, cropped, shrunk and re-encoded, brightened), so that `dino-curate dups` has
+near-duplicates to find on the samples."""
 from pathlib import Path
-from PIL import Image
+from PIL import Image, ImageEnhance, ImageOps
 
 SOURCES = {
     # lomiri-wallpapers-16.04 (see /usr/share/doc/lomiri-wallpapers-16.04/copyright)
@@ -62,4 +65,37 @@ for src, (author, licence) in SOURCES.items():
     "https://www.gnu.org/licenses/old-licenses/gpl-2.0.html. Modification: resized.\n\n"
     "| file | author | licence | source |\n|---|---|---|---|\n" + "\n".join(rows) + "\n"
 )
-print(f"{len(rows)} photos written to {out}")
+
+
+def letterbox(img):
+    """Pads to 16:9 with black bars."""
+    width = round(img.height * 16 / 9)
+    canvas = Image.new("RGB", (max(width, img.width), img.height))
+    canvas.paste(img, ((canvas.width - img.width) // 2, 0))
+    return canvas
+
+
+def centre_crop(img, share=0.8):
+    w, h = round(img.width * share ** 0.5), round(img.height * share ** 0.5)
+    left, top = (img.width - w) // 2, (img.height - h) // 2
+    return img.crop((left, top, left + w, top + h))
+
+
+EDITS = {
+    "dune.jpg": ("dune-grey.jpg", lambda im: ImageOps.grayscale(im).convert("RGB"), 85),
+    "ladybird.jpg": ("ladybird-mirrored.jpg", ImageOps.mirror, 85),
+    "storm.jpg": ("storm-letterboxed.jpg", letterbox, 85),
+    "garden.jpg": ("garden-cropped.jpg", centre_crop, 85),
+    "wine_by_jakkub_mede.jpg": ("wine-small.jpg", lambda im: im.resize((im.width // 2, im.height // 2), Image.LANCZOS), 40),
+    "bridge_by_sander_klootwijk.jpg": ("bridge-brighter.jpg", lambda im: ImageEnhance.Brightness(im).enhance(1.3), 85),
+}
+edited = out / "edited"
+edited.mkdir(exist_ok=True)
+for name, (copy, edit, quality) in EDITS.items():
+    edit(Image.open(out / name).convert("RGB")).save(edited / copy, quality=quality)
+    rows.append(f"| edited/{copy} | as {name} | as {name} | `{name}`, edited by `scripts/make-samples.py` |")
+(out / "ATTRIBUTION.md").write_text(
+    (out / "ATTRIBUTION.md").read_text().replace("Modification: resized.", "Modifications: resized; the copies in `edited/` also edited as named.")
+    + "\n".join(rows[-len(EDITS):]) + "\n"
+)
+print(f"{len(SOURCES)} photos and {len(EDITS)} edited copies written to {out}")

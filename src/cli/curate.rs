@@ -20,7 +20,7 @@ use dino_curate::workspace::Workspace;
 use dino_curate_index::{PhotoId, Store};
 
 /// Default `dups --threshold` (see docs/quality.md for the measurement behind it).
-pub const DEFAULT_DUP_THRESHOLD: f32 = 0.99;
+pub const DEFAULT_DUP_THRESHOLD: f32 = 0.995;
 
 /// A path as JSON: the text, and `"lossy": true` beside it when it was not UTF-8.
 fn path_fields(key: &str, path: &Path) -> serde_json::Map<String, Value> {

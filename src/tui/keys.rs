@@ -20,7 +20,7 @@ pub const HELP: &[(&str, &str)] = &[
     ("space", "mark / unmark the photo for the trash"),
     ("a", "mark every duplicate but the keepers"),
     ("c", "clear the marks"),
-    ("r", "duplicates keep the largest → newest → oldest"),
+    ("r", "keep: auto → largest → sharpest → newest → oldest"),
     ("t", "move the marked photos to the trash (asks first)"),
     ("u", "undo the last move to the trash"),
     ("o", "open the photo in the system viewer"),
