@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use dino_curate::curate::clusters::default_k;
 use dino_curate::curate::collection::{Collection, DupGroup, DupMember};
-use dino_curate::curate::dups::{DupRule, Evidence, DEFAULT_HASH_AGREEMENT};
+use dino_curate::curate::dups::{DupRule, Evidence, DEFAULT_HASH_AGREEMENT, HASH_SCAN_LIMIT};
 use dino_curate::curate::keeper::KeepRule;
 use dino_curate::curate::quality::flags;
 use dino_curate::curate::GRAPH_K;
@@ -126,6 +126,13 @@ pub fn dups(args: &DupsArgs, workspace: Option<&Path>) -> Result<()> {
     let collection = Collection::load(&store)?;
     let mut knn = store.knn_graph(GRAPH_K)?;
     let rule = args.matching.rule()?;
+    if rule.hash_agreement.is_some() && !collection.scans_all_hashes() {
+        eprintln!(
+            "{} photos: perceptual hashes are compared along the model's neighbour graph only \
+             (all pairs up to {HASH_SCAN_LIMIT})",
+            collection.vectors.len()
+        );
+    }
     let (collection, groups) =
         collection.duplicates_from_graph(&mut knn, args.centre, &rule, &args.keep);
     if args.json {

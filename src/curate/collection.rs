@@ -9,6 +9,7 @@ use super::burst::{group_kind, GroupKind};
 use super::clusters::{kmeans, Cluster};
 use super::dups::{
     evidence_within, graph_pairs, group_links, hash_links, links, DupRule, Evidence, Signals,
+    HASH_SCAN_LIMIT,
 };
 use super::keeper::{choose_keeper, KeepRule};
 use super::select::{diverse_subset, outliers};
@@ -201,7 +202,7 @@ impl Collection {
             .map(|g| g.iter().filter_map(|id| rows.get(id).copied()).collect())
             .collect();
         let mut candidates = graph_pairs(&self.vectors, knn);
-        if let Some(min) = rule.hash_agreement {
+        if let Some(min) = rule.hash_agreement.filter(|_| self.scans_all_hashes()) {
             candidates.extend(hash_links(&hashes, min));
         }
         let links = links(&signals, &exact, candidates, rule);
@@ -216,6 +217,12 @@ impl Collection {
                 .then(a.keep.cmp(&b.keep))
         });
         out
+    }
+
+    /// Whether `dups` compares every pair of hashes here (else only the k-NN graph's pairs):
+    /// true up to [`HASH_SCAN_LIMIT`] photos.
+    pub fn scans_all_hashes(&self) -> bool {
+        self.vectors.len() <= HASH_SCAN_LIMIT
     }
 
     /// A group of rows as the user sees it: kind, keeper, members with their evidence.
