@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::curate::vectors::dot;
 use crate::phash::PerceptualHash;
 use crate::photo::{self, DecodeOptions, Skipped, DEFAULT_MAX_PIXELS};
 use crate::{Error, Result};
@@ -373,17 +372,10 @@ pub struct Hybrid {
 impl Hybrid {
     /// The k-NN graph of `rows` (unit vectors) by dot product, without self-edges.
     pub fn new(rows: &[Vec<f32>], k: usize, hash_threshold: f32) -> Self {
-        let neighbours = (0..rows.len())
-            .into_par_iter()
-            .map(|i| {
-                let mut scored: Vec<(f32, usize)> = (0..rows.len())
-                    .filter(|&j| j != i)
-                    .map(|j| (dot(&rows[i], &rows[j]), j))
-                    .collect();
-                scored.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-                scored.into_iter().take(k).map(|(_, j)| j).collect()
-            })
-            .collect();
+        let mut neighbours = vec![HashSet::new(); rows.len()];
+        for (i, j) in pipeline::knn_pairs(rows, k) {
+            neighbours[i].insert(j);
+        }
         Self {
             neighbours,
             hash_threshold,

@@ -54,7 +54,7 @@ pub struct PipelineReport {
 }
 
 /// The `k` nearest rows of each row by dot product, as `(row, neighbour)` pairs.
-fn knn_pairs(rows: &[Vec<f32>], k: usize) -> Vec<(usize, usize)> {
+pub(super) fn knn_pairs(rows: &[Vec<f32>], k: usize) -> Vec<(usize, usize)> {
     (0..rows.len())
         .into_par_iter()
         .flat_map_iter(|i| {
