@@ -3,7 +3,6 @@
 //! than the largest.
 
 use chrono::NaiveDateTime;
-use serde::Serialize;
 
 use dino_curate_index::PhotoRecord;
 
@@ -11,8 +10,7 @@ use dino_curate_index::PhotoRecord;
 pub const BURST_SPAN_SECONDS: i64 = 10;
 
 /// What a near-duplicate group is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupKind {
     /// Copies of one photo (edited, re-encoded, resized, or the same file).
     Copy,

@@ -8,7 +8,7 @@ use dino_curate_index::{PhotoId, PhotoRecord, Store};
 use super::burst::{group_kind, GroupKind};
 use super::clusters::{kmeans, Cluster};
 use super::dups::{
-    evidence_within, graph_pairs, group_links, hash_links, links, DupRule, Evidence, Signals,
+    evidence_by_row, graph_pairs, group_links, hash_links, links, DupRule, Evidence, Link, Signals,
     HASH_SCAN_LIMIT,
 };
 use super::keeper::{choose_keeper, KeepRule};
@@ -201,14 +201,16 @@ impl Collection {
             .iter()
             .map(|g| g.iter().filter_map(|id| rows.get(id).copied()).collect())
             .collect();
-        let mut candidates = graph_pairs(&self.vectors, knn);
+        let mut candidates = graph_pairs(&rows, knn);
         if let Some(min) = rule.hash_agreement.filter(|_| self.scans_all_hashes()) {
             candidates.extend(hash_links(&hashes, min));
         }
         let links = links(&signals, &exact, candidates, rule);
-        let mut out: Vec<DupGroup> = group_links(&signals, &links, rule)
+        let groups = group_links(&signals, &links, rule);
+        let best = evidence_by_row(&groups, &links, self.vectors.len());
+        let mut out: Vec<DupGroup> = groups
             .iter()
-            .filter_map(|group| self.describe_group(group, &links, &signals, keep))
+            .filter_map(|group| self.describe_group(group, &best, &signals, keep))
             .collect();
         out.sort_by(|a, b| {
             b.members
@@ -229,7 +231,7 @@ impl Collection {
     fn describe_group(
         &self,
         group: &[usize],
-        links: &[super::dups::Link],
+        best: &[Option<Link>],
         signals: &Signals,
         keep: &KeepRule,
     ) -> Option<DupGroup> {
@@ -240,12 +242,11 @@ impl Collection {
         }
         let kind = group_kind(&recs);
         let keeper = *group.get(choose_keeper(&recs, &keep.for_kind(kind))?)?;
-        let best = evidence_within(group, links);
         let mut members: Vec<DupMember> = group
             .iter()
             .filter(|&&r| r != keeper)
             .filter_map(|&r| {
-                let link = best.get(&r)?;
+                let link = best[r]?;
                 let other = if link.a == r { link.b } else { link.a };
                 Some(DupMember {
                     id: self.vectors.id(r),

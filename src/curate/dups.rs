@@ -17,7 +17,6 @@ use std::cmp::Ordering;
 use std::collections::HashMap;
 
 use rayon::prelude::*;
-use serde::Serialize;
 
 use dino_curate_index::PhotoId;
 
@@ -75,8 +74,7 @@ pub const HASH_SCAN_LIMIT: usize = 50_000;
 pub const STRONG_LINK: f32 = 0.5;
 
 /// Why two photos are linked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Evidence {
     /// Same file content (blake3).
     Exact,
@@ -319,28 +317,29 @@ pub fn group_links(signals: &Signals, links: &[Link], rule: &DupRule) -> Vec<Vec
     out
 }
 
-/// For each member of `group` (rows), its most confident link to another member.
-pub fn evidence_within(group: &[usize], links: &[Link]) -> HashMap<usize, Link> {
-    let inside: std::collections::HashSet<usize> = group.iter().copied().collect();
-    let mut best: HashMap<usize, Link> = HashMap::new();
-    // links come most confident first: the first seen per row is its best
+/// For each row of `rows` that is in one of `groups`, its most confident link to another
+/// member of its group (one pass over `links`, which come most confident first).
+pub fn evidence_by_row(groups: &[Vec<usize>], links: &[Link], rows: usize) -> Vec<Option<Link>> {
+    let mut group_of = vec![usize::MAX; rows];
+    for (g, members) in groups.iter().enumerate() {
+        members.iter().for_each(|&i| group_of[i] = g);
+    }
+    let mut best: Vec<Option<Link>> = vec![None; rows];
     for link in links {
-        if inside.contains(&link.a) && inside.contains(&link.b) {
-            best.entry(link.a).or_insert(*link);
-            best.entry(link.b).or_insert(*link);
+        let g = group_of[link.a];
+        if g != usize::MAX && g == group_of[link.b] {
+            best[link.a].get_or_insert(*link);
+            best[link.b].get_or_insert(*link);
         }
     }
     best
 }
 
-/// Candidate row pairs from a k-NN graph by photo id.
-pub fn graph_pairs(vectors: &Vectors, knn: &[(PhotoId, Neighbours)]) -> Vec<(usize, usize)> {
-    let row: HashMap<PhotoId, usize> = vectors
-        .ids()
-        .iter()
-        .enumerate()
-        .map(|(i, &id)| (id, i))
-        .collect();
+/// Candidate row pairs from a k-NN graph by photo id, `row` mapping ids to rows.
+pub fn graph_pairs(
+    row: &HashMap<PhotoId, usize>,
+    knn: &[(PhotoId, Neighbours)],
+) -> Vec<(usize, usize)> {
     knn.iter()
         .filter_map(|(id, hits)| Some((*row.get(id)?, hits)))
         .flat_map(|(i, hits)| {

@@ -87,7 +87,8 @@ fn graph_pairs_map_ids_to_rows() {
         (10, vec![(40, 0.999)]),
         (99, vec![]),
     ];
-    assert_eq!(graph_pairs(&v, &knn), vec![(0, 1), (0, 2), (1, 0)]);
+    let row: HashMap<PhotoId, usize> = v.ids().iter().enumerate().map(|(i, &id)| (id, i)).collect();
+    assert_eq!(graph_pairs(&row, &knn), vec![(0, 1), (0, 2), (1, 0)]);
 }
 
 #[test]
@@ -126,9 +127,10 @@ fn two_differently_edited_copies_meet_through_their_original() {
         "the crop and the grey copy are not linked to each other"
     );
     assert_eq!(group_links(&signals, &found, &rule), vec![vec![0, 1, 2]]);
-    let best = evidence_within(&[0, 1, 2], &found);
-    assert_eq!(best[&2].evidence, Evidence::Hash);
-    assert_eq!(best[&1].b, 1);
+    let best = evidence_by_row(&[vec![0, 1, 2]], &found, 4);
+    assert_eq!(best[2].map(|l| l.evidence), Some(Evidence::Hash));
+    assert_eq!(best[1].map(|l| l.b), Some(1));
+    assert_eq!(best[3], None, "the unrelated photo is in no group");
 }
 
 #[test]
