@@ -71,7 +71,7 @@ pub const CHAIN_MARGIN: f32 = 0.05;
 pub const HASH_SCAN_LIMIT: usize = 50_000;
 
 /// Confidence from which one link joins two groups of any size.
-pub const STRONG_LINK: f32 = 0.5;
+pub const STRONG_LINK: f32 = 0.75;
 
 /// Why two photos are linked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -45,15 +45,17 @@ fn random_hash(seed: u64) -> Option<DihedralHash> {
 
 #[test]
 fn a_chain_of_neighbours_is_not_one_group() {
-    // each step 0.3 rad: neighbours at cos 0.955, just above the threshold; two steps
-    // apart at cos 0.825
+    // each step 0.3 rad: neighbours at cos 0.955, two steps apart at cos 0.825; at
+    // threshold 0.9 (the first version's test) and 0.95 (just above it)
     let v = at_angles(&[0.0, 0.3, 0.6, 0.9, 1.2]);
-    let groups = grouped(&v, &[], &DupRule::with_threshold(0.95));
-    for g in &groups {
-        assert!(g.len() <= 2, "chained group {g:?}");
+    for threshold in [0.9, 0.95] {
+        let groups = grouped(&v, &[], &DupRule::with_threshold(threshold));
+        for g in &groups {
+            assert!(g.len() <= 2, "chained group {g:?} at {threshold}");
+        }
+        // plain connected components would have put all five together
+        assert!(!groups.is_empty());
     }
-    // plain connected components would have put all five together
-    assert!(!groups.is_empty());
 }
 
 #[test]
