@@ -154,6 +154,7 @@ fn curate(a: &Args) {
         &knn,
         &DupRule::with_threshold(THRESHOLD),
         &KeepRule::Largest,
+        None,
     );
     let group_s = t.elapsed().as_secs_f64();
     let (_, dups_peak) = memory();

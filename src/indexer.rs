@@ -104,7 +104,8 @@ struct Run<'a> {
     summary: IndexSummary,
     claimed: HashSet<PhotoId>,
     failed_paths: HashSet<PathBuf>,
-    batch: Vec<(PhotoRecord, View, Option<PhotoId>)>,
+    /// Decoded photos waiting for the model, with their stored keypoints.
+    batch: Vec<(PhotoRecord, View, Vec<u8>)>,
     batch_size: usize,
 }
 
@@ -138,9 +139,9 @@ impl Run<'_> {
             Prepared::Decoded {
                 record,
                 view,
-                replaces,
+                keypoints,
             } => {
-                self.batch.push((record, view, replaces));
+                self.batch.push((record, view, keypoints));
                 if self.batch.len() >= self.batch_size {
                     self.embed_batch()?;
                 }
@@ -182,10 +183,16 @@ impl Run<'_> {
             return Ok(());
         }
         let batch = std::mem::take(&mut self.batch);
-        let (records, views): (Vec<_>, Vec<_>) = batch.into_iter().map(|(r, v, _)| (r, v)).unzip();
+        let (mut records, mut views, mut keypoints) = (Vec::new(), Vec::new(), Vec::new());
+        for (record, view, points) in batch {
+            records.push(record);
+            views.push(view);
+            keypoints.push(points);
+        }
         let vectors = self.embedder.embed_rows(views)?;
-        for (record, vector) in records.iter().zip(&vectors) {
+        for ((record, vector), points) in records.iter().zip(&vectors).zip(&keypoints) {
             self.store.put(record, vector)?;
+            self.store.put_keypoints(&record.blake3, points)?;
         }
         self.summary.embedded += records.len();
         Ok(())
@@ -240,6 +247,9 @@ pub fn index(
     read_and_embed(&mut run, candidates, events)?;
     remove_vanished(&mut run, &ctx, &vanished_without_vector)?;
     clear_old_failures(&run, &opts.roots)?;
+    if run.summary.removed > 0 || run.summary.embedded > 0 {
+        store.prune_keypoints()?;
+    }
     let summary = run.summary;
     store.sync_ann()?;
     store.flush()?;

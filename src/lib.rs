@@ -19,6 +19,7 @@ pub mod photo;
 pub mod train;
 pub mod trash;
 pub mod tui;
+pub mod verify;
 pub mod workspace;
 
 pub use error::{Error, Result};

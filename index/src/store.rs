@@ -7,10 +7,14 @@
 //! - `embeddings`: id → sequence number (u64 LE) ‖ vector (f32 LE)
 //! - `ann_points`: sequence number (u64 BE) → id: the live points of the graph
 //! - `failures`: raw path bytes → reason (UTF-8)
+//! - `keypoints`: blake3 → the photo's verification keypoints (opaque bytes the binary
+//!   writes; derived from the content, so a cache outside the transactions: a record
+//!   without them is read again by the next `index`)
 //! - `meta`: see [`keys`]
 //!
 //! Every write touching several trees is one sled transaction.
 
+mod keypoints;
 mod keys;
 mod search;
 mod write;
@@ -62,6 +66,7 @@ struct Trees {
     embeddings: sled::Tree,
     ann_points: sled::Tree,
     failures: sled::Tree,
+    keypoints: sled::Tree,
     meta: sled::Tree,
 }
 
@@ -141,6 +146,7 @@ impl Store {
             embeddings: db.open_tree("embeddings")?,
             ann_points: db.open_tree("ann_points")?,
             failures: db.open_tree("failures")?,
+            keypoints: db.open_tree("keypoints")?,
             meta: db.open_tree("meta")?,
         };
         match t.meta.get(keys::SCHEMA)? {

@@ -11,7 +11,9 @@ use serde_json::{json, Value};
 
 use dino_curate::curate::clusters::default_k;
 use dino_curate::curate::collection::{Collection, DupGroup, DupMember};
-use dino_curate::curate::dups::{DupRule, Evidence, DEFAULT_HASH_AGREEMENT, HASH_SCAN_LIMIT};
+use dino_curate::curate::dups::{
+    DupRule, Evidence, DEFAULT_HASH_AGREEMENT, DEFAULT_MIN_INLIERS, HASH_SCAN_LIMIT,
+};
 use dino_curate::curate::keeper::KeepRule;
 use dino_curate::curate::quality::flags;
 use dino_curate::curate::GRAPH_K;
@@ -61,7 +63,8 @@ fn confirm(question: &str) -> Result<bool> {
 /// When two photos are near-duplicates: shared by `dups` and `tui`.
 #[derive(Debug, Args)]
 pub struct DupMatchArgs {
-    /// Smallest similarity (cosine, −1…1) of two near-duplicates.
+    /// With --no-verify: smallest similarity (cosine, −1…1) of two near-duplicates (with
+    /// verification the model's similarity only proposes the pairs to verify).
     #[arg(long, default_value_t = DEFAULT_DUP_THRESHOLD)]
     threshold: f32,
     /// Also link two photos whose perceptual hashes agree on this fraction of their 256
@@ -72,6 +75,13 @@ pub struct DupMatchArgs {
     /// Ignore perceptual hashes: the model's similarity alone decides.
     #[arg(long, conflicts_with = "hash_agreement")]
     no_hash: bool,
+    /// Link a candidate pair nothing else links when this many of their keypoints line up
+    /// under one affine transform (mirroring allowed): finds crops and captioned copies.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MIN_INLIERS)]
+    min_inliers: u32,
+    /// Do not verify candidate pairs by their keypoints.
+    #[arg(long, conflicts_with = "min_inliers")]
+    no_verify: bool,
 }
 
 impl DupMatchArgs {
@@ -89,8 +99,17 @@ impl DupMatchArgs {
                 self.hash_agreement
             );
         }
+        if self.min_inliers < 4 {
+            bail!(
+                "--min-inliers {} is below 4: three matches fit any affine transform",
+                self.min_inliers
+            );
+        }
         let hashes = (!self.no_hash).then_some(self.hash_agreement);
-        Ok(DupRule::with_threshold(self.threshold).with_hash_agreement(hashes))
+        let inliers = (!self.no_verify).then_some(self.min_inliers);
+        Ok(DupRule::with_threshold(self.threshold)
+            .with_hash_agreement(hashes)
+            .with_verification(inliers))
     }
 }
 
@@ -133,8 +152,18 @@ pub fn dups(args: &DupsArgs, workspace: Option<&Path>) -> Result<()> {
             collection.vectors.len()
         );
     }
+    if rule.min_inliers.is_some() {
+        let unverifiable = collection.without_keypoints(&store)?;
+        if unverifiable > 0 {
+            eprintln!(
+                "{unverifiable} photos have no keypoints yet (indexed by an older version): \
+                 run `dino-curate index` to verify them; until then the model's similarity \
+                 links them"
+            );
+        }
+    }
     let (collection, groups) =
-        collection.duplicates_from_graph(&mut knn, args.centre, &rule, &args.keep);
+        collection.duplicates_from_graph(&mut knn, args.centre, &rule, &args.keep, Some(&store));
     if args.json {
         let list: Vec<Value> = groups.iter().map(|g| group_json(&collection, g)).collect();
         print_json(&Value::Array(list))?;
@@ -180,6 +209,9 @@ fn group_json(collection: &Collection, g: &DupGroup) -> Value {
             o.insert("similarity".into(), json!(m.similarity));
             o.insert("evidence".into(), json!(m.evidence.name()));
             o.insert("score".into(), json!(m.score));
+            if m.evidence == Evidence::Verified {
+                o.insert("inliers".into(), json!(m.inliers));
+            }
             let linked = path_of(collection, m.linked_to);
             o.insert("linked_to".into(), json!(linked.to_string_lossy()));
             Value::Object(o)
@@ -200,6 +232,7 @@ fn evidence_text(collection: &Collection, m: &DupMember) -> String {
         Evidence::Exact => format!("exact copy of {name}"),
         Evidence::Hash => format!("hash {:.2} with {name}", m.score),
         Evidence::Descriptor => format!("descriptor {:.3} with {name}", m.score),
+        Evidence::Verified => format!("{} keypoints line up with {name}", m.inliers),
     }
 }
 

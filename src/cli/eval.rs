@@ -14,13 +14,15 @@ use dino_curate::eval::linear::{
     linear_probe, pixel_features, probe_features, LinearResult, Matrix, ProbeConfig,
 };
 use dino_curate::eval::neardup::{
-    evaluate, perceptual_hashes, pipeline, Hybrid, NearDupReport, NearDupSet, OperatingPoint,
+    each_image, evaluate, perceptual_hashes, pipeline, Hybrid, NearDupReport, NearDupSet,
+    OperatingPoint, PipelineInput,
 };
 use dino_curate::eval::{
     embed_paths, knn_classify, map_photos, split_features, Features, LabelledSet, LabelledSplit,
 };
 use dino_curate::model::{Arch, BackboneConfig, VitConfig};
 use dino_curate::phash::{self, DihedralHash, PerceptualHash};
+use dino_curate::verify::{keypoints_of, Keypoints};
 
 type HashFn = fn(&image::RgbImage) -> PerceptualHash;
 use dino_curate::workspace::Workspace;
@@ -444,9 +446,23 @@ fn dups_stages(
     args: &NearDupArgs,
 ) -> Result<()> {
     let rule = args.matching.rule()?;
-    let hashes = perceptual_hashes(set, phash::perceptual_hash, &|_, _| {})?;
-    let forms: Vec<DihedralHash> = hashes.iter().map(DihedralHash::new).collect();
-    let report = pipeline(set, method, rows, &forms, &rule, args.graph_k);
+    let verifying = rule.min_inliers.is_some();
+    let signals = each_image(
+        set,
+        |img| {
+            let points = verifying.then(|| keypoints_of(img));
+            (phash::perceptual_hash(img), points)
+        },
+        &|_, _| {},
+    )?;
+    let forms: Vec<DihedralHash> = signals.iter().map(|(h, _)| DihedralHash::new(h)).collect();
+    let keypoints: Vec<Keypoints> = signals.into_iter().filter_map(|(_, k)| k).collect();
+    let input = PipelineInput {
+        rows,
+        hashes: &forms,
+        keypoints: &keypoints,
+    };
+    let report = pipeline(set, method, input, &rule, args.graph_k);
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
         return Ok(());
@@ -458,9 +474,17 @@ fn dups_stages(
             .join(", ")
     };
     println!(
-        "{method}, threshold {}, hash {:?}:",
-        rule.threshold, rule.hash_agreement
+        "{method}, threshold {}, hash {:?}, min inliers {:?}:",
+        rule.threshold, rule.hash_agreement, rule.min_inliers
     );
+    if verifying {
+        println!(
+            "  verified {} pairs ({:.2} per photo); links made in {:.2} s",
+            report.verified_pairs,
+            report.verified_pairs as f64 / set.paths.len().max(1) as f64,
+            report.link_seconds
+        );
+    }
     for c in &report.candidates {
         println!(
             "  candidates {:<16} {:>6.1} pairs/photo, original-copy recall {:.3}, all true pairs {:.3}",

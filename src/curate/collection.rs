@@ -8,14 +8,15 @@ use dino_curate_index::{PhotoId, PhotoRecord, Store};
 use super::burst::{group_kind, GroupKind};
 use super::clusters::{kmeans, Cluster};
 use super::dups::{
-    evidence_by_row, graph_pairs, group_links, hash_links, links, DupRule, Evidence, Link, Signals,
-    HASH_SCAN_LIMIT,
+    evidence_by_row, graph_pairs, group_links, hash_links, links, DupRule, Evidence,
+    KeypointLookup, Link, Signals, HASH_SCAN_LIMIT,
 };
 use super::keeper::{choose_keeper, KeepRule};
 use super::select::{diverse_subset, outliers};
 use super::vectors::{dot, normalize, Vectors};
 use super::Neighbours;
 use crate::phash::DihedralHash;
+use crate::verify::Keypoints;
 use crate::{Error, Result};
 
 /// Records and vectors of the indexed photos.
@@ -49,6 +50,8 @@ pub struct DupMember {
     pub evidence: Evidence,
     /// That link's score (1 for exact, the hash agreement, or the cosine).
     pub score: f32,
+    /// That link's keypoint inliers, if it was verified (else 0).
+    pub inliers: u32,
     /// The photo at the other end of that link (the keeper or another member).
     pub linked_to: PhotoId,
 }
@@ -142,6 +145,23 @@ impl Collection {
             .collect()
     }
 
+    /// How many photos have no verification keypoints in `store`.
+    pub fn without_keypoints(&self, store: &Store) -> Result<usize> {
+        let mut missing = 0;
+        for record in self.records.values() {
+            missing += usize::from(!store.has_keypoints(&record.blake3)?);
+        }
+        Ok(missing)
+    }
+
+    /// The verification keypoints of row `row`, from `store` (None: not stored or not
+    /// readable; that photo is then not verified).
+    fn stored_keypoints(&self, store: &Store, row: usize) -> Option<Keypoints> {
+        let record = self.records.get(&self.vectors.id(row))?;
+        let bytes = store.keypoints(&record.blake3).ok()??;
+        Keypoints::from_bytes(&bytes)
+    }
+
     /// Groups of photos with the same content hash.
     pub fn exact_copies(&self) -> Vec<Vec<PhotoId>> {
         let mut by_hash: HashMap<[u8; 32], Vec<PhotoId>> = HashMap::new();
@@ -162,14 +182,15 @@ impl Collection {
 
     /// `dups` as the CLI and the TUI run it: near-duplicate groups from the store's k-NN
     /// graph, on the vectors as stored or, with `centre`, on [`Collection::centred`] ones
-    /// (`knn` rescored to match, in place). Returns the collection the groups were measured
-    /// on.
+    /// (`knn` rescored to match, in place), verifying with the keypoints in `store`.
+    /// Returns the collection the groups were measured on.
     pub fn duplicates_from_graph(
         self,
         knn: &mut Vec<(PhotoId, Neighbours)>,
         centre: bool,
         rule: &DupRule,
         keep: &KeepRule,
+        store: Option<&Store>,
     ) -> (Self, Vec<DupGroup>) {
         let collection = if centre {
             let centred = self.centred();
@@ -178,23 +199,27 @@ impl Collection {
         } else {
             self
         };
-        let groups = collection.duplicates(knn, rule, keep);
+        let groups = collection.duplicates(knn, rule, keep, store);
         (collection, groups)
     }
 
     /// Near-duplicate groups from the k-NN graph `knn` and, when the rule counts them,
-    /// matching perceptual hashes, each with its kind, keeper and evidence.
+    /// matching perceptual hashes and pairs verified with the keypoints in `store`, each
+    /// with its kind, keeper and evidence.
     pub fn duplicates(
         &self,
         knn: &[(PhotoId, Neighbours)],
         rule: &DupRule,
         keep: &KeepRule,
+        store: Option<&Store>,
     ) -> Vec<DupGroup> {
         let rows = self.row_of();
         let hashes = self.dihedral_hashes();
+        let lookup = |row: usize| self.stored_keypoints(store?, row);
         let signals = Signals {
             vectors: &self.vectors,
             hashes: &hashes,
+            keypoints: store.map(|_| &lookup as KeypointLookup),
         };
         let exact: Vec<Vec<usize>> = self
             .exact_copies()
@@ -202,7 +227,10 @@ impl Collection {
             .map(|g| g.iter().filter_map(|id| rows.get(id).copied()).collect())
             .collect();
         let mut candidates = graph_pairs(&rows, knn);
-        if let Some(min) = rule.hash_agreement.filter(|_| self.scans_all_hashes()) {
+        if let Some(min) = rule
+            .hash_candidate_agreement()
+            .filter(|_| self.scans_all_hashes())
+        {
             candidates.extend(hash_links(&hashes, min));
         }
         let links = links(&signals, &exact, candidates, rule);
@@ -253,6 +281,7 @@ impl Collection {
                     similarity: signals.cosine(keeper, r),
                     evidence: link.evidence,
                     score: link.score,
+                    inliers: link.inliers,
                     linked_to: self.vectors.id(other),
                 })
             })

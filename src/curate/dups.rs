@@ -6,6 +6,9 @@
 //! 2. **Links**: a candidate pair becomes a link with its [`Evidence`]: `exact`, `hash`
 //!    (agreement ≥ the rule's) or `descriptor` (cosine ≥ the threshold), and a confidence:
 //!    how far above its threshold it is, as a fraction of the way to a perfect score.
+//!    A candidate that neither links is **verified** when the rule asks for it: its
+//!    keypoints must line up under one affine transform ([`crate::verify`]), and the
+//!    inlier count makes the confidence.
 //! 3. **Verified grouping**: links merge groups, most confident first. Two photos alone
 //!    join on any link; larger groups join on an exact or a strong link (confidence ≥
 //!    [`STRONG_LINK`]), on two links between them, or when every pair across is close to
@@ -23,6 +26,7 @@ use dino_curate_index::PhotoId;
 use super::vectors::{dot, Vectors};
 use super::Neighbours;
 use crate::phash::DihedralHash;
+use crate::verify::{verify, Keypoints};
 
 /// When two photos count as near-duplicates.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -36,6 +40,8 @@ pub struct DupRule {
     /// Fraction of agreeing perceptual-hash bits (best flip or turn) that links two
     /// photos, if hashes count.
     pub hash_agreement: Option<f32>,
+    /// Keypoint inliers that link two candidate photos by verification, if verified.
+    pub min_inliers: Option<u32>,
 }
 
 impl DupRule {
@@ -45,6 +51,7 @@ impl DupRule {
             threshold,
             floor: threshold - CHAIN_MARGIN,
             hash_agreement: None,
+            min_inliers: None,
         }
     }
 
@@ -53,6 +60,25 @@ impl DupRule {
     pub fn with_hash_agreement(self, agreement: Option<f32>) -> Self {
         Self {
             hash_agreement: agreement,
+            ..self
+        }
+    }
+
+    /// Hash agreement from which pairs are candidates: the linking one, or lower when
+    /// verification checks the pairs the hash alone is not sure of.
+    pub fn hash_candidate_agreement(&self) -> Option<f32> {
+        let link = self.hash_agreement?;
+        Some(match self.min_inliers {
+            Some(_) => link.min(HASH_CANDIDATE_AGREEMENT),
+            None => link,
+        })
+    }
+
+    /// The same rule, verifying the candidates it does not link otherwise and linking those
+    /// with `inliers` (None: no verification).
+    pub fn with_verification(self, inliers: Option<u32>) -> Self {
+        Self {
+            min_inliers: inliers,
             ..self
         }
     }
@@ -73,6 +99,14 @@ pub const HASH_SCAN_LIMIT: usize = 50_000;
 /// Confidence from which one link joins two groups of any size.
 pub const STRONG_LINK: f32 = 0.75;
 
+/// Keypoint inliers at which `dups` links a verified pair (measured on the near-duplicate
+/// benchmark, docs/quality.md).
+pub const DEFAULT_MIN_INLIERS: u32 = 16;
+
+/// Hash agreement from which a pair is a candidate for verification (below the linking
+/// agreement: the hash alone is not sure there).
+pub const HASH_CANDIDATE_AGREEMENT: f32 = 0.6;
+
 /// Why two photos are linked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Evidence {
@@ -82,6 +116,8 @@ pub enum Evidence {
     Hash,
     /// The model's descriptors are close.
     Descriptor,
+    /// Keypoints line up under one affine transform.
+    Verified,
 }
 
 impl Evidence {
@@ -91,6 +127,7 @@ impl Evidence {
             Self::Exact => "exact",
             Self::Hash => "hash",
             Self::Descriptor => "descriptor",
+            Self::Verified => "verified",
         }
     }
 }
@@ -107,17 +144,33 @@ pub struct Link {
     /// The evidence's score: 1 for exact, the hash agreement, or the cosine.
     pub score: f32,
     /// How far above its threshold the score is, as a fraction of the way to 1 (exact
-    /// copies: above every other link).
+    /// copies: above every other link; verified pairs: 1 − the least inliers / theirs).
     pub confidence: f32,
+    /// Keypoint inliers of a verified link (0 for the others).
+    pub inliers: u32,
 }
 
-/// What grouping knows of each row: its vector and, if it has one, its perceptual hash.
-#[derive(Debug, Clone, Copy)]
+/// Where verification finds a row's keypoints (None: the row has none).
+pub type KeypointLookup<'a> = &'a (dyn Fn(usize) -> Option<Keypoints> + Sync);
+
+/// What grouping knows of each row: its vector, its perceptual hash and its keypoints.
+#[derive(Clone, Copy)]
 pub struct Signals<'a> {
     /// The descriptors.
     pub vectors: &'a Vectors,
     /// Each row's hash with its flips and turns (shorter or empty: rows without one).
     pub hashes: &'a [Option<DihedralHash>],
+    /// Each row's keypoints, if verification is possible.
+    pub keypoints: Option<KeypointLookup<'a>>,
+}
+
+impl std::fmt::Debug for Signals<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signals")
+            .field("rows", &self.vectors.len())
+            .field("keypoints", &self.keypoints.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Signals<'_> {
@@ -135,20 +188,38 @@ impl Signals<'_> {
         }
     }
 
-    /// The link between rows `i` and `j` under `rule`, if any: the more confident of the
-    /// hash and the descriptor evidence.
+    /// The link between rows `i` and `j` under `rule`, if any. The hash links alone; else,
+    /// when the rule verifies, the keypoints decide; the descriptor links alone only when
+    /// the rule does not verify or the pair's keypoints are not stored (an index from
+    /// before them): on the held-out benchmark it linked other photos of one kind
+    /// (docs/quality.md).
     pub fn link(&self, i: usize, j: usize, rule: &DupRule) -> Option<Link> {
         let over = |score: f32, min: f32| (score - min) / (1.0 - min).max(1e-6);
         let cosine = self.cosine(i, j);
-        let by_descriptor = (cosine >= rule.threshold).then_some((
-            Evidence::Descriptor,
-            cosine,
-            over(cosine, rule.threshold),
-        ));
         let by_hash = rule.hash_agreement.and_then(|min| {
             let agreement = self.hash_agreement(i, j)?;
             (agreement >= min).then_some((Evidence::Hash, agreement, over(agreement, min)))
         });
+        let check = match (by_hash, rule.min_inliers) {
+            (None, Some(min)) => self.check(i, j, min),
+            (Some(_), Some(_)) => Check::NotNeeded,
+            (_, None) => Check::Unavailable,
+        };
+        if let (Check::Inliers(inliers), Some(min)) = (check, rule.min_inliers) {
+            return (inliers >= min).then(|| Link {
+                a: i,
+                b: j,
+                evidence: Evidence::Verified,
+                score: cosine,
+                confidence: 1.0 - min as f32 / inliers.max(1) as f32,
+                inliers,
+            });
+        }
+        let by_descriptor = (check == Check::Unavailable && cosine >= rule.threshold).then_some((
+            Evidence::Descriptor,
+            cosine,
+            over(cosine, rule.threshold),
+        ));
         let (evidence, score, confidence) = [by_descriptor, by_hash]
             .into_iter()
             .flatten()
@@ -159,8 +230,36 @@ impl Signals<'_> {
             evidence,
             score,
             confidence,
+            inliers: 0,
         })
     }
+
+    /// Verifies rows `i` and `j`, needing `min` inliers.
+    fn check(&self, i: usize, j: usize, min: u32) -> Check {
+        let Some(lookup) = self.keypoints else {
+            return Check::Unavailable;
+        };
+        let (Some(a), Some(b)) = (lookup(i), lookup(j)) else {
+            return Check::Unavailable;
+        };
+        if a.points.len() < min as usize || b.points.len() < min as usize {
+            return Check::TooFewKeypoints;
+        }
+        Check::Inliers(verify(&a, &b, ((i as u64) << 32) ^ j as u64).inliers)
+    }
+}
+
+/// What verifying a pair said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Check {
+    /// The hash linked the pair already.
+    NotNeeded,
+    /// No verification: the rule does not ask, or a photo's keypoints are not stored.
+    Unavailable,
+    /// A photo is too plain to verify (fewer keypoints than the inliers needed).
+    TooFewKeypoints,
+    /// Keypoints that line up.
+    Inliers(u32),
 }
 
 /// Every pair of rows whose hashes agree on at least `min` of their bits under some flip
@@ -267,6 +366,7 @@ pub fn links(
             evidence: Evidence::Exact,
             score: 1.0,
             confidence: f32::INFINITY,
+            inliers: 0,
         })
         .collect();
     out.extend(
@@ -288,6 +388,7 @@ pub fn links(
 /// `links` in the order given (most confident first).
 pub fn group_links(signals: &Signals, links: &[Link], rule: &DupRule) -> Vec<Vec<usize>> {
     let mut groups = Groups::new(signals.vectors.len());
+    let verifying = rule.min_inliers.is_some() && signals.keypoints.is_some();
     for link in links {
         let (a, b) = (groups.group_of[link.a], groups.group_of[link.b]);
         if a != b {
@@ -295,7 +396,8 @@ pub fn group_links(signals: &Signals, links: &[Link], rule: &DupRule) -> Vec<Vec
                 || link.confidence >= STRONG_LINK
                 || (groups.members[a].len() == 1 && groups.members[b].len() == 1)
                 || groups.cross_links(a, b) >= 1
-                || close_by_descriptor(signals, &groups.members[a], &groups.members[b], rule);
+                || (!verifying
+                    && close_by_descriptor(signals, &groups.members[a], &groups.members[b], rule));
             if join {
                 groups.merge(a, b);
             }

@@ -17,7 +17,7 @@ use crate::{Error, Result};
 
 mod pipeline;
 
-pub use pipeline::{pipeline, CandidateRecall, PairStats, PipelineReport};
+pub use pipeline::{pipeline, CandidateRecall, PairStats, PipelineInput, PipelineReport};
 
 /// Precision the operating point must reach (the curation issue's target).
 pub const TARGET_PRECISION: f64 = 0.99;
@@ -341,6 +341,16 @@ pub fn perceptual_hashes(
     hash: fn(&image::RgbImage) -> PerceptualHash,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<Vec<PerceptualHash>> {
+    each_image(set, hash, progress)
+}
+
+/// `measure` of each of the set's images, decoded as `index` decodes, reporting
+/// `(done, total)`. A photo that fails to decode is an error.
+pub fn each_image<T: Send>(
+    set: &NearDupSet,
+    measure: impl Fn(&image::RgbImage) -> T + Sync,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<Vec<T>> {
     let decode = DecodeOptions {
         max_pixels: DEFAULT_MAX_PIXELS,
         target_short_side: Some(256),
@@ -351,10 +361,10 @@ pub fn perceptual_hashes(
         .map(|path| {
             let photo = photo::decode(path, &decode)
                 .map_err(|e| Error::Config(Skipped::from(e).to_string()))?;
-            let hash = hash(&photo.image);
+            let value = measure(&photo.image);
             let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
             progress(n, set.paths.len());
-            Ok(hash)
+            Ok(value)
         })
         .collect()
 }

@@ -17,6 +17,7 @@ use super::stats::{image_stats, STATS_SHORT_SIDE};
 use crate::phash::perceptual_hash;
 use crate::photo::{self, DecodeOptions, Skipped};
 use crate::train::views::{eval_view, View};
+use crate::verify::keypoints_of;
 
 /// What reading one candidate file found.
 #[derive(Debug)]
@@ -44,8 +45,8 @@ pub enum Prepared {
         record: PhotoRecord,
         /// The model's input view.
         view: View,
-        /// The record at that path before, if the content changed.
-        replaces: Option<PhotoId>,
+        /// Its verification keypoints, stored form ([`crate::verify::Keypoints`]).
+        keypoints: Vec<u8>,
     },
     /// The file could not be used.
     Failed {
@@ -146,7 +147,7 @@ pub fn decode_candidate(candidate: Candidate, blake3: [u8; 32], ctx: &ReadContex
     Prepared::Decoded {
         record,
         view,
-        replaces,
+        keypoints: keypoints_of(&photo.image).to_bytes(),
     }
 }
 
@@ -160,8 +161,12 @@ pub fn prepare(candidate: Candidate, ctx: &ReadContext) -> Prepared {
         }
     };
     if let Some((id, known)) = &candidate.known {
-        // records from before the perceptual hash are decoded once more to get one
-        if known.blake3 == blake3 && !candidate.needs_vector && known.perceptual_hash.is_some() {
+        // records from before the perceptual hash or keypoints are decoded once more
+        if known.blake3 == blake3
+            && !candidate.needs_vector
+            && known.perceptual_hash.is_some()
+            && candidate.has_keypoints
+        {
             let record = PhotoRecord {
                 size: candidate.file.size,
                 mtime_ns: mtime_ns(candidate.file.modified),

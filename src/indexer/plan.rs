@@ -19,6 +19,8 @@ pub struct Candidate {
     /// Whether the known record lacks a vector (the model changed): the content must be
     /// embedded even if it did not change.
     pub needs_vector: bool,
+    /// Whether verification keypoints are stored for the known record's content.
+    pub has_keypoints: bool,
 }
 
 /// What the comparison found.
@@ -55,11 +57,16 @@ pub fn make_plan(store: &Store, files: Vec<FoundFile>, roots: &[PathBuf]) -> Res
         let needs_vector = known
             .as_ref()
             .is_some_and(|(id, _)| without_vector.contains(id));
-        // a record from before perceptual hashes is read once more to get its hash
+        let has_keypoints = match &known {
+            Some((_, rec)) => store.has_keypoints(&rec.blake3)?,
+            None => false,
+        };
+        // a record from before perceptual hashes or keypoints is read once more to get them
         let same = known.as_ref().is_some_and(|(_, rec)| {
             rec.size == file.size
                 && rec.mtime_ns == mtime_ns(file.modified)
                 && rec.perceptual_hash.is_some()
+                && has_keypoints
         });
         if same && !needs_vector {
             plan.unchanged += 1;
@@ -68,6 +75,7 @@ pub fn make_plan(store: &Store, files: Vec<FoundFile>, roots: &[PathBuf]) -> Res
                 file,
                 known,
                 needs_vector,
+                has_keypoints,
             });
         }
     }

@@ -80,6 +80,7 @@ fn member(id: PhotoId, similarity: f32, evidence: Evidence, score: f32, to: Phot
         similarity,
         evidence,
         score,
+        inliers: 0,
         linked_to: to,
     }
 }

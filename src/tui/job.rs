@@ -245,7 +245,7 @@ impl Worker {
             .as_ref()
             .ok_or_else(|| Error::Config("nothing loaded yet".into()))?;
         let rule = self.settings.rule;
-        let dups = collection.duplicates(knn, &rule, &keep);
+        let dups = collection.duplicates(knn, &rule, &keep, Some(&self.store));
         self.settings.keep = keep.clone();
         Ok(Reply::Regrouped(dups, keep))
     }
@@ -301,6 +301,7 @@ impl Worker {
             self.settings.centre,
             &rule,
             &self.settings.keep,
+            Some(&self.store),
         );
         let snapshot = Snapshot {
             empty_reason: None,

@@ -15,7 +15,11 @@ fn all_pairs(n: usize) -> Vec<(usize, usize)> {
 
 /// Groups of `v` (and `hashes`) under `rule` with every pair a candidate.
 fn grouped(v: &Vectors, hashes: &[Option<DihedralHash>], rule: &DupRule) -> Vec<Vec<usize>> {
-    let signals = Signals { vectors: v, hashes };
+    let signals = Signals {
+        vectors: v,
+        hashes,
+        keypoints: None,
+    };
     let links = links(&signals, &[], all_pairs(v.len()), rule);
     group_links(&signals, &links, rule)
 }
@@ -72,6 +76,7 @@ fn exact_copies_group_even_without_candidates() {
     let signals = Signals {
         vectors: &v,
         hashes: &[],
+        keypoints: None,
     };
     let links = links(&signals, &[vec![0, 1]], [], &rule);
     assert_eq!(links[0].evidence, Evidence::Exact);
@@ -119,6 +124,7 @@ fn two_differently_edited_copies_meet_through_their_original() {
     let signals = Signals {
         vectors: &v,
         hashes: &hashes,
+        keypoints: None,
     };
     let found = links(&signals, &[], all_pairs(4), &rule);
     let evidence: Vec<(usize, usize, Evidence)> =
@@ -144,6 +150,7 @@ fn weak_links_join_groups_only_in_pairs() {
     let signals = Signals {
         vectors: &v,
         hashes: &[],
+        keypoints: None,
     };
     let weak = |a, b| Link {
         a,
@@ -151,6 +158,7 @@ fn weak_links_join_groups_only_in_pairs() {
         evidence: Evidence::Hash,
         score: 0.72,
         confidence: 0.06,
+        inliers: 0,
     };
     let strong = |a, b| Link {
         a,
@@ -158,6 +166,7 @@ fn weak_links_join_groups_only_in_pairs() {
         evidence: Evidence::Descriptor,
         score: 1.0,
         confidence: 1.0,
+        inliers: 0,
     };
     let one = [strong(0, 1), strong(2, 3), weak(1, 2)];
     assert_eq!(
@@ -180,4 +189,71 @@ fn hash_links_find_flipped_copies_among_all_pairs() {
     let other = DihedralHash::new(&[0x0f; 32]);
     let hashes = [Some(upright), None, Some(other), Some(mirrored)];
     assert_eq!(hash_links(&hashes, 0.95), vec![(0, 3)]);
+}
+
+fn sample_keypoints(name: &str) -> Keypoints {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("samples/photos")
+        .join(name);
+    let img = image::open(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .to_rgb8();
+    crate::verify::keypoints_of(&img)
+}
+
+#[test]
+fn verification_links_a_crop_and_a_mirror_and_the_descriptor_alone_links_nothing() {
+    // rows: garden, its crop, ladybird, its mirror image, two unrelated photos; all at
+    // cosine 0.999 to each other, hashes unrelated
+    let keypoints: Vec<Keypoints> = [
+        "garden.jpg",
+        "edited/garden-cropped.jpg",
+        "ladybird.jpg",
+        "edited/ladybird-mirrored.jpg",
+        "greenmeadow.jpg",
+        "storm.jpg",
+    ]
+    .iter()
+    .map(|n| sample_keypoints(n))
+    .collect();
+    let v = at_angles(&[0.0; 6]);
+    let hashes: Vec<_> = (0..6).map(random_hash).collect();
+    let lookup = |row: usize| keypoints.get(row).cloned();
+    let signals = Signals {
+        vectors: &v,
+        hashes: &hashes,
+        keypoints: Some(&lookup),
+    };
+    let rule = DupRule::with_threshold(0.99)
+        .with_hash_agreement(Some(DEFAULT_HASH_AGREEMENT))
+        .with_verification(Some(DEFAULT_MIN_INLIERS));
+    let found = links(&signals, &[], all_pairs(6), &rule);
+    let pairs: Vec<(usize, usize)> = found.iter().map(|l| (l.a, l.b)).collect();
+    assert_eq!(pairs.len(), 2, "{found:?}");
+    assert!(
+        pairs.contains(&(0, 1)) && pairs.contains(&(2, 3)),
+        "{pairs:?}"
+    );
+    for l in &found {
+        assert_eq!(l.evidence, Evidence::Verified);
+        assert!(
+            l.inliers >= DEFAULT_MIN_INLIERS && l.confidence > 0.0,
+            "{l:?}"
+        );
+    }
+    assert_eq!(
+        group_links(&signals, &found, &rule),
+        vec![vec![0, 1], vec![2, 3]]
+    );
+    // without verification the same descriptors put all six together
+    let unverified = DupRule::with_threshold(0.99);
+    let plain = Signals {
+        keypoints: None,
+        ..signals
+    };
+    let all = links(&plain, &[], all_pairs(6), &unverified);
+    assert_eq!(
+        group_links(&plain, &all, &unverified),
+        vec![vec![0, 1, 2, 3, 4, 5]]
+    );
 }

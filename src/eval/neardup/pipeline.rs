@@ -1,8 +1,11 @@
 //! `dups` stage by stage on the benchmark: which true pairs each candidate source brings,
 //! how precise the links are, and what the grouping makes of them. The grouping is the
-//! code `dups` runs ([`crate::curate::dups`]), fed the benchmark's descriptors and hashes.
+//! code `dups` runs ([`crate::curate::dups`]), fed the benchmark's descriptors, hashes and
+//! keypoints.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
 
 use rayon::prelude::*;
 use serde::Serialize;
@@ -11,6 +14,7 @@ use super::{edit_recall, EditRecall, NearDupSet};
 use crate::curate::dups::{group_links, hash_links, links, DupRule, Evidence, Signals};
 use crate::curate::vectors::{dot, Vectors};
 use crate::phash::DihedralHash;
+use crate::verify::Keypoints;
 
 /// One candidate source (or their union).
 #[derive(Debug, Clone, Serialize)]
@@ -51,6 +55,21 @@ pub struct PipelineReport {
     pub groups: PairStats,
     /// Original–copy pairs that end in one group, per kind of edit.
     pub group_edits: Vec<EditRecall>,
+    /// Candidate pairs verified by keypoints (those no other evidence linked).
+    pub verified_pairs: usize,
+    /// Seconds spent making the links, verification included (all cores).
+    pub link_seconds: f64,
+}
+
+/// The set's images as `pipeline` needs them.
+#[derive(Debug, Clone, Copy)]
+pub struct PipelineInput<'a> {
+    /// Unit descriptor per image.
+    pub rows: &'a [Vec<f32>],
+    /// Perceptual hash per image.
+    pub hashes: &'a [DihedralHash],
+    /// Verification keypoints per image (empty: no verification).
+    pub keypoints: &'a [Keypoints],
 }
 
 /// The `k` nearest rows of each row by dot product, as `(row, neighbour)` pairs.
@@ -115,15 +134,15 @@ fn candidate_recall(
 }
 
 /// Runs candidates, links and grouping of `dups` under `rule` on the set, with the
-/// descriptor `rows` (unit vectors), the perceptual `hashes` and `graph_k` neighbours.
+/// `input`'s descriptors, hashes and keypoints and `graph_k` neighbours.
 pub fn pipeline(
     set: &NearDupSet,
     method: &str,
-    rows: &[Vec<f32>],
-    hashes: &[DihedralHash],
+    input: PipelineInput,
     rule: &DupRule,
     graph_k: usize,
 ) -> PipelineReport {
+    let rows = input.rows;
     let n = set.paths.len();
     let true_pairs = (0..n)
         .map(|i| (i + 1..n).filter(|&j| set.same_photo(i, j)).count())
@@ -132,14 +151,20 @@ pub fn pipeline(
     for (i, r) in rows.iter().enumerate() {
         vectors.push(i as u64, r);
     }
-    let hashes: Vec<Option<DihedralHash>> = hashes.iter().copied().map(Some).collect();
+    let hashes: Vec<Option<DihedralHash>> = input.hashes.iter().copied().map(Some).collect();
+    let lookups = AtomicUsize::new(0);
+    let lookup = |row: usize| {
+        lookups.fetch_add(1, Ordering::Relaxed);
+        input.keypoints.get(row).cloned()
+    };
     let signals = Signals {
         vectors: &vectors,
         hashes: &hashes,
+        keypoints: (!input.keypoints.is_empty()).then_some(&lookup as _),
     };
     let graph = ordered(knn_pairs(rows, graph_k));
     let by_hash = ordered(
-        rule.hash_agreement
+        rule.hash_candidate_agreement()
             .map_or_else(Vec::new, |min| hash_links(&hashes, min)),
     );
     let union: HashSet<(usize, usize)> = graph.union(&by_hash).copied().collect();
@@ -149,7 +174,7 @@ pub fn pipeline(
         &graph,
         true_pairs,
     )];
-    if let Some(min) = rule.hash_agreement {
+    if let Some(min) = rule.hash_candidate_agreement() {
         candidates.push(candidate_recall(
             set,
             &format!("hash >= {min}"),
@@ -158,7 +183,9 @@ pub fn pipeline(
         ));
         candidates.push(candidate_recall(set, "union", &union, true_pairs));
     }
+    let start = Instant::now();
     let found = links(&signals, &[], union.iter().copied(), rule);
+    let link_seconds = start.elapsed().as_secs_f64();
     let link_stats = |evidence: Option<Evidence>| {
         let pairs = ordered(
             found
@@ -189,9 +216,12 @@ pub fn pipeline(
         links: vec![
             ("descriptor".into(), link_stats(Some(Evidence::Descriptor))),
             ("hash".into(), link_stats(Some(Evidence::Hash))),
+            ("verified".into(), link_stats(Some(Evidence::Verified))),
             ("all".into(), link_stats(None)),
         ],
         groups: stats(set, &grouped, true_pairs),
         group_edits: edit_recall(set, together, 0.5),
+        verified_pairs: lookups.into_inner() / 2,
+        link_seconds,
     }
 }

@@ -205,17 +205,18 @@ fn group_cell(app: &App, g: usize, keeper: bool) -> String {
     }
 }
 
-/// Why a member is in its group: "hash .81", "desc .993", "exact".
+/// Why a member is in its group: "hash .81", "desc .993", "exact", "verified 42".
 fn evidence_cell(app: &App, g: usize, id: PhotoId) -> String {
     let member = app
         .data
         .dups
         .get(g)
         .and_then(|group| group.members.iter().find(|m| m.id == id));
-    match member.map(|m| (m.evidence, m.score)) {
-        Some((Evidence::Exact, _)) => "exact".into(),
-        Some((Evidence::Hash, s)) => format!("hash {s:.2}"),
-        Some((Evidence::Descriptor, s)) => format!("desc {s:.3}"),
+    match member.map(|m| (m.evidence, m.score, m.inliers)) {
+        Some((Evidence::Exact, _, _)) => "exact".into(),
+        Some((Evidence::Hash, s, _)) => format!("hash {s:.2}"),
+        Some((Evidence::Descriptor, s, _)) => format!("desc {s:.3}"),
+        Some((Evidence::Verified, _, inliers)) => format!("verified {inliers}"),
         None => String::new(),
     }
 }

@@ -1,0 +1,116 @@
+//! Pairwise verification of near-duplicate candidates: do two photos show the same scene
+//! *in the same places*? Global descriptors and hashes say "alike"; a crop, a copy with a
+//! caption or a mirrored copy is only proven when its details line up under one geometric
+//! transform.
+//!
+//! Each photo gets up to [`MAX_KEYPOINTS`] FAST corners at [`WORK_SIDE`] pixels with a
+//! 256-bit binary descriptor ([`Keypoints`], computed while indexing, where the photo is
+//! decoded anyway, and stored beside its record). Two photos are verified by matching the
+//! descriptors (mutual nearest neighbours in Hamming distance) and counting the matches that
+//! one affine transform maps onto each other (RANSAC, [`ransac`]). The descriptor's test
+//! pattern is mirror-symmetric, so the mirrored photo's descriptors are a fixed permutation
+//! of the stored ones: mirrored copies are verified without decoding anything again.
+
+mod fast;
+mod keypoints;
+mod ransac;
+
+pub use keypoints::{keypoints_of, Keypoint, Keypoints, MAX_KEYPOINTS, WORK_SIDE};
+
+/// Largest Hamming distance (of 256 bits) between two matched descriptors.
+pub const MAX_HAMMING: u32 = 64;
+
+/// Largest distance, in working pixels, between a transformed keypoint and its match
+/// for the match to count as an inlier.
+pub const INLIER_TOLERANCE: f32 = 4.0;
+
+/// Matched keypoint positions: `(position in a, position in b)`.
+type Matches = Vec<([f32; 2], [f32; 2])>;
+
+/// What verifying a pair found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Verification {
+    /// Matches that the best affine transform maps onto each other.
+    pub inliers: u32,
+    /// Whether the best transform mirrors the photo.
+    pub mirrored: bool,
+}
+
+/// Verifies photos `a` and `b` as they are and with `b` mirrored; the better of the two.
+/// `seed` makes the random sampling repeatable.
+pub fn verify(a: &Keypoints, b: &Keypoints, seed: u64) -> Verification {
+    [false, true]
+        .into_iter()
+        .map(|mirrored| {
+            let pairs = mutual_matches(a, b, mirrored);
+            Verification {
+                inliers: ransac::affine_inliers(&pairs, INLIER_TOLERANCE, seed),
+                mirrored,
+            }
+        })
+        .max_by_key(|v| (v.inliers, !v.mirrored))
+        .unwrap_or_default()
+}
+
+/// Pairs of keypoints of `a` and `b` (mirrored: `b` flipped left to right) that are each
+/// other's nearest descriptor, within [`MAX_HAMMING`].
+fn mutual_matches(a: &Keypoints, b: &Keypoints, mirrored: bool) -> Matches {
+    let b_bits: Vec<[u64; 4]> = b
+        .points
+        .iter()
+        .map(|p| {
+            if mirrored {
+                mirror_bits(&p.bits)
+            } else {
+                p.bits
+            }
+        })
+        .collect();
+    let (n, m) = (a.points.len(), b_bits.len());
+    if n == 0 || m == 0 {
+        return Vec::new();
+    }
+    let mut best_for_b = vec![(u32::MAX, usize::MAX); m];
+    let mut best_for_a = vec![(u32::MAX, usize::MAX); n];
+    for (i, p) in a.points.iter().enumerate() {
+        for (j, q) in b_bits.iter().enumerate() {
+            let d = hamming(&p.bits, q);
+            if d < best_for_a[i].0 {
+                best_for_a[i] = (d, j);
+            }
+            if d < best_for_b[j].0 {
+                best_for_b[j] = (d, i);
+            }
+        }
+    }
+    let flip = |x: f32| {
+        if mirrored {
+            b.width as f32 - 1.0 - x
+        } else {
+            x
+        }
+    };
+    best_for_a
+        .iter()
+        .enumerate()
+        .filter(|&(i, &(d, j))| d <= MAX_HAMMING && best_for_b[j].1 == i)
+        .map(|(i, &(_, j))| {
+            let (p, q) = (&a.points[i], &b.points[j]);
+            ([p.x, p.y], [flip(q.x), q.y])
+        })
+        .collect()
+}
+
+/// Bits that differ between two descriptors.
+fn hamming(a: &[u64; 4], b: &[u64; 4]) -> u32 {
+    a.iter().zip(b).map(|(x, y)| (x ^ y).count_ones()).sum()
+}
+
+/// The descriptor of the same point in the mirrored photo: the test pattern's second half
+/// is its first half mirrored, so mirroring swaps the halves.
+fn mirror_bits(bits: &[u64; 4]) -> [u64; 4] {
+    [bits[2], bits[3], bits[0], bits[1]]
+}
+
+#[cfg(test)]
+mod tests;
