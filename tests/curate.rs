@@ -213,6 +213,51 @@ fn edited_copies_group_by_their_perceptual_hash_unless_hashes_are_off() -> TestR
 }
 
 #[test]
+fn a_cropped_copy_is_verified_by_its_keypoints_when_hash_and_model_miss_it() -> TestResult {
+    let f = indexed_folder()?;
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/photos/garden.jpg");
+    let original = image::open(&sample)?.to_rgb8();
+    let (w, h) = original.dimensions();
+    let crop = image::imageops::crop_imm(&original, w / 5, h / 6, w * 7 / 10, h * 3 / 4);
+    original.save(f.photos.join("garden.png"))?;
+    crop.to_image().save(f.photos.join("copies/garden-crop.png"))?;
+    let weights = f._dir.path().join("w.safetensors");
+    let index = [
+        "index",
+        f.photos.to_str().ok_or("path")?,
+        "--weights",
+        weights.to_str().ok_or("path")?,
+        "--size",
+        "32",
+        "--device",
+        "cpu",
+    ];
+    let (ok, _, err) = dino(&f.ws, &index)?;
+    assert!(ok, "{err}");
+    let member_of_crop = |groups: &Value| -> Option<Value> {
+        groups.as_array()?.iter().find_map(|g| {
+            let text = g.to_string();
+            if !text.contains("garden.png") {
+                return None;
+            }
+            g["members"]
+                .as_array()?
+                .iter()
+                .find(|m| m["path"].to_string().contains("garden-crop"))
+                .cloned()
+        })
+    };
+    let verified = json_of(&f.ws, &["dups", "--json", "--no-hash"])?;
+    let member = member_of_crop(&verified).ok_or(format!("crop not grouped: {verified}"))?;
+    assert_eq!(member["evidence"], "verified", "{member}");
+    assert!(member["inliers"].as_u64().is_some_and(|n| n >= 16), "{member}");
+    let unverified = ["dups", "--json", "--no-hash", "--no-verify", "--threshold", "0.99999"];
+    let plain = json_of(&f.ws, &unverified)?;
+    assert!(member_of_crop(&plain).is_none(), "{plain}");
+    Ok(())
+}
+
+#[test]
 fn trash_without_confirmation_moves_nothing() -> TestResult {
     let f = indexed_folder()?;
     let target = f.photos.join("p3.png");
