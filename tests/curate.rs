@@ -220,7 +220,8 @@ fn a_cropped_copy_is_verified_by_its_keypoints_when_hash_and_model_miss_it() -> 
     let (w, h) = original.dimensions();
     let crop = image::imageops::crop_imm(&original, w / 5, h / 6, w * 7 / 10, h * 3 / 4);
     original.save(f.photos.join("garden.png"))?;
-    crop.to_image().save(f.photos.join("copies/garden-crop.png"))?;
+    crop.to_image()
+        .save(f.photos.join("copies/garden-crop.png"))?;
     let weights = f._dir.path().join("w.safetensors");
     let index = [
         "index",
@@ -250,8 +251,18 @@ fn a_cropped_copy_is_verified_by_its_keypoints_when_hash_and_model_miss_it() -> 
     let verified = json_of(&f.ws, &["dups", "--json", "--no-hash"])?;
     let member = member_of_crop(&verified).ok_or(format!("crop not grouped: {verified}"))?;
     assert_eq!(member["evidence"], "verified", "{member}");
-    assert!(member["inliers"].as_u64().is_some_and(|n| n >= 16), "{member}");
-    let unverified = ["dups", "--json", "--no-hash", "--no-verify", "--threshold", "0.99999"];
+    assert!(
+        member["inliers"].as_u64().is_some_and(|n| n >= 16),
+        "{member}"
+    );
+    let unverified = [
+        "dups",
+        "--json",
+        "--no-hash",
+        "--no-verify",
+        "--threshold",
+        "0.99999",
+    ];
     let plain = json_of(&f.ws, &unverified)?;
     assert!(member_of_crop(&plain).is_none(), "{plain}");
     Ok(())
