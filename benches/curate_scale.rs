@@ -3,7 +3,9 @@
 //!
 //! Two runs, so that the memory of building the index does not count:
 //!   cargo bench --bench curate_scale -- --build [--n 1000000] [--dir /tmp/dino-scale]
-//!   cargo bench --bench curate_scale -- [--dir /tmp/dino-scale] [--k 200]
+//!   cargo bench --bench curate_scale -- [--dir /tmp/dino-scale] [--k 200] [--search]
+//! `dups` reads each photo's neighbours from the graph's links (`--search`: searches the
+//! graph once per photo, as `dups` did before session 8).
 //! Building puts every vector into the store and builds the HNSW graph (the index's cost,
 //! measured by index/benches/ann.rs); 1 % of the photos get a near copy (the vector plus
 //! noise, similarity ≈ 0.995) so that `dups` has groups to find, and their count is checked.
@@ -35,6 +37,7 @@ struct Args {
     dir: PathBuf,
     build: bool,
     k: Option<usize>,
+    search: bool,
 }
 
 fn args() -> Args {
@@ -43,6 +46,7 @@ fn args() -> Args {
         dir: PathBuf::from("/tmp/dino-scale"),
         build: false,
         k: None,
+        search: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(x) = it.next() {
@@ -50,6 +54,7 @@ fn args() -> Args {
             "--n" => a.n = it.next().and_then(|v| v.parse().ok()).unwrap_or(a.n),
             "--dir" => a.dir = it.next().map(PathBuf::from).unwrap_or(a.dir),
             "--build" => a.build = true,
+            "--search" => a.search = true,
             "--k" => a.k = it.next().and_then(|v| v.parse().ok()),
             _ => {} // cargo bench passes --bench
         }
@@ -143,7 +148,14 @@ fn curate(a: &Args) {
     let mut store = Store::open(&a.dir).expect("open the store (run with --build first)");
     let (rss0, _) = memory();
     let t = Instant::now();
-    let knn = store.knn_graph(GRAPH_K).expect("k-NN graph");
+    // as `dups`: the graph's own links, then the graph freed (--search: searched again)
+    let knn = if a.search {
+        store.knn_graph(GRAPH_K)
+    } else {
+        store.linked_graph(GRAPH_K)
+    }
+    .expect("k-NN graph");
+    store.release_ann();
     let knn_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
     let collection = Collection::load(&store).expect("load");
@@ -168,10 +180,11 @@ fn curate(a: &Args) {
     let (_, peak) = memory();
     let vector_bytes = (n * DIM * 4) as f64;
     println!(
-        "{{\"step\":\"curate\",\"n\":{n},\"dim\":{DIM},\"knn_graph_s\":{knn_s:.1},\"load_s\":{load_s:.1},\
+        "{{\"step\":\"curate\",\"neighbours\":\"{}\",\"n\":{n},\"dim\":{DIM},\"knn_graph_s\":{knn_s:.1},\"load_s\":{load_s:.1},\
          \"group_s\":{group_s:.1},\"dups_total_s\":{:.1},\"groups\":{},\"copies_found\":{paired},\
          \"copies_planted\":{},\"dups_peak_over_vectors\":{:.2},\"clusters_k\":{k},\"clusters_s\":{clusters_s:.1},\
          \"clusters\":{},\"peak_over_vectors\":{:.2},\"rss_at_open_mb\":{}}}",
+        if a.search { "searched" } else { "linked" },
         knn_s + load_s + group_s,
         groups.len(),
         collection

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use hnsw_rs::api::AnnT;
 use hnsw_rs::hnsw::{Hnsw, Neighbour, Point};
 use hnsw_rs::hnswio::HnswIo;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::dist::DistUnitDot;
@@ -138,6 +139,26 @@ impl Ann {
             return Vec::new();
         }
         self.hnsw.get_point_indexation().into_iter().collect()
+    }
+
+    /// Each point's links on the bottom layer as `(key, [(key, distance)])`: the neighbours
+    /// that building the graph chose (at most 2 × M, picked for diversity, so a point's
+    /// nearest neighbour is always among them), read without any search.
+    pub fn bottom_links(&self) -> Vec<(usize, Vec<(usize, f32)>)> {
+        self.points()
+            .par_iter()
+            .map(|p| {
+                let links = p
+                    .get_neighborhood_id()
+                    .into_iter()
+                    .next()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|n| (n.d_id, n.distance))
+                    .collect();
+                (p.get_origin_id(), links)
+            })
+            .collect()
     }
 
     /// Writes the graph as `<basename>.hnsw.{graph,data}` in `dir`, fsynced, and describes it.

@@ -287,3 +287,38 @@ fn knn_graph_matches_the_exact_one() -> R {
     assert!(total / exact.len() as f64 >= 0.99);
     Ok(())
 }
+
+#[test]
+fn linked_graph_holds_each_photos_nearest_and_no_dead_points() -> R {
+    let dir = tempfile::tempdir()?;
+    let data = clustered(700, DIM, 10, 6);
+    let (mut s, ids) = fill(dir.path(), &data, false)?;
+    s.remove(ids[3])?;
+    let exact = s.knn_graph(8)?;
+    assert_eq!(s.linked_graph(8)?, exact, "exact below exact_below");
+    forced(&mut s)?;
+    let linked = s.linked_graph(8)?;
+    assert_eq!(
+        linked.iter().map(|x| x.0).collect::<Vec<_>>(),
+        exact.iter().map(|x| x.0).collect::<Vec<_>>()
+    );
+    let mut nearest_found = 0;
+    for ((id, got), (_, truth)) in linked.iter().zip(&exact) {
+        assert!(got.len() <= 8 && !got.is_empty());
+        assert!(got.iter().all(|(n, _)| n != id && *n != ids[3]), "{got:?}");
+        assert!(got.windows(2).all(|w| w[0].1 >= w[1].1), "best first");
+        nearest_found += usize::from(got.iter().any(|(n, _)| *n == truth[0].0));
+    }
+    assert!(
+        nearest_found * 100 >= linked.len() * 99,
+        "{nearest_found} of {}",
+        linked.len()
+    );
+    s.release_ann();
+    assert_eq!(
+        s.linked_graph(8)?,
+        linked,
+        "the graph reloads from its dump"
+    );
+    Ok(())
+}

@@ -12,7 +12,8 @@ use serde_json::{json, Value};
 use dino_curate::curate::clusters::default_k;
 use dino_curate::curate::collection::{Collection, DupGroup, DupMember};
 use dino_curate::curate::dups::{
-    DupRule, Evidence, DEFAULT_HASH_AGREEMENT, DEFAULT_MIN_INLIERS, HASH_SCAN_LIMIT,
+    candidate_graph, DupRule, Evidence, DEFAULT_HASH_AGREEMENT, DEFAULT_MIN_INLIERS,
+    HASH_SCAN_LIMIT, SEARCHED_GRAPH_LIMIT,
 };
 use dino_curate::curate::keeper::KeepRule;
 use dino_curate::curate::quality::flags;
@@ -142,9 +143,16 @@ pub struct DupsArgs {
 pub fn dups(args: &DupsArgs, workspace: Option<&Path>) -> Result<()> {
     let ws = Workspace::open(workspace)?;
     let mut store = open_store(&ws)?;
-    let collection = Collection::load(&store)?;
-    let mut knn = store.knn_graph(GRAPH_K)?;
     let rule = args.matching.rule()?;
+    let (mut knn, linked) = candidate_graph(&mut store, GRAPH_K)?;
+    let collection = Collection::load(&store)?;
+    if linked {
+        eprintln!(
+            "{} photos: each photo's neighbours come from the graph's own links, not a \
+             search (over {SEARCHED_GRAPH_LIMIT}); a few distant copies may be missed",
+            collection.vectors.len()
+        );
+    }
     if rule.hash_agreement.is_some() && !collection.scans_all_hashes() {
         eprintln!(
             "{} photos: perceptual hashes are compared along the model's neighbour graph only \

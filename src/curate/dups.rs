@@ -96,6 +96,30 @@ pub const CHAIN_MARGIN: f32 = 0.05;
 /// with the square of the collection (27 s at this size on 2 cores).
 pub const HASH_SCAN_LIMIT: usize = 50_000;
 
+/// Most photos for which `dups` searches the graph again for each photo's neighbours;
+/// above it the neighbours are read from the graph's own links
+/// ([`dino_curate_index::Store::linked_graph`]): searching takes ~15 minutes at 1M photos
+/// on 2 cores, the links cost recall (0.942 → 0.928 on BSDS, 0.888 → 0.853 held out,
+/// docs/quality.md).
+pub const SEARCHED_GRAPH_LIMIT: usize = 200_000;
+
+/// The k-NN graph `dups` starts from, and whether it was read from the graph's links
+/// (collections over [`SEARCHED_GRAPH_LIMIT`]); the graph is freed afterwards, before the
+/// vectors are loaded.
+pub fn candidate_graph(
+    store: &mut dino_curate_index::Store,
+    k: usize,
+) -> Result<(dino_curate_index::KnnGraph, bool), dino_curate_index::IndexError> {
+    let linked = store.meta()?.embeddings > SEARCHED_GRAPH_LIMIT;
+    let graph = if linked {
+        store.linked_graph(k)?
+    } else {
+        store.knn_graph(k)?
+    };
+    store.release_ann();
+    Ok((graph, linked))
+}
+
 /// Confidence from which one link joins two groups of any size.
 pub const STRONG_LINK: f32 = 0.75;
 

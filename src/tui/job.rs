@@ -15,7 +15,7 @@ use super::thumbs;
 use crate::attention::{overlay, strongest, write_png, AttentionMaps, DEFAULT_SIZE};
 use crate::curate::clusters::default_k;
 use crate::curate::collection::{Collection, DupGroup};
-use crate::curate::dups::DupRule;
+use crate::curate::dups::{candidate_graph, DupRule};
 use crate::curate::keeper::KeepRule;
 use crate::photo::{decode, DecodeOptions};
 use crate::train::plot::{series_from_metrics, Series};
@@ -294,7 +294,7 @@ impl Worker {
         progress("clustering");
         let clusters = self.clusters(&collection);
         progress("finding duplicates");
-        let mut knn = self.store.knn_graph(self.settings.graph_k)?;
+        let (mut knn, _) = candidate_graph(&mut self.store, self.settings.graph_k)?;
         let rule = self.settings.rule;
         let (collection, dups) = collection.duplicates_from_graph(
             &mut knn,

@@ -178,6 +178,48 @@ impl Store {
         Ok(out)
     }
 
+    /// Like [`Store::knn_graph`], but each photo's neighbours are read from the links that
+    /// building the graph chose (its bottom layer) instead of searched again: O(n · M), no
+    /// query per photo. The lists are the nearest of up to 2 × M links picked for diversity,
+    /// so they can differ from the true k nearest, but a photo's nearest neighbour (a near
+    /// copy) is always among them. Exact below [`SearchOptions::exact_below`] photos, as
+    /// `knn_graph`.
+    pub fn linked_graph(&mut self, k: usize) -> Result<KnnGraph, IndexError> {
+        if self.embedding_count()? < self.opts.exact_below.max(1) {
+            let points: Vec<_> = self.embeddings().collect::<Result<_, _>>()?;
+            return Ok(exact_knn_graph(&points, k));
+        }
+        self.ensure_ann()?;
+        let Some(st) = &self.ann else {
+            return Ok(Vec::new());
+        };
+        let mut out: Vec<_> = st
+            .ann
+            .bottom_links()
+            .into_par_iter()
+            .filter_map(|(seq, links)| {
+                let id = *st.live.get(&seq)?;
+                let mut hits: Vec<(PhotoId, f32)> = links
+                    .into_iter()
+                    .filter_map(|(s, d)| Some((*st.live.get(&s)?, similarity_from_distance(d))))
+                    .filter(|(other, _)| *other != id)
+                    .collect();
+                hits.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+                hits.dedup_by_key(|h| h.0);
+                hits.truncate(k);
+                Some((id, hits))
+            })
+            .collect();
+        out.sort_unstable_by_key(|(id, _)| *id);
+        self.dump_ann()?;
+        Ok(out)
+    }
+
+    /// Frees the in-memory graph (the next search loads or builds it again).
+    pub fn release_ann(&mut self) {
+        self.ann = None;
+    }
+
     pub(super) fn embedding_count(&self) -> Result<usize, IndexError> {
         Ok(get_u64(&self.t.meta, keys::EMB_COUNT)? as usize)
     }
