@@ -48,26 +48,14 @@ fn indexed_folder() -> TestResult<Fixture> {
     }
     std::fs::copy(photos.join("p0.png"), photos.join("copies/p0-copy.png"))?;
     RgbImage::from_pixel(400, 300, Rgb([128, 128, 128])).save(photos.join("blank.png"))?;
-    let weights = common::tiny_weights(dir.path())?;
-    let (ok, _, err) = dino(
-        &ws,
-        &[
-            "index",
-            photos.to_str().ok_or("path")?,
-            "--weights",
-            weights.to_str().ok_or("path")?,
-            "--size",
-            "32",
-            "--device",
-            "cpu",
-        ],
-    )?;
-    assert!(ok, "{err}");
-    Ok(Fixture {
+    common::tiny_weights(dir.path())?;
+    let fixture = Fixture {
         _dir: dir,
         ws,
         photos,
-    })
+    };
+    reindex(&fixture)?;
+    Ok(fixture)
 }
 
 #[test]
@@ -148,6 +136,24 @@ fn exact_copies_group_with_the_keeper_first_and_trash_undo_round_trips() -> Test
     Ok(())
 }
 
+/// Runs `index` on the fixture's folder with the tiny weights.
+fn reindex(f: &Fixture) -> TestResult {
+    let weights = f._dir.path().join("w.safetensors");
+    let index = [
+        "index",
+        f.photos.to_str().ok_or("path")?,
+        "--weights",
+        weights.to_str().ok_or("path")?,
+        "--size",
+        "32",
+        "--device",
+        "cpu",
+    ];
+    let (ok, _, err) = dino(&f.ws, &index)?;
+    assert!(ok, "{err}");
+    Ok(())
+}
+
 #[test]
 fn edited_copies_group_by_their_perceptual_hash_unless_hashes_are_off() -> TestResult {
     let f = indexed_folder()?;
@@ -164,21 +170,7 @@ fn edited_copies_group_by_their_perceptual_hash_unless_hashes_are_off() -> TestR
     let mut boxed = RgbImage::from_pixel(w, h + 40, Rgb([0, 0, 0]));
     image::imageops::replace(&mut boxed, &mirrored, 0, 20);
     boxed.save(f.photos.join("copies/p5-mirrored-boxed.png"))?;
-    let photos = f.photos.to_str().ok_or("path")?;
-    let weights = f._dir.path().join("w.safetensors");
-    let weights = weights.to_str().ok_or("path")?;
-    let index = [
-        "index",
-        photos,
-        "--weights",
-        weights,
-        "--size",
-        "32",
-        "--device",
-        "cpu",
-    ];
-    let (ok, _, err) = dino(&f.ws, &index)?;
-    assert!(ok, "{err}");
+    reindex(&f)?;
     let strict = ["dups", "--json", "--threshold", "0.99999"];
     let grouped = |groups: &Value| {
         groups.as_array().is_some_and(|list| {
@@ -222,19 +214,7 @@ fn a_cropped_copy_is_verified_by_its_keypoints_when_hash_and_model_miss_it() -> 
     original.save(f.photos.join("garden.png"))?;
     crop.to_image()
         .save(f.photos.join("copies/garden-crop.png"))?;
-    let weights = f._dir.path().join("w.safetensors");
-    let index = [
-        "index",
-        f.photos.to_str().ok_or("path")?,
-        "--weights",
-        weights.to_str().ok_or("path")?,
-        "--size",
-        "32",
-        "--device",
-        "cpu",
-    ];
-    let (ok, _, err) = dino(&f.ws, &index)?;
-    assert!(ok, "{err}");
+    reindex(&f)?;
     let member_of_crop = |groups: &Value| -> Option<Value> {
         groups.as_array()?.iter().find_map(|g| {
             let text = g.to_string();

@@ -261,12 +261,19 @@ fn model_change_invalidates_the_graph() -> R {
     Ok(())
 }
 
-#[test]
-fn knn_graph_matches_the_exact_one() -> R {
+/// 700 clustered vectors in a store (exact below the default size), the fourth removed.
+fn clustered_store_with_a_removal(
+) -> Result<(tempfile::TempDir, Store, Vec<PhotoId>), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     let data = clustered(700, DIM, 10, 6);
-    let (mut s, ids) = fill(dir.path(), &data, false)?;
+    let (s, ids) = fill(dir.path(), &data, false)?;
     s.remove(ids[3])?;
+    Ok((dir, s, ids))
+}
+
+#[test]
+fn knn_graph_matches_the_exact_one() -> R {
+    let (_dir, mut s, ids) = clustered_store_with_a_removal()?;
     let exact = s.knn_graph(8)?;
     assert_eq!(exact.len(), 699);
     assert!(exact
@@ -290,10 +297,7 @@ fn knn_graph_matches_the_exact_one() -> R {
 
 #[test]
 fn linked_graph_holds_each_photos_nearest_and_no_dead_points() -> R {
-    let dir = tempfile::tempdir()?;
-    let data = clustered(700, DIM, 10, 6);
-    let (mut s, ids) = fill(dir.path(), &data, false)?;
-    s.remove(ids[3])?;
+    let (_dir, mut s, ids) = clustered_store_with_a_removal()?;
     let exact = s.knn_graph(8)?;
     assert_eq!(s.linked_graph(8)?, exact, "exact below exact_below");
     forced(&mut s)?;

@@ -73,14 +73,16 @@ pub struct DupMatchArgs {
     /// flipped and letterboxed copies the model misses.
     #[arg(long, value_name = "FRACTION", default_value_t = DEFAULT_HASH_AGREEMENT)]
     hash_agreement: f32,
-    /// Ignore perceptual hashes: the model's similarity alone decides.
+    /// Ignore perceptual hashes: keypoint verification (or, with --no-verify, the model's
+    /// similarity) alone decides.
     #[arg(long, conflicts_with = "hash_agreement")]
     no_hash: bool,
     /// Link a candidate pair nothing else links when this many of their keypoints line up
     /// under one affine transform (mirroring allowed): finds crops and captioned copies.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MIN_INLIERS)]
     min_inliers: u32,
-    /// Do not verify candidate pairs by their keypoints.
+    /// Do not verify candidate pairs by their keypoints: the model's similarity links them
+    /// at --threshold (the rule before verification existed).
     #[arg(long, conflicts_with = "min_inliers")]
     no_verify: bool,
 }

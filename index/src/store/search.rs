@@ -58,6 +58,37 @@ pub(super) struct AnnState {
 
 impl AnnState {
     /// Live neighbours of `query` as `(id, similarity)`, best first, at most `k`; skips `skip`.
+    /// Each live photo's `k` nearest, searched with `ef` candidates.
+    fn searched_lists(&self, k: usize, ef: usize) -> KnnGraph {
+        let queries: Vec<_> = (self.ann.points().into_iter())
+            .filter_map(|p| self.live.get(&p.get_origin_id()).map(|id| (*id, p)))
+            .collect();
+        queries
+            .par_iter()
+            .map(|(id, p)| (*id, self.query(p.get_v(), k, ef, Some(*id))))
+            .collect()
+    }
+
+    /// Each live photo's `k` nearest among its bottom-layer links.
+    fn linked_lists(&self, k: usize) -> KnnGraph {
+        self.ann
+            .bottom_links()
+            .into_par_iter()
+            .filter_map(|(seq, links)| {
+                let id = *self.live.get(&seq)?;
+                let mut hits: Vec<(PhotoId, f32)> = links
+                    .into_iter()
+                    .filter_map(|(s, d)| Some((*self.live.get(&s)?, similarity_from_distance(d))))
+                    .filter(|(other, _)| *other != id)
+                    .collect();
+                hits.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+                hits.dedup_by_key(|h| h.0);
+                hits.truncate(k);
+                Some((id, hits))
+            })
+            .collect()
+    }
+
     fn query(
         &self,
         query: &[f32],
@@ -157,25 +188,8 @@ impl Store {
     /// itself, best first, in id order; computed in parallel (rayon) through the graph, or
     /// exactly below `exact_below` embeddings.
     pub fn knn_graph(&mut self, k: usize) -> Result<KnnGraph, IndexError> {
-        if self.embedding_count()? < self.opts.exact_below.max(1) {
-            let points: Vec<_> = self.embeddings().collect::<Result<_, _>>()?;
-            return Ok(exact_knn_graph(&points, k));
-        }
-        self.ensure_ann()?;
-        let Some(st) = &self.ann else {
-            return Ok(Vec::new());
-        };
         let ef = self.opts.ef_search;
-        let queries: Vec<_> = (st.ann.points().into_iter())
-            .filter_map(|p| st.live.get(&p.get_origin_id()).map(|id| (*id, p)))
-            .collect();
-        let mut out: Vec<_> = queries
-            .par_iter()
-            .map(|(id, p)| (*id, st.query(p.get_v(), k, ef, Some(*id))))
-            .collect();
-        out.sort_unstable_by_key(|(id, _)| *id);
-        self.dump_ann()?;
-        Ok(out)
+        self.neighbour_lists(k, |st| st.searched_lists(k, ef))
     }
 
     /// Like [`Store::knn_graph`], but each photo's neighbours are read from the links that
@@ -185,6 +199,16 @@ impl Store {
     /// copy) is always among them. Exact below [`SearchOptions::exact_below`] photos, as
     /// `knn_graph`.
     pub fn linked_graph(&mut self, k: usize) -> Result<KnnGraph, IndexError> {
+        self.neighbour_lists(k, |st| st.linked_lists(k))
+    }
+
+    /// Every photo's `k` neighbours: exact below `exact_below` embeddings, else `from_graph`
+    /// on the graph (brought up to date first, dumped after), in id order.
+    fn neighbour_lists(
+        &mut self,
+        k: usize,
+        from_graph: impl Fn(&AnnState) -> KnnGraph,
+    ) -> Result<KnnGraph, IndexError> {
         if self.embedding_count()? < self.opts.exact_below.max(1) {
             let points: Vec<_> = self.embeddings().collect::<Result<_, _>>()?;
             return Ok(exact_knn_graph(&points, k));
@@ -193,23 +217,7 @@ impl Store {
         let Some(st) = &self.ann else {
             return Ok(Vec::new());
         };
-        let mut out: Vec<_> = st
-            .ann
-            .bottom_links()
-            .into_par_iter()
-            .filter_map(|(seq, links)| {
-                let id = *st.live.get(&seq)?;
-                let mut hits: Vec<(PhotoId, f32)> = links
-                    .into_iter()
-                    .filter_map(|(s, d)| Some((*st.live.get(&s)?, similarity_from_distance(d))))
-                    .filter(|(other, _)| *other != id)
-                    .collect();
-                hits.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-                hits.dedup_by_key(|h| h.0);
-                hits.truncate(k);
-                Some((id, hits))
-            })
-            .collect();
+        let mut out = from_graph(st);
         out.sort_unstable_by_key(|(id, _)| *id);
         self.dump_ann()?;
         Ok(out)
