@@ -11,8 +11,8 @@
 //!    inlier count makes the confidence.
 //! 3. **Verified grouping**: links merge groups, most confident first. Two photos alone
 //!    join on any link; larger groups join on an exact or a strong link (confidence ≥
-//!    [`STRONG_LINK`]), on two links between them, or when every pair across is close to
-//!    the descriptor (the rule of the first version). A crop and a grey copy of one photo
+//!    [`STRONG_LINK`]), on two links between them, or, when the rule does not verify,
+//!    when every pair across is close to the descriptor (the rule of the first version). A crop and a grey copy of one photo
 //!    thus meet through the original, and a chain of neighbours, each only a little alike,
 //!    never becomes one group.
 
