@@ -27,6 +27,12 @@ use crate::{Error, Result};
 use pipeline::{decode_candidate, Prepared, ReadContext, Reader};
 
 pub use identify::{content_hash, mtime_ns};
+
+/// How `index` decodes photos for a model that looks at `view_size` pixels: what calibrating
+/// `dups` must decode the same way.
+pub fn decode_options(view_size: u32, max_pixels: u64) -> crate::photo::DecodeOptions {
+    ReadContext::decode_options(view_size, max_pixels)
+}
 pub use stats::{image_stats, BRIGHT_LUMA, DARK_LUMA, STATS_SHORT_SIDE};
 
 /// How to index.

@@ -7,6 +7,7 @@
 pub mod atomic;
 pub mod attention;
 pub mod bench;
+pub mod calibrate;
 pub mod curate;
 pub mod device;
 pub mod embed;

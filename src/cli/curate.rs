@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde_json::{json, Value};
 
+use dino_curate::calibrate::{Calibration, CalibrationPoint, DEFAULT_PRECISION, MIN_PHOTOS};
 use dino_curate::curate::clusters::default_k;
 use dino_curate::curate::collection::{Collection, DupGroup, DupMember};
 use dino_curate::curate::dups::{
@@ -61,58 +62,156 @@ fn confirm(question: &str) -> Result<bool> {
     Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES"))
 }
 
-/// When two photos are near-duplicates: shared by `dups` and `tui`.
+/// When two photos are near-duplicates: shared by `dups`, `tui` and `eval neardup`.
 #[derive(Debug, Args)]
 pub struct DupMatchArgs {
+    /// Precision to aim for: `dups` takes the rule that `index` calibrated on edited copies
+    /// of your own photos and that reaches this precision there with the most copies found.
+    #[arg(long, value_name = "FRACTION", default_value_t = DEFAULT_PRECISION)]
+    precision: f64,
     /// With --no-verify: smallest similarity (cosine, −1…1) of two near-duplicates (with
     /// verification the model's similarity only proposes the pairs to verify).
     #[arg(long, default_value_t = DEFAULT_DUP_THRESHOLD)]
     threshold: f32,
-    /// Also link two photos whose perceptual hashes agree on this fraction of their 256
-    /// bits under some flip or quarter-turn: finds the re-encoded, resized, recoloured,
-    /// flipped and letterboxed copies the model misses.
-    #[arg(long, value_name = "FRACTION", default_value_t = DEFAULT_HASH_AGREEMENT)]
-    hash_agreement: f32,
+    /// Expert: link two photos whose perceptual hashes agree on this fraction of their 256
+    /// bits under some flip or quarter-turn, instead of the calibrated agreement (finds the
+    /// re-encoded, resized, recoloured, flipped and letterboxed copies).
+    #[arg(long, value_name = "FRACTION")]
+    hash_agreement: Option<f32>,
     /// Ignore perceptual hashes: keypoint verification (or, with --no-verify, the model's
     /// similarity) alone decides.
     #[arg(long, conflicts_with = "hash_agreement")]
     no_hash: bool,
-    /// Link a candidate pair nothing else links when this many of their keypoints line up
-    /// under one affine transform (mirroring allowed): finds crops and captioned copies.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_MIN_INLIERS)]
-    min_inliers: u32,
+    /// Expert: link a candidate pair nothing else links when this many of their keypoints
+    /// line up under one affine transform (mirroring allowed), instead of the calibrated
+    /// count (finds crops and captioned copies).
+    #[arg(long, value_name = "N")]
+    min_inliers: Option<u32>,
     /// Do not verify candidate pairs by their keypoints: the model's similarity links them
     /// at --threshold (the rule before verification existed).
     #[arg(long, conflicts_with = "min_inliers")]
     no_verify: bool,
 }
 
+/// Where the hash agreement and inlier count of a rule came from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RuleSource {
+    /// The calibration's rule for the asked precision.
+    Calibrated(CalibrationPoint),
+    /// No rule of the calibration reaches the asked precision: its strictest.
+    NotReached,
+    /// No calibration (too few photos, or an index from before calibration).
+    Uncalibrated,
+    /// --hash-agreement and --min-inliers (or --no-hash and --no-verify) set both.
+    Given,
+}
+
 impl DupMatchArgs {
-    /// The grouping rule, or why the values make none.
-    pub fn rule(&self) -> Result<DupRule> {
+    /// The grouping rule, from `calibration` unless the flags set it, or why the values
+    /// make none.
+    pub fn rule(&self, calibration: Option<&Calibration>) -> Result<(DupRule, RuleSource)> {
+        self.check()?;
+        let hash_given = self.no_hash || self.hash_agreement.is_some();
+        let inliers_given = self.no_verify || self.min_inliers.is_some();
+        let (point, source) = match calibration {
+            _ if hash_given && inliers_given => (None, RuleSource::Given),
+            None => (None, RuleSource::Uncalibrated),
+            Some(c) => match c.point_for(self.precision) {
+                Some(p) => (Some(p), RuleSource::Calibrated(p)),
+                None => (c.strictest(), RuleSource::NotReached),
+            },
+        };
+        let hash = self
+            .hash_agreement
+            .or(point.map(|p| p.hash_agreement))
+            .unwrap_or(DEFAULT_HASH_AGREEMENT);
+        let inliers = self
+            .min_inliers
+            .or(point.map(|p| p.min_inliers))
+            .unwrap_or(DEFAULT_MIN_INLIERS);
+        let rule = DupRule::with_threshold(self.threshold)
+            .with_hash_agreement((!self.no_hash).then_some(hash))
+            .with_verification((!self.no_verify).then_some(inliers));
+        Ok((rule, source))
+    }
+
+    /// The precision asked for.
+    pub fn precision(&self) -> f64 {
+        self.precision
+    }
+
+    /// Whether --no-verify was given.
+    pub fn skips_verification(&self) -> bool {
+        self.no_verify
+    }
+
+    /// Rejects values outside their ranges.
+    fn check(&self) -> Result<()> {
+        if !(self.precision > 0.0 && self.precision < 1.0) {
+            bail!(
+                "--precision {} is not a fraction between 0 and 1 (exclusive)",
+                self.precision
+            );
+        }
         if !(-1.0..=1.0).contains(&self.threshold) {
             bail!(
                 "--threshold {} is not a cosine between -1 and 1",
                 self.threshold
             );
         }
-        if !(0.0..=1.0).contains(&self.hash_agreement) {
-            bail!(
-                "--hash-agreement {} is not a fraction between 0 and 1",
-                self.hash_agreement
-            );
+        if let Some(a) = self.hash_agreement.filter(|a| !(0.0..=1.0).contains(a)) {
+            bail!("--hash-agreement {a} is not a fraction between 0 and 1");
         }
-        if self.min_inliers < 4 {
-            bail!(
-                "--min-inliers {} is below 4: three matches fit any affine transform",
-                self.min_inliers
-            );
+        if let Some(n) = self.min_inliers.filter(|&n| n < 4) {
+            bail!("--min-inliers {n} is below 4: three matches fit any affine transform");
         }
-        let hashes = (!self.no_hash).then_some(self.hash_agreement);
-        let inliers = (!self.no_verify).then_some(self.min_inliers);
-        Ok(DupRule::with_threshold(self.threshold)
-            .with_hash_agreement(hashes)
-            .with_verification(inliers))
+        Ok(())
+    }
+
+    /// The rule of the workspace `ws`: its calibration (see [`Self::rule`]), said on stderr.
+    pub fn rule_in(&self, ws: &Workspace) -> Result<DupRule> {
+        let calibration = Calibration::load(ws.root())?;
+        let (rule, source) = self.rule(calibration.as_ref())?;
+        if let Some(line) = rule_source_text(&rule, source, self.precision, calibration.as_ref()) {
+            eprintln!("{line}");
+        }
+        Ok(rule)
+    }
+}
+
+/// What the user is told of where the rule came from (None: they set it).
+pub fn rule_source_text(
+    rule: &DupRule,
+    source: RuleSource,
+    precision: f64,
+    calibration: Option<&Calibration>,
+) -> Option<String> {
+    let parts = format!(
+        "hash agreement {}, {} keypoint inliers",
+        rule.hash_agreement
+            .map_or("off".to_string(), |h| format!("{h:.2}")),
+        rule.min_inliers
+            .map_or("off".to_string(), |n| n.to_string())
+    );
+    match (source, calibration) {
+        (RuleSource::Calibrated(p), Some(c)) => Some(format!(
+            "calibrated for precision {precision} on {} edited copies of {} of your photos: \
+             {parts} (found {:.0} % of those copies)",
+            c.copies,
+            c.originals,
+            100.0 * p.recall
+        )),
+        (RuleSource::NotReached, Some(c)) => Some(format!(
+            "no rule reaches precision {precision} on the {} edited copies `index` calibrated \
+             with (they can show {:.4} at most): {parts}, the strictest rule",
+            c.copies,
+            c.best_precision()
+        )),
+        (RuleSource::Uncalibrated, _) => Some(format!(
+            "not calibrated (run `dino-curate index` on at least {MIN_PHOTOS} photos): {parts}, \
+             the defaults measured on the benchmarks"
+        )),
+        _ => None,
     }
 }
 
@@ -145,7 +244,7 @@ pub struct DupsArgs {
 pub fn dups(args: &DupsArgs, workspace: Option<&Path>) -> Result<()> {
     let ws = Workspace::open(workspace)?;
     let mut store = open_store(&ws)?;
-    let rule = args.matching.rule()?;
+    let rule = args.matching.rule_in(&ws)?;
     let (mut knn, linked) = candidate_graph(&mut store, GRAPH_K)?;
     let collection = Collection::load(&store)?;
     if linked {

@@ -6,16 +6,17 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::curate::DupMatchArgs;
+use super::curate::{rule_source_text, DupMatchArgs};
 use super::{device_from, ArchArg, DeviceArg};
+use dino_curate::calibrate::CALIBRATION_SEED;
 use dino_curate::curate::vectors::dot;
 use dino_curate::embed::{Descriptor, Embedder, Framing};
 use dino_curate::eval::linear::{
     linear_probe, pixel_features, probe_features, LinearResult, Matrix, ProbeConfig,
 };
 use dino_curate::eval::neardup::{
-    each_image, evaluate, perceptual_hashes, pipeline, Hybrid, NearDupReport, NearDupSet,
-    OperatingPoint, PipelineInput,
+    calibrate_on_clean_photos, each_image, evaluate, perceptual_hashes, pipeline, Hybrid,
+    NearDupReport, NearDupSet, OperatingPoint, PipelineInput,
 };
 use dino_curate::eval::{
     embed_paths, knn_classify, map_photos, split_features, Features, LabelledSet, LabelledSplit,
@@ -445,8 +446,7 @@ fn dups_stages(
     method: &str,
     args: &NearDupArgs,
 ) -> Result<()> {
-    let rule = args.matching.rule()?;
-    let verifying = rule.min_inliers.is_some();
+    let verifying = !args.matching.skips_verification();
     let signals = each_image(
         set,
         |img| {
@@ -462,10 +462,28 @@ fn dups_stages(
         hashes: &forms,
         keypoints: &keypoints,
     };
+    let calibration = calibrate_on_clean_photos(set, &input, args.graph_k, CALIBRATION_SEED)?;
+    let (rule, source) = args.matching.rule(Some(&calibration))?;
+    let source_text =
+        rule_source_text(&rule, source, args.matching.precision(), Some(&calibration));
     let report = pipeline(set, method, input, &rule, args.graph_k);
     if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+        let mut out = serde_json::to_value(&report)?;
+        out["calibration"] = serde_json::to_value(&calibration)?;
+        println!("{out}");
         return Ok(());
+    }
+    println!(
+        "calibrated on {} copies of {} of the {} clean photos ({} left out as already copied), \
+         {} wrong candidate pairs",
+        calibration.copies,
+        calibration.originals,
+        calibration.photos,
+        calibration.left_out,
+        calibration.wrong_candidates
+    );
+    if let Some(text) = source_text {
+        println!("  {text}");
     }
     let edits = |e: &[dino_curate::eval::neardup::EditRecall]| {
         e.iter()

@@ -7,12 +7,16 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::{device_from, DeviceArg};
+use dino_curate::calibrate::{
+    calibrate_store, needs_calibration, Calibration, CALIBRATION_SEED, DEFAULT_PRECISION,
+};
 use dino_curate::device::device_name;
 use dino_curate::embed::Embedder;
 use dino_curate::indexer::{
-    content_hash, index, model_id, IndexEvent, IndexOptions, IndexSummary, INDEX_DESCRIPTOR,
+    content_hash, decode_options, index, model_id, IndexEvent, IndexOptions, IndexSummary,
+    INDEX_DESCRIPTOR,
 };
-use dino_curate::photo::{Skipped, DEFAULT_MAX_PIXELS};
+use dino_curate::photo::{DecodeOptions, Skipped, DEFAULT_MAX_PIXELS};
 use dino_curate::train::trainer::CHECKPOINT_FILE;
 use dino_curate::workspace::{IndexModel, Workspace};
 use dino_curate_index::Store;
@@ -83,7 +87,56 @@ pub fn run(args: &IndexArgs, workspace: Option<&Path>) -> Result<()> {
     };
     let (summary, failures) =
         super::on_compute_pool(|| index_with_progress(&mut store, &embedder, &model, &opts))??;
-    report(&summary, &failures, args.json)
+    report(&summary, &failures, args.json)?;
+    let decode = decode_options(embedder.size(), DEFAULT_MAX_PIXELS);
+    super::on_compute_pool(|| calibrate_dups(&ws, &mut store, &decode))?
+}
+
+/// Calibrates `dups` on edited copies of a sample of the photos when there is no
+/// calibration for this index yet or the collection changed by more than a tenth
+/// ([`needs_calibration`]). A failure is reported, not fatal: `dups` then keeps the
+/// previous calibration or its defaults.
+fn calibrate_dups(ws: &Workspace, store: &mut Store, decode: &DecodeOptions) -> Result<()> {
+    let meta = store.meta()?;
+    let model = meta.model_id.clone().unwrap_or_default();
+    let existing = Calibration::load(ws.root()).unwrap_or_else(|e| {
+        eprintln!("calibrating again: {e}");
+        None
+    });
+    if !needs_calibration(existing.as_ref(), meta.embeddings, &model) {
+        return Ok(());
+    }
+    let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr()).with_style(
+        style("calibrating dups {wide_bar} {pos}/{len} photos copied"),
+    );
+    let progress = |done: usize, total: usize| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    };
+    let result = calibrate_store(store, decode, CALIBRATION_SEED, &progress)
+        .and_then(|c| c.save(ws.root()).map(|()| c));
+    bar.finish_and_clear();
+    match result {
+        Ok(c) => match c.point_for(DEFAULT_PRECISION) {
+            Some(p) => eprintln!(
+                "dups calibrated on {} edited copies of {} of your photos: for precision \
+                 {DEFAULT_PRECISION}, hash agreement {:.2} and {} keypoint inliers (found {:.0} % \
+                 of the copies)",
+                c.copies,
+                c.originals,
+                p.hash_agreement,
+                p.min_inliers,
+                100.0 * p.recall
+            ),
+            None => eprintln!(
+                "dups calibrated on {} edited copies of {} of your photos: no rule reaches \
+                 precision {DEFAULT_PRECISION} there, so dups takes the strictest one",
+                c.copies, c.originals
+            ),
+        },
+        Err(e) => eprintln!("dups keeps its previous rule: calibrating failed: {e}"),
+    }
+    Ok(())
 }
 
 /// The recorded roots plus `paths` (made absolute and recorded).

@@ -53,7 +53,7 @@ pub fn run(args: &TuiArgs, workspace: Option<&Path>) -> Result<()> {
         ws.clone(),
         store,
         Settings {
-            rule: args.matching.rule()?,
+            rule: args.matching.rule_in(&ws)?,
             graph_k: GRAPH_K,
             centre: args.centre,
             keep: args.keep.clone(),

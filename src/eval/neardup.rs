@@ -15,8 +15,10 @@ use crate::phash::PerceptualHash;
 use crate::photo::{self, DecodeOptions, Skipped, DEFAULT_MAX_PIXELS};
 use crate::{Error, Result};
 
+mod calibration;
 mod pipeline;
 
+pub use calibration::calibrate_on_clean_photos;
 pub use pipeline::{pipeline, CandidateRecall, PairStats, PipelineInput, PipelineReport};
 
 /// Precision the operating point must reach (the curation issue's target).
@@ -80,6 +82,18 @@ impl NearDupSet {
             group,
             variants,
         })
+    }
+
+    /// The images that are not edited copies: originals and distractors (without a
+    /// manifest, the images of no group).
+    pub fn clean_rows(&self) -> Vec<usize> {
+        let copies: HashSet<usize> = self.variants.iter().map(|v| v.copy).collect();
+        (0..self.paths.len())
+            .filter(|i| match self.variants.is_empty() {
+                true => self.group[*i].is_none(),
+                false => !copies.contains(i),
+            })
+            .collect()
     }
 
     /// Whether images `i` and `j` are copies of one photo.

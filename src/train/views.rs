@@ -14,7 +14,7 @@
 mod blur;
 mod color;
 mod crop;
-mod edits;
+pub(crate) mod edits;
 mod params;
 
 use candle_core::{Device, Tensor};

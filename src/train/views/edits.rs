@@ -178,7 +178,7 @@ fn bar_sizes(kind: Bars, share: f64, w: u32, h: u32) -> (u32, u32) {
     }
 }
 
-fn with_bars(img: &RgbImage, kind: Bars, share: f64, colour: [u8; 3]) -> RgbImage {
+pub(crate) fn with_bars(img: &RgbImage, kind: Bars, share: f64, colour: [u8; 3]) -> RgbImage {
     let (w, h) = img.dimensions();
     let (bw, bh) = bar_sizes(kind, share, w, h);
     let mut out = RgbImage::from_pixel(w + 2 * bw, h + 2 * bh, Rgb(colour));
@@ -186,7 +186,7 @@ fn with_bars(img: &RgbImage, kind: Bars, share: f64, colour: [u8; 3]) -> RgbImag
     out
 }
 
-fn draw_caption(img: &mut RgbImage, caption: &Caption) {
+pub(crate) fn draw_caption(img: &mut RgbImage, caption: &Caption) {
     let Ok(font) = crate::train::plot::font() else {
         return;
     };
@@ -204,7 +204,7 @@ fn draw_caption(img: &mut RgbImage, caption: &Caption) {
     );
 }
 
-fn jpeg_round_trip(img: &RgbImage, quality: u8) -> Option<RgbImage> {
+pub(crate) fn jpeg_round_trip(img: &RgbImage, quality: u8) -> Option<RgbImage> {
     let mut bytes = Vec::new();
     img.write_with_encoder(JpegEncoder::new_with_quality(&mut bytes, quality))
         .ok()?;
