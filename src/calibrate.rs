@@ -322,15 +322,16 @@ impl CalibrationPoint {
     }
 }
 
-/// `right / (right + wrong')`, with `wrong' = wrong + 2 √wrong + 3` an upper bound on the
-/// wrong links a larger sample would show (3 is the one-sided 95 % Poisson bound when none
-/// was seen), so that a sample with no wrong link does not promise precision 1.
+/// `right / (right + wrong')`, with `wrong'` the one-sided 95 % upper bound of a Poisson
+/// count of `wrong` (Wilson–Hilferty: 3.0 when none was seen, 4.7 for one, 6.3 for two),
+/// so that a sample with no wrong link does not promise precision 1.
 pub fn precision_bound(right: usize, wrong: usize) -> f64 {
     if right == 0 {
         return 0.0;
     }
-    let wrong = wrong as f64;
-    let bound = wrong + 2.0 * wrong.sqrt() + 3.0;
+    let n = wrong as f64 + 1.0;
+    let z = 1.645;
+    let bound = n * (1.0 - 1.0 / (9.0 * n) + z / (3.0 * n.sqrt())).powi(3);
     right as f64 / (right as f64 + bound)
 }
 

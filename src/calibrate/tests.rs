@@ -32,7 +32,12 @@ fn score(hash: f32, inliers: u32) -> PairScore {
 fn the_precision_bound_never_promises_more_than_the_sample_can_show() {
     assert_eq!(precision_bound(0, 0), 0.0);
     let none_wrong = precision_bound(600, 0);
-    assert!((none_wrong - 600.0 / 603.0).abs() < 1e-12, "{none_wrong}");
+    assert!((none_wrong - 600.0 / 603.0).abs() < 1e-4, "{none_wrong}");
+    let one_wrong = 600.0 / precision_bound(600, 1) - 600.0;
+    assert!(
+        (one_wrong - 4.74).abs() < 0.05,
+        "the 95 % bound of one is 4.74: {one_wrong}"
+    );
     assert!(precision_bound(600, 1) < none_wrong);
     assert!(
         precision_bound(100, 0) < 0.99,

@@ -2,6 +2,7 @@
 //! the store, and the results of the curation functions named by photo.
 
 use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 
 use dino_curate_index::{PhotoId, PhotoRecord, Store};
 
@@ -215,7 +216,13 @@ impl Collection {
     ) -> Vec<DupGroup> {
         let rows = self.row_of();
         let hashes = self.dihedral_hashes();
-        let lookup = |row: usize| self.stored_keypoints(store?, row);
+        let read: Vec<OnceLock<Option<Arc<Keypoints>>>> =
+            (0..self.vectors.len()).map(|_| OnceLock::new()).collect();
+        let lookup = |row: usize| {
+            read.get(row)?
+                .get_or_init(|| self.stored_keypoints(store?, row).map(Arc::new))
+                .clone()
+        };
         let signals = Signals {
             vectors: &self.vectors,
             hashes: &hashes,

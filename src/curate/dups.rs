@@ -18,6 +18,7 @@
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use rayon::prelude::*;
 
@@ -174,8 +175,9 @@ pub struct Link {
     pub inliers: u32,
 }
 
-/// Where verification finds a row's keypoints (None: the row has none).
-pub type KeypointLookup<'a> = &'a (dyn Fn(usize) -> Option<Keypoints> + Sync);
+/// Where verification finds a row's keypoints (None: the row has none), shared so that a
+/// photo verified with many others is read once.
+pub type KeypointLookup<'a> = &'a (dyn Fn(usize) -> Option<Arc<Keypoints>> + Sync);
 
 /// What grouping knows of each row: its vector, its perceptual hash and its keypoints.
 #[derive(Clone, Copy)]

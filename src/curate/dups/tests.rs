@@ -218,6 +218,8 @@ fn verification_links_a_crop_and_a_mirror_and_the_descriptor_alone_links_nothing
     .collect();
     let v = at_angles(&[0.0; 6]);
     let hashes: Vec<_> = (0..6).map(random_hash).collect();
+    let keypoints: Vec<std::sync::Arc<Keypoints>> =
+        keypoints.into_iter().map(std::sync::Arc::new).collect();
     let lookup = |row: usize| keypoints.get(row).cloned();
     let signals = Signals {
         vectors: &v,

@@ -5,6 +5,7 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use rayon::prelude::*;
@@ -153,9 +154,10 @@ pub fn pipeline(
     }
     let hashes: Vec<Option<DihedralHash>> = input.hashes.iter().copied().map(Some).collect();
     let lookups = AtomicUsize::new(0);
+    let shared: Vec<Arc<Keypoints>> = input.keypoints.iter().cloned().map(Arc::new).collect();
     let lookup = |row: usize| {
         lookups.fetch_add(1, Ordering::Relaxed);
-        input.keypoints.get(row).cloned()
+        shared.get(row).cloned()
     };
     let signals = Signals {
         vectors: &vectors,
