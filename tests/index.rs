@@ -212,6 +212,21 @@ fn errors_without_a_model_or_a_folder_are_one_clear_line() -> TestResult {
 }
 
 #[test]
+fn a_reader_that_stops_early_ends_the_output_without_a_panic() -> TestResult {
+    // `dino-curate … | true`: the reader is gone before the output is written.
+    let dir = tempfile::tempdir()?;
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(r#""$0" --workspace "$1" index --failures --json | true"#)
+        .arg(env!("CARGO_BIN_EXE_dino-curate"))
+        .arg(dir.path().join("ws"))
+        .output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    Ok(())
+}
+
+#[test]
 fn kill_dash_nine_at_any_moment_then_a_rerun_finishes_the_job() -> TestResult {
     let dir = tempfile::tempdir()?;
     let photos = dir.path().join("photos");
