@@ -216,6 +216,47 @@ impl Embedder {
         }
     }
 
+    /// Region queries `[B, R × dim]` of a batch of images, for finding crops of them (an
+    /// experiment of `eval neardup --regions`, not used by `dups`): for each of the four
+    /// corner windows and the centre window of the position grid, each 3/4 of its side,
+    /// the GeM pool of those positions, L2-normalised, in the GeM half of a
+    /// [`Descriptor::ClsGem`] vector (the CLS half zero), so that its dot product with a
+    /// stored descriptor compares the region with the stored photo's GeM part alone.
+    pub fn region_queries(&self, images: &[RgbImage]) -> Result<Tensor> {
+        if self.descriptor != Descriptor::ClsGem {
+            return Err(Error::Config(
+                "region queries need the cls-gem descriptor".into(),
+            ));
+        }
+        let views = images
+            .iter()
+            .map(|img| self.framing.view(img, self.size))
+            .collect::<Result<Vec<_>>>()?;
+        let views: Vec<Vec<View>> = views.into_iter().map(|v| vec![v]).collect();
+        let input = views_to_tensors(&views, &self.device)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Config("no image to embed".into()))?;
+        let (_, positions) = self.global_and_positions(&input)?;
+        let positions = positions.contiguous()?;
+        let (b, n, d) = positions.dims3()?;
+        let side = (n as f64).sqrt().round() as usize;
+        let window = (side * 3).div_ceil(4).max(1);
+        let far = side - window;
+        let corners = [(0, 0), (0, far), (far, 0), (far, far), (far / 2, far / 2)];
+        let zeros = Tensor::zeros((b, d), positions.dtype(), positions.device())?;
+        let mut queries = Vec::with_capacity(corners.len());
+        for (top, left) in corners {
+            let idx: Vec<u32> = (top..top + window)
+                .flat_map(|y| (left..left + window).map(move |x| (y * side + x) as u32))
+                .collect();
+            let idx = Tensor::from_vec(idx, window * window, positions.device())?;
+            let gem = l2_rows(&gem_pool(&positions.index_select(&idx, 1)?)?)?;
+            queries.push(Tensor::cat(&[&zeros, &gem], 1)?);
+        }
+        Ok(Tensor::cat(&queries, 1)?)
+    }
+
     /// The image-level vector `[B, D]` and the per-position features `[B, N, D]`: CLS
     /// and patch tokens of a ViT, average pool and positions of a ResNet's last map.
     fn global_and_positions(&self, input: &Tensor) -> Result<(Tensor, Tensor)> {
@@ -302,6 +343,29 @@ mod tests {
             assert!((norm - 1.0).abs() < 1e-4);
             for (x, y) in a.iter().zip(&b[..a.len()]) {
                 assert!((x * std::f32::consts::FRAC_1_SQRT_2 - y).abs() < 1e-5);
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn region_queries_are_five_unit_gem_halves_with_the_cls_half_zero() -> TestResult {
+        let cls = Embedder::random(&tiny(), 64, 7, &Device::Cpu)?;
+        assert!(
+            cls.region_queries(&photos()).is_err(),
+            "cls alone has no GeM half"
+        );
+        let model = cls.with_descriptor(Descriptor::ClsGem);
+        let dim = model.dim();
+        let rows = model.region_queries(&photos())?.to_vec2::<f32>()?;
+        assert_eq!(rows.len(), 3);
+        for row in &rows {
+            assert_eq!(row.len(), 5 * dim);
+            for query in row.chunks(dim) {
+                let (cls_half, gem_half) = query.split_at(dim / 2);
+                assert!(cls_half.iter().all(|&v| v == 0.0));
+                let norm: f32 = gem_half.iter().map(|v| v * v).sum::<f32>().sqrt();
+                assert!((norm - 1.0).abs() < 1e-4, "{norm}");
             }
         }
         Ok(())

@@ -15,8 +15,8 @@ use dino_curate::eval::linear::{
     linear_probe, pixel_features, probe_features, LinearResult, Matrix, ProbeConfig,
 };
 use dino_curate::eval::neardup::{
-    calibrate_on_clean_photos, each_image, evaluate, perceptual_hashes, pipeline, Hybrid,
-    NearDupReport, NearDupSet, OperatingPoint, PipelineInput,
+    calibrate_on_clean_photos, each_image, evaluate, extra_candidate_recall, perceptual_hashes,
+    pipeline, Hybrid, NearDupReport, NearDupSet, OperatingPoint, PipelineInput,
 };
 use dino_curate::eval::{
     embed_paths, knn_classify, map_photos, split_features, Features, LabelledSet, LabelledSplit,
@@ -184,6 +184,11 @@ pub struct NearDupArgs {
     dups: bool,
     #[command(flatten)]
     matching: DupMatchArgs,
+    /// With --dups: also measure candidates that `dups` does not use: each photo's region
+    /// descriptors (corner and centre windows of the patch grid) and its mirror image as
+    /// queries (cls-gem models only).
+    #[arg(long, requires = "dups")]
+    regions: bool,
     /// Also write each image's descriptor and perceptual hash to FILE as JSON
     /// (`{"paths", "vectors", "phash"}`), to study other scoring rules outside.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["phash", "pixels"])]
@@ -424,7 +429,7 @@ fn neardup(args: &NearDupArgs, workspace: Option<&Path>) -> Result<()> {
             save_descriptors(&set, &rows, file)?;
         }
         if args.dups {
-            return dups_stages(&set, &rows, &method, args);
+            return dups_stages(&set, &rows, &method, &features, args);
         }
         match args.hybrid {
             None => evaluate(&set, &method, |i, j| dot(&rows[i], &rows[j])),
@@ -444,6 +449,7 @@ fn dups_stages(
     set: &NearDupSet,
     rows: &[Vec<f32>],
     method: &str,
+    features: &Features,
     args: &NearDupArgs,
 ) -> Result<()> {
     let verifying = !args.matching.skips_verification();
@@ -522,7 +528,55 @@ fn dups_stages(
         g.predicted, g.precision, g.recall
     );
     println!("    original-copy per edit: {}", edits(&report.group_edits));
+    if args.regions {
+        let Features::Model(model) = features else {
+            bail!("--regions needs a model");
+        };
+        for c in extra_sources(set, &input, model, args)? {
+            println!(
+                "  candidates {:<32} {:>6.1} pairs/photo, original-copy recall {:.3}, all true pairs {:.3}",
+                c.source, c.pairs_per_photo, c.original_copy_recall, c.true_pair_recall
+            );
+            println!("    per edit: {}", edits(&c.edits));
+        }
+    }
     Ok(())
+}
+
+/// `--regions`: candidate recall of region queries and mirrored queries (not used by `dups`).
+fn extra_sources(
+    set: &NearDupSet,
+    input: &PipelineInput,
+    model: &Embedder,
+    args: &NearDupArgs,
+) -> Result<Vec<dino_curate::eval::neardup::CandidateRecall>> {
+    let size = model.size();
+    let queries = map_photos(
+        &set.paths,
+        size,
+        |imgs| model.region_queries(imgs),
+        &mut |_, _| {},
+    )?;
+    let (n, width) = queries.dims2()?;
+    let per_image = width / model.dim().max(1);
+    let regions: Vec<Vec<f32>> = queries
+        .reshape((n * per_image, model.dim()))?
+        .to_vec2::<f32>()?;
+    let mirror = |imgs: &[image::RgbImage]| {
+        let flipped: Vec<image::RgbImage> =
+            imgs.iter().map(image::imageops::flip_horizontal).collect();
+        model.embed(&flipped)
+    };
+    let mirrored = map_photos(&set.paths, size, mirror, &mut |_, _| {})?.to_vec2::<f32>()?;
+    let hash_min = dino_curate::curate::dups::HASH_CANDIDATE_AGREEMENT;
+    Ok(extra_candidate_recall(
+        set,
+        input,
+        args.graph_k,
+        hash_min,
+        (&regions, per_image),
+        &mirrored,
+    ))
 }
 
 /// Writes the benchmark's descriptors and perceptual hashes (hex) to `file` as JSON.

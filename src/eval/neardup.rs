@@ -19,7 +19,9 @@ mod calibration;
 mod pipeline;
 
 pub use calibration::calibrate_on_clean_photos;
-pub use pipeline::{pipeline, CandidateRecall, PairStats, PipelineInput, PipelineReport};
+pub use pipeline::{
+    extra_candidate_recall, pipeline, CandidateRecall, PairStats, PipelineInput, PipelineReport,
+};
 
 /// Precision the operating point must reach (the curation issue's target).
 pub const TARGET_PRECISION: f64 = 0.99;

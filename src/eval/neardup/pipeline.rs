@@ -227,3 +227,93 @@ pub fn pipeline(
         link_seconds,
     }
 }
+
+/// Each image's `k` best rows (itself excluded) for each of its `queries` (`per_image` rows
+/// of queries per image, in image order), as `(image, row)` pairs.
+fn query_pairs(
+    queries: &[Vec<f32>],
+    per_image: usize,
+    rows: &[Vec<f32>],
+    k: usize,
+) -> Vec<(usize, usize)> {
+    queries
+        .par_iter()
+        .enumerate()
+        .flat_map_iter(|(q, query)| {
+            let owner = q / per_image.max(1);
+            let mut scored: Vec<(f32, usize)> = (0..rows.len())
+                .filter(|&j| j != owner)
+                .map(|j| (dot(query, &rows[j]), j))
+                .collect();
+            scored.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            scored.into_iter().take(k).map(move |(_, j)| (owner, j))
+        })
+        .collect()
+}
+
+/// Extra candidate sources measured beside `dups`' own (`eval neardup --regions`): region
+/// queries (`regions`, `per_image` a photo, [`crate::embed::Embedder::region_queries`])
+/// and the mirrored photo's descriptor (`mirrored`, one a photo), each alone and added to
+/// the union of the k-NN graph and the hash candidates from `hash_min`.
+pub fn extra_candidate_recall(
+    set: &NearDupSet,
+    input: &PipelineInput,
+    graph_k: usize,
+    hash_min: f32,
+    regions: (&[Vec<f32>], usize),
+    mirrored: &[Vec<f32>],
+) -> Vec<CandidateRecall> {
+    let n = set.paths.len();
+    let true_pairs = (0..n)
+        .map(|i| (i + 1..n).filter(|&j| set.same_photo(i, j)).count())
+        .sum();
+    let hashes: Vec<Option<DihedralHash>> = input.hashes.iter().copied().map(Some).collect();
+    let base: HashSet<(usize, usize)> = ordered(
+        knn_pairs(input.rows, graph_k)
+            .into_iter()
+            .chain(hash_links(&hashes, hash_min)),
+    );
+    let mut out = Vec::new();
+    let mut all = base.clone();
+    for k in [1, 2, 3] {
+        let by_region = ordered(query_pairs(regions.0, regions.1, input.rows, k));
+        out.push(candidate_recall(
+            set,
+            &format!("regions top-{k}"),
+            &by_region,
+            true_pairs,
+        ));
+        let with: HashSet<_> = base.union(&by_region).copied().collect();
+        out.push(candidate_recall(
+            set,
+            &format!("union + regions top-{k}"),
+            &with,
+            true_pairs,
+        ));
+        if k == 2 {
+            all = with;
+        }
+    }
+    let by_mirror = ordered(query_pairs(mirrored, 1, input.rows, 3));
+    out.push(candidate_recall(
+        set,
+        "mirrored top-3",
+        &by_mirror,
+        true_pairs,
+    ));
+    let with: HashSet<_> = base.union(&by_mirror).copied().collect();
+    out.push(candidate_recall(
+        set,
+        "union + mirrored top-3",
+        &with,
+        true_pairs,
+    ));
+    all.extend(by_mirror);
+    out.push(candidate_recall(
+        set,
+        "union + regions top-2 + mirrored",
+        &all,
+        true_pairs,
+    ));
+    out
+}
