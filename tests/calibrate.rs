@@ -79,5 +79,13 @@ fn index_calibrates_dups_and_precision_chooses_the_rule() -> TestResult {
     assert!(ok && !err.contains("calibrated"), "{err}");
     let (ok, _, err) = dino(&ws, &["dups", "--precision", "1.5"])?;
     assert!(!ok && err.contains("--precision 1.5"), "{err}");
+
+    // a damaged calibration is derived data: dups says so and keeps going, index remakes it
+    std::fs::write(&file, "{")?;
+    let (ok, _, err) = dino(&ws, &["dups"])?;
+    assert!(ok && err.contains("ignoring the calibration"), "{err}");
+    assert!(err.contains("not calibrated"), "{err}");
+    let (ok, _, err) = dino(&ws, &index)?;
+    assert!(ok && err.contains("dups calibrated on"), "{err}");
     Ok(())
 }

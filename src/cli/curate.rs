@@ -66,7 +66,8 @@ fn confirm(question: &str) -> Result<bool> {
 #[derive(Debug, Args)]
 pub struct DupMatchArgs {
     /// Precision to aim for: `dups` takes the rule that `index` calibrated on edited copies
-    /// of your own photos and that reaches this precision there with the most copies found.
+    /// of your own photos and that reaches this precision there with the most copies found
+    /// (without a calibration: hash agreement 0.69 and 16 inliers, measured on benchmarks).
     #[arg(long, value_name = "FRACTION", default_value_t = DEFAULT_PRECISION)]
     precision: f64,
     /// With --no-verify: smallest similarity (cosine, −1…1) of two near-duplicates (with
@@ -170,7 +171,10 @@ impl DupMatchArgs {
 
     /// The rule of the workspace `ws`: its calibration (see [`Self::rule`]), said on stderr.
     pub fn rule_in(&self, ws: &Workspace) -> Result<DupRule> {
-        let calibration = Calibration::load(ws.root())?;
+        let calibration = Calibration::load(ws.root()).unwrap_or_else(|e| {
+            eprintln!("ignoring the calibration ({e}); `dino-curate index` makes it again");
+            None
+        });
         let (rule, source) = self.rule(calibration.as_ref())?;
         if let Some(line) = rule_source_text(&rule, source, self.precision, calibration.as_ref()) {
             eprintln!("{line}");
