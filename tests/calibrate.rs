@@ -4,24 +4,11 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
+use common::dino;
 use serde_json::Value;
 
 type TestResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
-
-fn dino(ws: &Path, args: &[&str]) -> TestResult<(bool, String, String)> {
-    let out = Command::new(env!("CARGO_BIN_EXE_dino-curate"))
-        .arg("--workspace")
-        .arg(ws)
-        .args(args)
-        .output()?;
-    Ok((
-        out.status.success(),
-        String::from_utf8(out.stdout)?,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    ))
-}
 
 #[test]
 fn index_calibrates_dups_and_precision_chooses_the_rule() -> TestResult {

@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::picture;
+use common::{dino, picture};
 use image::{Rgb, RgbImage};
 use serde_json::Value;
 
@@ -17,19 +17,6 @@ struct Fixture {
     _dir: tempfile::TempDir,
     ws: PathBuf,
     photos: PathBuf,
-}
-
-fn dino(ws: &Path, args: &[&str]) -> TestResult<(bool, String, String)> {
-    let out = Command::new(env!("CARGO_BIN_EXE_dino-curate"))
-        .arg("--workspace")
-        .arg(ws)
-        .args(args)
-        .output()?;
-    Ok((
-        out.status.success(),
-        String::from_utf8(out.stdout)?,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    ))
 }
 
 fn json_of(ws: &Path, args: &[&str]) -> TestResult<Value> {

@@ -41,3 +41,20 @@ pub fn tiny_weights(dir: &Path) -> Result<PathBuf, Box<dyn std::error::Error>> {
     save_safetensors(&pb.store().tensors()?, &weights)?;
     Ok(weights)
 }
+
+/// Runs the binary on workspace `ws` with `args`: (success, stdout, stderr).
+pub fn dino(
+    ws: &Path,
+    args: &[&str],
+) -> Result<(bool, String, String), Box<dyn std::error::Error>> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dino-curate"))
+        .arg("--workspace")
+        .arg(ws)
+        .args(args)
+        .output()?;
+    Ok((
+        out.status.success(),
+        String::from_utf8(out.stdout)?,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
