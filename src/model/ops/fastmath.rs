@@ -10,10 +10,14 @@ const LN2_LO: f32 = -2.121_944_4e-4;
 const ROUNDING_MAGIC: f32 = 12_582_912.0;
 
 /// `e^x`, relative error below 2e-7 on [-87, 88]; saturates outside.
-#[inline]
+#[inline(always)]
 pub fn exp(x: f32) -> f32 {
     let x = x.clamp(-87.0, 88.0);
-    let k = (x * LOG2_E + ROUNDING_MAGIC) - ROUNDING_MAGIC;
+    let shifted = x * LOG2_E + ROUNDING_MAGIC;
+    let k = shifted - ROUNDING_MAGIC;
+    // The integer k sits in the low mantissa bits of `shifted`: reading it from the bits
+    // instead of `k as i32` (which must saturate) keeps the whole function vectorisable.
+    let k_int = shifted.to_bits() as i32 - ROUNDING_MAGIC.to_bits() as i32;
     let r = x - k * LN2_HI - k * LN2_LO;
     let mut p = 1.987_569_2e-4_f32;
     p = p * r + 1.398_199_9e-3;
@@ -22,7 +26,7 @@ pub fn exp(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 0.5;
     let poly = p * r * r + r + 1.0;
-    let scale = f32::from_bits(((k as i32 + 127) as u32) << 23);
+    let scale = f32::from_bits(((k_int + 127) as u32) << 23);
     poly * scale
 }
 
