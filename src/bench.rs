@@ -158,6 +158,8 @@ pub struct EmbedBenchConfig {
     pub warmup: usize,
     /// Timed batches.
     pub batches: usize,
+    /// bf16 products where the CPU has AMX (ViT only).
+    pub bf16: bool,
 }
 
 /// The result, as `bench embed --json` prints it.
@@ -173,6 +175,8 @@ pub struct EmbedBenchReport {
     pub threads: usize,
     /// Where it ran.
     pub device: String,
+    /// Whether the linear layers ran in bf16 on AMX.
+    pub bf16: bool,
 }
 
 /// Runs `warmup + batches` forwards of a randomly initialised backbone; `progress(i,
@@ -194,6 +198,12 @@ pub fn bench_embed(
     };
     let pb = crate::model::ParamBuilder::frozen(device, 0);
     let backbone = Backbone::new(&pb, &net_cfg)?;
+    backbone.freeze();
+    backbone.set_bf16_inference(cfg.bf16);
+    let bf16 = cfg.bf16
+        && device.is_cpu()
+        && matches!(backbone, Backbone::Vit(_))
+        && crate::model::ops::amx::available();
     let input = Tensor::randn(0f32, 1., (cfg.batch_size, 3, cfg.size, cfg.size), device)?;
     let total = cfg.warmup + cfg.batches;
     let mut timed = Vec::with_capacity(cfg.batches);
@@ -215,5 +225,6 @@ pub fn bench_embed(
         batch_s: timed,
         threads: candle_core::utils::get_num_threads(),
         device: crate::device::device_name(device),
+        bf16,
     })
 }

@@ -23,6 +23,11 @@ pub struct Cli {
     /// Workspace folder (default: $DINO_CURATE_HOME, else $XDG_DATA_HOME/dino-curate).
     #[arg(long, global = true, value_name = "DIR")]
     workspace: Option<PathBuf>,
+    /// Embed with f32 products even where the CPU has AMX (Intel Sapphire Rapids and later),
+    /// on which a ViT's linear layers otherwise take bf16 inputs and sum in f32, about
+    /// twice as fast (docs/benchmarks.md).
+    #[arg(long, global = true)]
+    f32: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -133,6 +138,7 @@ pub fn on_compute_pool<T: Send>(f: impl FnOnce() -> T + Send) -> Result<T> {
 
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> Result<()> {
+    dino_curate::embed::set_bf16_default(!cli.f32);
     match cli.command {
         Command::Train(args) => train::run(&args, cli.workspace.as_deref()),
         Command::Index(args) => index::run(&args, cli.workspace.as_deref()),

@@ -5,6 +5,7 @@
 //! feature map, and the patch tokens' by its positions.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use candle_core::{Device, Tensor, D};
 use image::RgbImage;
@@ -69,6 +70,19 @@ impl Framing {
     }
 }
 
+/// Whether new [`Embedder`]s use bf16 products where the CPU allows (set once by the binary).
+static BF16_DEFAULT: AtomicBool = AtomicBool::new(false);
+
+/// Sets whether embedders made from now on compute in bf16 where the CPU has AMX.
+pub fn set_bf16_default(on: bool) {
+    BF16_DEFAULT.store(on, Ordering::Relaxed);
+}
+
+/// Whether new embedders compute in bf16 where the CPU has AMX.
+pub fn bf16_default() -> bool {
+    BF16_DEFAULT.load(Ordering::Relaxed)
+}
+
 /// A backbone ready to embed images at a fixed input size.
 #[derive(Debug)]
 pub struct Embedder {
@@ -96,24 +110,24 @@ impl Embedder {
         }
         let ckpt = checkpoint::load(&file, &Device::Cpu)?;
         let backbone = load_backbone(&file, device)?;
-        Ok(Self {
-            backbone,
-            size: ckpt.config.global_size,
-            descriptor: Descriptor::Cls,
-            framing: Framing::CentreCrop,
-            device: device.clone(),
-        })
+        Ok(Self::new(backbone, ckpt.config.global_size, device))
     }
 
-    /// Any weights file [`load_backbone`] reads, at `size` pixels.
-    pub fn from_weights(path: &Path, size: u32, device: &Device) -> Result<Self> {
-        Ok(Self {
-            backbone: load_backbone(path, device)?,
+    fn new(backbone: Backbone, size: u32, device: &Device) -> Self {
+        backbone.freeze();
+        Self {
+            backbone,
             size,
             descriptor: Descriptor::Cls,
             framing: Framing::CentreCrop,
             device: device.clone(),
-        })
+        }
+        .with_bf16(bf16_default())
+    }
+
+    /// Any weights file [`load_backbone`] reads, at `size` pixels.
+    pub fn from_weights(path: &Path, size: u32, device: &Device) -> Result<Self> {
+        Ok(Self::new(load_backbone(path, device)?, size, device))
     }
 
     /// A randomly initialised backbone (a baseline for evaluations).
@@ -124,13 +138,16 @@ impl Embedder {
         device: &Device,
     ) -> Result<Self> {
         let pb = ParamBuilder::frozen(device, seed);
-        Ok(Self {
-            backbone: Backbone::new(&pb, &cfg.into())?,
-            size,
-            descriptor: Descriptor::Cls,
-            framing: Framing::CentreCrop,
-            device: device.clone(),
-        })
+        Ok(Self::new(Backbone::new(&pb, &cfg.into())?, size, device))
+    }
+
+    /// With `on`, a ViT's linear layers take bf16 inputs and sum in f32 where the CPU has
+    /// AMX (about twice the embedding rate; cosine to the f32 embedding in
+    /// docs/benchmarks.md); f32 everywhere else. New embedders start from
+    /// [`set_bf16_default`].
+    pub fn with_bf16(self, on: bool) -> Self {
+        self.backbone.set_bf16_inference(on);
+        self
     }
 
     /// The same backbone at another input size.
@@ -318,6 +335,26 @@ mod tests {
                 })
             })
             .collect()
+    }
+
+    #[test]
+    fn bf16_embeddings_point_where_the_f32_ones_do() -> TestResult {
+        if !crate::model::ops::amx::available() {
+            eprintln!("skipped: no AMX on this CPU");
+            return Ok(());
+        }
+        // The full 12-block ViT-Tiny, so rounding has every layer to accumulate through.
+        let cfg = VitConfig::preset(VitArch::VitTiny, 16);
+        let exact = Embedder::random(&cfg, 64, 5, &Device::Cpu)?.with_bf16(false);
+        let fast = Embedder::random(&cfg, 64, 5, &Device::Cpu)?.with_bf16(true);
+        let a = exact.embed(&photos())?.to_vec2::<f32>()?;
+        let b = fast.embed(&photos())?.to_vec2::<f32>()?;
+        for (x, y) in a.iter().zip(&b) {
+            let cosine: f32 = x.iter().zip(y).map(|(p, q)| p * q).sum();
+            assert!(cosine > 0.999, "cosine {cosine}");
+            assert!(x != y, "the bf16 path did not run");
+        }
+        Ok(())
     }
 
     #[test]

@@ -125,6 +125,21 @@ impl Backbone {
         }
     }
 
+    /// Gradient-free forwards of a ViT compute their linear layers in bf16 where the CPU
+    /// has AMX ([`Vit::set_bf16_inference`]); a ResNet ignores this.
+    pub fn set_bf16_inference(&self, on: bool) {
+        if let Backbone::Vit(v) = self {
+            v.set_bf16_inference(on);
+        }
+    }
+
+    /// Promises that the weights never change again (see [`Vit::freeze`]).
+    pub fn freeze(&self) {
+        if let Backbone::Vit(v) = self {
+            v.freeze();
+        }
+    }
+
     /// Width of [`Backbone::forward`]'s output.
     pub fn out_dim(&self) -> usize {
         match self {

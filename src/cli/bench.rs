@@ -133,6 +133,7 @@ fn bench_embed_command(args: BenchEmbedArgs) -> Result<()> {
         batch_size: args.batch_size,
         warmup: args.warmup,
         batches: args.batches,
+        bf16: dino_curate::embed::bf16_default(),
     };
     let device = device_from(args.device)?;
     eprintln!("benchmarking on {}", device_name(&device));
@@ -145,8 +146,10 @@ fn bench_embed_command(args: BenchEmbedArgs) -> Result<()> {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         println!(
-            "median batch {:.3} s, {:.1} img/s",
-            report.median_batch_s, report.img_per_s
+            "median batch {:.3} s, {:.1} img/s ({} products)",
+            report.median_batch_s,
+            report.img_per_s,
+            if report.bf16 { "bf16" } else { "f32" }
         );
     }
     Ok(())

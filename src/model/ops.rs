@@ -5,6 +5,7 @@
 //! (candle's own fused `layer_norm` / `softmax_last_dim` cut the graph). Both paths
 //! compute the same functions; the tests below hold them together.
 
+pub mod amx;
 pub mod block;
 pub mod conv;
 pub mod fastmath;

@@ -1,7 +1,8 @@
 //! Vision Transformer as in the official DINO `vision_transformer.py`.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use candle_core::{Device, IndexOp, Tensor};
 use rand::rngs::StdRng;
@@ -181,6 +182,17 @@ struct Block {
     norm2: LayerNorm,
     mlp: Mlp,
     drop_path: f64,
+    /// The fused op's concatenated parameters, kept once the backbone is frozen.
+    frozen_params: OnceLock<Tensor>,
+}
+
+/// How a gradient-free forward may compute (see [`Vit::freeze`]).
+#[derive(Debug, Clone, Copy, Default)]
+struct Inference {
+    /// Linear layers in bf16 on AMX.
+    bf16: bool,
+    /// Weights never change again: parameters may be cached.
+    frozen: bool,
 }
 
 impl Block {
@@ -192,19 +204,47 @@ impl Block {
             norm2: LayerNorm::new(&pb.push("norm2"), dim)?,
             mlp: Mlp::new(&pb.push("mlp"), dim, dim * cfg.mlp_ratio)?,
             drop_path,
+            frozen_params: OnceLock::new(),
         })
     }
 
-    fn forward(&self, x: &Tensor, rng: Option<&mut StdRng>) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, rng: Option<&mut StdRng>, mode: Inference) -> Result<Tensor> {
         if ops::fused(x) {
-            self.forward_fused(x, rng)
+            self.forward_fused(x, rng, mode)
         } else {
             self.forward_composed(x, rng)
         }
     }
 
     /// The block as one fused CPU op (see [`ops::block`]).
-    fn forward_fused(&self, x: &Tensor, mut rng: Option<&mut StdRng>) -> Result<Tensor> {
+    fn forward_fused(
+        &self,
+        x: &Tensor,
+        mut rng: Option<&mut StdRng>,
+        mode: Inference,
+    ) -> Result<Tensor> {
+        let flat = match (mode.frozen, self.frozen_params.get()) {
+            (true, Some(flat)) => flat.clone(),
+            (true, None) => {
+                let flat = self.flat_params()?;
+                self.frozen_params.get_or_init(|| flat).clone()
+            }
+            (false, _) => self.flat_params()?,
+        };
+        let (b, _, dim) = x.dims3()?;
+        let hidden = self.mlp.fc1.weight().dim(0)?;
+        let keep = x.track_op() || flat.track_op();
+        let params = BlockParams::new(dim, hidden);
+        let eps = LAYER_NORM_EPS as f32;
+        let mut op = BlockOp::new(params, self.attn.num_heads, eps, keep);
+        op.bf16 = mode.bf16;
+        op.attn_scale = drop_path_scales(b, self.drop_path, rng.as_deref_mut());
+        op.mlp_scale = drop_path_scales(b, self.drop_path, rng);
+        Ok(x.contiguous()?.apply_op2(&flat, op)?)
+    }
+
+    /// The block's twelve tensors as one vector, in [`BlockParams`] order.
+    fn flat_params(&self) -> Result<Tensor> {
         let (n1w, n1b) = self.norm1.weight_and_bias();
         let (n2w, n2b) = self.norm2.weight_and_bias();
         let linears = [
@@ -223,16 +263,7 @@ impl Block {
                 .ok_or_else(|| Error::Config("fused block needs biased linears".into()))?;
             parts.extend([layer.weight().flatten_all()?, bias.clone()]);
         }
-        let flat = Tensor::cat(&parts, 0)?;
-        let (b, _, dim) = x.dims3()?;
-        let hidden = self.mlp.fc1.weight().dim(0)?;
-        let keep = x.track_op() || flat.track_op();
-        let params = BlockParams::new(dim, hidden);
-        let eps = LAYER_NORM_EPS as f32;
-        let mut op = BlockOp::new(params, self.attn.num_heads, eps, keep);
-        op.attn_scale = drop_path_scales(b, self.drop_path, rng.as_deref_mut());
-        op.mlp_scale = drop_path_scales(b, self.drop_path, rng);
-        Ok(x.contiguous()?.apply_op2(&flat, op)?)
+        Ok(Tensor::cat(&parts, 0)?)
     }
 
     /// The block from candle primitives (other devices; reference for the fused op).
@@ -255,6 +286,10 @@ pub struct Vit {
     blocks: Vec<Block>,
     norm: LayerNorm,
     resize_matrices: Mutex<HashMap<(usize, usize), Tensor>>,
+    /// Gradient-free forwards run their linear layers in bf16 where the CPU has AMX.
+    bf16_inference: AtomicBool,
+    /// The weights will not change again ([`Vit::freeze`]).
+    frozen: AtomicBool,
 }
 
 impl Vit {
@@ -296,6 +331,8 @@ impl Vit {
             blocks,
             norm,
             resize_matrices: Mutex::new(HashMap::new()),
+            bf16_inference: AtomicBool::new(false),
+            frozen: AtomicBool::new(false),
         })
     }
 
@@ -372,12 +409,33 @@ impl Vit {
         Ok(tokens.broadcast_add(&pos)?)
     }
 
+    /// Lets forwards without gradients compute the blocks' linear layers with bf16 inputs
+    /// and f32 sums where the CPU has AMX (see [`ops::amx`]); off by default, and never
+    /// used where a backward pass follows.
+    pub fn set_bf16_inference(&self, on: bool) {
+        self.bf16_inference.store(on, Ordering::Relaxed);
+    }
+
+    /// Promises that the weights never change again (an embedder's backbone), so the
+    /// blocks keep their fused parameter vectors instead of concatenating them per forward.
+    /// A trained or EMA-updated network must not be frozen.
+    pub fn freeze(&self) {
+        self.frozen.store(true, Ordering::Relaxed);
+    }
+
+    fn inference(&self) -> Inference {
+        Inference {
+            bf16: self.bf16_inference.load(Ordering::Relaxed),
+            frozen: self.frozen.load(Ordering::Relaxed),
+        }
+    }
+
     /// Normalised tokens of the last block `[B, 1 + patches, D]`. With `rng`, the
     /// student's stochastic depth is applied; without, the network runs in eval mode.
     pub fn forward_tokens(&self, x: &Tensor, mut rng: Option<&mut StdRng>) -> Result<Tensor> {
         let mut h = self.prepare_tokens(x)?;
         for block in &self.blocks {
-            h = block.forward(&h, rng.as_deref_mut())?;
+            h = block.forward(&h, rng.as_deref_mut(), self.inference())?;
         }
         self.norm.forward(&h)
     }
@@ -395,7 +453,7 @@ impl Vit {
             .split_last()
             .ok_or_else(|| Error::Config("a ViT needs at least one block".into()))?;
         for block in rest {
-            h = block.forward(&h, None)?;
+            h = block.forward(&h, None, self.inference())?;
         }
         Ok(last.attn.forward_with_probs(&last.norm1.forward(&h)?)?.1)
     }
@@ -406,7 +464,7 @@ impl Vit {
         let first_kept = self.blocks.len().saturating_sub(n);
         let mut outputs = Vec::with_capacity(n);
         for (i, block) in self.blocks.iter().enumerate() {
-            h = block.forward(&h, None)?;
+            h = block.forward(&h, None, self.inference())?;
             if i >= first_kept {
                 outputs.push(self.norm.forward(&h)?);
             }
@@ -450,7 +508,7 @@ mod tests {
         let run = |fused: bool| -> Result<(Tensor, candle_core::backprop::GradStore)> {
             let mut rng = StdRng::seed_from_u64(9);
             let y = if fused {
-                block.forward_fused(x.as_tensor(), Some(&mut rng))?
+                block.forward_fused(x.as_tensor(), Some(&mut rng), Inference::default())?
             } else {
                 block.forward_composed(x.as_tensor(), Some(&mut rng))?
             };
