@@ -19,8 +19,8 @@ use rayon::prelude::*;
 
 use super::amx;
 use super::kernels::{
-    attention_backward_sample, attention_forward_sample, column_sums, contiguous_f32, gelu,
-    gelu_grad, layer_norm_backward_into, layer_norm_rows, read_f32, AttnDims,
+    attention_backward_sample, attention_forward_sample, column_sums, contiguous_f32, gelu_all,
+    gelu_backward_in_place, layer_norm_backward_into, layer_norm_rows, read_f32, AttnDims,
 };
 use super::small_gemm::{matmul_par, MatMut, MatRef};
 
@@ -295,7 +295,7 @@ impl BlockOp {
             rows,
             &mut u,
         );
-        let g: Vec<f32> = u.par_iter().map(|&v| gelu(v)).collect();
+        let g = gelu_all(&u);
         let mut f = vec![0f32; rows * d];
         product_bt(products, &g, p.get(flat, P::Fc2W), rows, d, &mut f);
         let mut y = vec![0f32; rows * d];
@@ -346,7 +346,7 @@ impl BlockOp {
         // MLP branch: f = fc2(gelu(u)), scaled per sample.
         let mut df = dy.to_vec();
         scale_rows(&mut df, &self.mlp_scale, n * d);
-        let g: Vec<f32> = s.u.par_iter().map(|&v| gelu(v)).collect();
+        let g = gelu_all(&s.u);
         let (mut dw_fc2, mut db_fc2) = (grad_of(P::Fc2W), grad_of(P::Fc2B));
         let mut dg = vec![0f32; rows * h];
         linear_backward(
@@ -359,9 +359,7 @@ impl BlockOp {
             Some(&mut dg),
         );
         drop(g);
-        dg.par_iter_mut()
-            .zip(s.u.par_iter())
-            .for_each(|(dg, &u)| *dg *= gelu_grad(u));
+        gelu_backward_in_place(&mut dg, &s.u);
         let (mut dw_fc1, mut db_fc1) = (grad_of(P::Fc1W), grad_of(P::Fc1B));
         let mut dh2 = vec![0f32; rows * d];
         linear_backward(

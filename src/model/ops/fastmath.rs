@@ -32,7 +32,7 @@ pub fn exp(x: f32) -> f32 {
 
 /// `erf(x)` by Eigen's rational approximation on [-4, 4] (±1 beyond), absolute error
 /// below 1e-6.
-#[inline]
+#[inline(always)]
 pub fn erf(x: f32) -> f32 {
     let x = x.clamp(-4.0, 4.0);
     let x2 = x * x;

@@ -57,6 +57,32 @@ pub(super) fn sum_partials(partials: Vec<Vec<f32>>, n: usize) -> Vec<f32> {
 // ---------------------------------------------------------------------------------------
 // LayerNorm
 
+/// Defines `fn NAME(ARGS)` that runs its body compiled for AVX-512 where the CPU has it
+/// (16 lanes instead of the baseline's SSE2 4) and as is elsewhere. Bodies must not depend
+/// on the vector width for their results (fixed-lane reductions only).
+macro_rules! with_avx512 {
+    ($(#[$meta:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        $(#[$meta])*
+        fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            if std::is_x86_feature_detected!("avx512f") {
+                /// # Safety
+                /// The CPU must have AVX-512 F.
+                #[target_feature(enable = "avx512f")]
+                #[allow(unsafe_code)]
+                unsafe fn wide($($arg: $ty),*) $body
+                // SAFETY: the CPU has AVX-512 F (checked just above).
+                #[allow(unsafe_code)]
+                unsafe {
+                    wide($($arg),*)
+                };
+                return;
+            }
+            $body
+        }
+    };
+}
+
 /// LayerNorm over the last dimension: `(x − mean) / sqrt(var + eps) · w + b`.
 #[derive(Debug, Clone, Copy)]
 pub struct LayerNormOp {
@@ -196,15 +222,48 @@ const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
 /// 1 / sqrt(2π)
 const INV_SQRT_2PI: f32 = 0.398_942_3;
 
-#[inline]
+#[inline(always)]
 pub(super) fn gelu(z: f32) -> f32 {
     0.5 * z * (1.0 + fastmath::erf(z * FRAC_1_SQRT_2))
 }
 
-#[inline]
+#[inline(always)]
 pub(super) fn gelu_grad(z: f32) -> f32 {
     0.5 * (1.0 + fastmath::erf(z * FRAC_1_SQRT_2)) + z * INV_SQRT_2PI * fastmath::exp(-0.5 * z * z)
 }
+
+with_avx512! {
+    /// `dst[i] = gelu(src[i])`.
+    fn gelu_slice(src: &[f32], dst: &mut [f32]) {
+        dst.iter_mut().zip(src).for_each(|(d, &z)| *d = gelu(z));
+    }
+}
+
+with_avx512! {
+    /// `grad[i] *= gelu'(z[i])`.
+    fn gelu_grad_in_place(grad: &mut [f32], z: &[f32]) {
+        grad.iter_mut().zip(z).for_each(|(g, &z)| *g *= gelu_grad(z));
+    }
+}
+
+/// `gelu` of every element, in parallel.
+pub(super) fn gelu_all(src: &[f32]) -> Vec<f32> {
+    let mut dst = vec![0f32; src.len()];
+    dst.par_chunks_mut(ELEMENTS_PER_TASK)
+        .zip(src.par_chunks(ELEMENTS_PER_TASK))
+        .for_each(|(d, s)| gelu_slice(s, d));
+    dst
+}
+
+/// `grad *= gelu'(z)` elementwise, in parallel.
+pub(super) fn gelu_backward_in_place(grad: &mut [f32], z: &[f32]) {
+    grad.par_chunks_mut(ELEMENTS_PER_TASK)
+        .zip(z.par_chunks(ELEMENTS_PER_TASK))
+        .for_each(|(g, z)| gelu_grad_in_place(g, z));
+}
+
+/// Elements per parallel task of the elementwise passes.
+const ELEMENTS_PER_TASK: usize = 1 << 14;
 
 impl CustomOp2 for BiasGeluOp {
     fn name(&self) -> &'static str {
@@ -324,29 +383,10 @@ impl AttnDims {
     }
 }
 
-fn softmax_rows_in_place(m: &mut [f32], n: usize) {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU has AVX-512 F (checked just above).
-        #[allow(unsafe_code)]
-        unsafe {
-            softmax_rows_avx512(m, n)
-        };
-        return;
+with_avx512! {
+    fn softmax_rows_in_place(m: &mut [f32], n: usize) {
+        softmax_rows(m, n);
     }
-    softmax_rows(m, n);
-}
-
-/// [`softmax_rows`] compiled for AVX-512 (16 lanes instead of SSE2's 4); same results, since
-/// the reductions keep their fixed 16 partial sums.
-///
-/// # Safety
-/// The CPU must have AVX-512 F.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[allow(unsafe_code)]
-unsafe fn softmax_rows_avx512(m: &mut [f32], n: usize) {
-    softmax_rows(m, n);
 }
 
 #[inline(always)]
