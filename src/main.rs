@@ -6,6 +6,11 @@ use clap::Parser;
 
 mod cli;
 
+/// mimalloc keeps freed large buffers for reuse; glibc unmaps buffers above 32 MB at once
+/// and the next step faults every page back in (see docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Lets a closed stdout (`dino-curate dups | head`) end the process quietly, as it ends any
 /// Unix tool, instead of `println!` panicking on the broken pipe.
 #[allow(unsafe_code)]
