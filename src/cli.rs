@@ -24,7 +24,7 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "DIR")]
     workspace: Option<PathBuf>,
     /// Embed with f32 products even where the CPU has AMX (Intel Sapphire Rapids and later),
-    /// on which a ViT's linear layers otherwise take bf16 inputs and sum in f32: 1.25-1.35x
+    /// on which a ViT's linear layers otherwise take bf16 inputs and sum in f32: 1.45-1.7x
     /// the embedding rate, features within noise on the evaluations (docs/benchmarks.md).
     #[arg(long, global = true)]
     f32: bool,

@@ -4,8 +4,8 @@
 //! accumulated in f32 by the tile unit (`tdpbf16ps`): about three significant digits per
 //! input, f32 sums. On the 2-core build machine a single-threaded kernel on operands packed
 //! in advance ran 2–5× the f32 gemm's rate on a ViT's shapes; in `bench embed` (packing,
-//! conversion and the f32 rest of the model included) ViT-S/16 went from 25 to 31 img/s
-//! (docs/benchmarks.md).
+//! conversion and the f32 rest of the model included) ViT-S/16 runs 1.7× its f32 rate
+//! (docs/benchmarks.md, "Embedding").
 //!
 //! Layout: `x` is converted to bf16 row-major (rows padded to 32, columns to 32) and read
 //! by tile loads with its row stride; `W` is packed per block of 32 output columns in the
@@ -112,7 +112,13 @@ pub fn matmul(out: MatMut<'_>, lhs: MatRef<'_>, rhs: MatRef<'_>) {
     let lhs_chunk = BLOCK * lhs_bf16.k_padded;
     let work = |(block, (out_rows, lhs_rows)): (usize, (&mut [f32], &[u16]))| {
         let valid = BLOCK.min(rows - block * BLOCK);
+        #[cfg(target_arch = "x86_64")]
         row_block(out_rows, row_stride, valid, lhs_rows, &packed);
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (out_rows, row_stride, valid, lhs_rows, &packed);
+            unreachable!("AMX exists on x86-64 only; `available` is false elsewhere");
+        }
     };
     out.data[..(rows - 1) * row_stride + out.cols]
         .par_chunks_mut(chunk)
@@ -201,6 +207,7 @@ impl PackedRhs {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
 /// Up to 32 output rows (`out` starts at the first, rows `row_stride` apart) against every
 /// column block.
 fn row_block(
@@ -236,11 +243,14 @@ fn row_block(
 }
 
 /// The tile configuration of [`kernel`] loaded on this thread, released on drop.
+#[cfg(target_arch = "x86_64")]
 struct TileConfig;
 
+#[cfg(target_arch = "x86_64")]
 #[repr(C, align(64))]
 struct TileConfigBytes([u8; 64]);
 
+#[cfg(target_arch = "x86_64")]
 impl TileConfig {
     fn load() -> Self {
         let mut bytes = [0u8; 64];
@@ -260,6 +270,7 @@ impl TileConfig {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
 impl Drop for TileConfig {
     fn drop(&mut self) {
         // SAFETY: releases the tile state this thread configured in `load`.
@@ -270,6 +281,7 @@ impl Drop for TileConfig {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
 /// `c[32 × 32] = a[32 × k] · b` for `a` row-major bf16 with row length `k` (a multiple of
 /// 32) and `b` one packed column block; `c` row-major with row length 32.
 ///
