@@ -23,17 +23,7 @@ fn index_calibrates_dups_and_precision_chooses_the_rule() -> TestResult {
         }
     }
     let weights = common::tiny_weights(dir.path())?;
-    let index = [
-        "index",
-        photos.to_str().ok_or("path")?,
-        "--weights",
-        weights.to_str().ok_or("path")?,
-        "--size",
-        "32",
-        "--device",
-        "cpu",
-    ];
-    let (ok, _, err) = dino(&ws, &index)?;
+    let (ok, _, err) = common::index_at_32px(&ws, &photos, &weights)?;
     assert!(ok, "{err}");
     assert!(err.contains("dups calibrated on"), "{err}");
     let file = ws.join("dups-calibration.json");
@@ -55,7 +45,7 @@ fn index_calibrates_dups_and_precision_chooses_the_rule() -> TestResult {
     );
 
     // a second index with nothing changed does not calibrate again
-    let (ok, _, err) = dino(&ws, &index)?;
+    let (ok, _, err) = common::index_at_32px(&ws, &photos, &weights)?;
     assert!(ok && !err.contains("calibrated"), "{err}");
 
     let (ok, _, err) = dino(&ws, &["dups", "--precision", "0.9999999"])?;
@@ -72,7 +62,7 @@ fn index_calibrates_dups_and_precision_chooses_the_rule() -> TestResult {
     let (ok, _, err) = dino(&ws, &["dups"])?;
     assert!(ok && err.contains("ignoring the calibration"), "{err}");
     assert!(err.contains("not calibrated"), "{err}");
-    let (ok, _, err) = dino(&ws, &index)?;
+    let (ok, _, err) = common::index_at_32px(&ws, &photos, &weights)?;
     assert!(ok && err.contains("dups calibrated on"), "{err}");
     Ok(())
 }

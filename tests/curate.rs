@@ -126,17 +126,7 @@ fn exact_copies_group_with_the_keeper_first_and_trash_undo_round_trips() -> Test
 /// Runs `index` on the fixture's folder with the tiny weights.
 fn reindex(f: &Fixture) -> TestResult {
     let weights = f._dir.path().join("w.safetensors");
-    let index = [
-        "index",
-        f.photos.to_str().ok_or("path")?,
-        "--weights",
-        weights.to_str().ok_or("path")?,
-        "--size",
-        "32",
-        "--device",
-        "cpu",
-    ];
-    let (ok, _, err) = dino(&f.ws, &index)?;
+    let (ok, _, err) = common::index_at_32px(&f.ws, &f.photos, &weights)?;
     assert!(ok, "{err}");
     Ok(())
 }

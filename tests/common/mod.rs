@@ -58,3 +58,22 @@ pub fn dino(
         String::from_utf8_lossy(&out.stderr).into_owned(),
     ))
 }
+
+/// `dino-curate index PHOTOS --weights WEIGHTS --size 32 --device cpu` in workspace `ws`.
+pub fn index_at_32px(
+    ws: &Path,
+    photos: &Path,
+    weights: &Path,
+) -> Result<(bool, String, String), Box<dyn std::error::Error>> {
+    let args = [
+        "index",
+        photos.to_str().ok_or("path")?,
+        "--weights",
+        weights.to_str().ok_or("path")?,
+        "--size",
+        "32",
+        "--device",
+        "cpu",
+    ];
+    dino(ws, &args)
+}

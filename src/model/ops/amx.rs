@@ -20,7 +20,7 @@ use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
-use super::small_gemm::{MatMut, MatRef};
+use super::small_gemm::{assert_product_shapes, MatMut, MatRef};
 
 /// Rows and columns of one output block (2×2 tiles of 16).
 const BLOCK: usize = 32;
@@ -83,16 +83,7 @@ pub fn linear_bt(out: &mut [f32], x: &[f32], w: &[f32], rows: usize, n_out: usiz
 /// When [`available`] is false, the shapes disagree or a view reaches past its slice.
 pub fn matmul(out: MatMut<'_>, lhs: MatRef<'_>, rhs: MatRef<'_>) {
     assert!(available(), "amx::matmul called without AMX");
-    assert!(
-        lhs.cols == rhs.rows && out.rows == lhs.rows && out.cols == rhs.cols,
-        "amx::matmul: shapes {}x{} · {}x{} -> {}x{}",
-        lhs.rows,
-        lhs.cols,
-        rhs.rows,
-        rhs.cols,
-        out.rows,
-        out.cols
-    );
+    assert_product_shapes("amx::matmul", out.rows, out.cols, &lhs, &rhs);
     assert!(reaches(&lhs) <= lhs.data.len() && reaches(&rhs) <= rhs.data.len());
     assert!(out.col_stride == 1 && (out.rows <= 1 || out.row_stride >= out.cols));
     assert!(out.rows == 0 || (out.rows - 1) * out.row_stride + out.cols <= out.data.len());

@@ -85,6 +85,24 @@ impl<'a> MatMut<'a> {
     }
 }
 
+/// Panics, naming `who` and the shapes, unless `lhs · rhs` is `rows × cols`.
+pub(super) fn assert_product_shapes(
+    who: &str,
+    rows: usize,
+    cols: usize,
+    lhs: &MatRef<'_>,
+    rhs: &MatRef<'_>,
+) {
+    assert!(
+        lhs.cols == rhs.rows && rows == lhs.rows && cols == rhs.cols,
+        "{who}: shapes {}x{} · {}x{} -> {rows}x{cols}",
+        lhs.rows,
+        lhs.cols,
+        rhs.rows,
+        rhs.cols,
+    );
+}
+
 fn fits(len: usize, rows: usize, cols: usize, row_stride: usize, col_stride: usize) -> bool {
     if rows == 0 || cols == 0 {
         return true;
@@ -231,16 +249,7 @@ fn product(
     accumulate: bool,
     parallelism: gemm::Parallelism,
 ) {
-    assert!(
-        lhs.cols == rhs.rows && dst.rows == lhs.rows && dst.cols == rhs.cols,
-        "small_gemm: shapes {}x{} · {}x{} -> {}x{}",
-        lhs.rows,
-        lhs.cols,
-        rhs.rows,
-        rhs.cols,
-        dst.rows,
-        dst.cols
-    );
+    assert_product_shapes("small_gemm", dst.rows, dst.cols, &lhs, &rhs);
     assert!(fits(
         lhs.data.len(),
         lhs.rows,
