@@ -16,7 +16,7 @@ type TestResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
 /// Distinct, deterministic pictures.
 fn picture(i: u32, w: u32, h: u32) -> RgbImage {
     RgbImage::from_fn(w, h, |x, y| {
-        let stripe = ((x + i * 3) / (2 + i % 5)) % 2 == 0;
+        let stripe = ((x + i * 3) / (2 + i % 5)).is_multiple_of(2);
         let r = (x * 255 / w + i * 17) as u8;
         let g = if stripe { 200 } else { (y * 255 / h) as u8 };
         let b = ((i * 53) % 256) as u8;

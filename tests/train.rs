@@ -17,7 +17,7 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 /// Distinct, deterministic pictures: gradients, stripes and a square per index.
 fn picture(i: u32, w: u32, h: u32) -> RgbImage {
     RgbImage::from_fn(w, h, |x, y| {
-        let stripe = ((x + i * 3) / (2 + i % 4)) % 2 == 0;
+        let stripe = ((x + i * 3) / (2 + i % 4)).is_multiple_of(2);
         let square = x > w / 4 && x < w / 2 + i % 7 && y > h / 3 && y < h * 3 / 4;
         let r = (x * 255 / w) as u8;
         let g = if stripe { 200 } else { (y * 255 / h) as u8 };

@@ -80,7 +80,7 @@ mod tests {
 
     fn checkerboard(size: u32, cell: u32) -> RgbImage {
         RgbImage::from_fn(size, size, |x, y| {
-            if (x / cell + y / cell) % 2 == 0 {
+            if (x / cell + y / cell).is_multiple_of(2) {
                 Rgb([255, 255, 255])
             } else {
                 Rgb([0, 0, 0])

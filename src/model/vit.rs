@@ -86,7 +86,7 @@ impl VitConfig {
                 self.patch_size, self.img_size
             )));
         }
-        if self.num_heads == 0 || self.embed_dim % self.num_heads != 0 {
+        if self.num_heads == 0 || !self.embed_dim.is_multiple_of(self.num_heads) {
             return Err(Error::Config(format!(
                 "embed_dim {} is not a multiple of {} heads",
                 self.embed_dim, self.num_heads

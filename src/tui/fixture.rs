@@ -26,7 +26,9 @@ fn record(i: u64, path: String) -> PhotoRecord {
         blake3: blake3::hash(&i.to_le_bytes()).into(),
         width: 4032 - (i % 3) as u32 * 1016,
         height: 3024 - (i % 3) as u32 * 762,
-        taken_at: (i % 4 == 0).then(|| format!("2023-0{}-1{}T10:00:00", 1 + i % 9, i % 10)),
+        taken_at: i
+            .is_multiple_of(4)
+            .then(|| format!("2023-0{}-1{}T10:00:00", 1 + i % 9, i % 10)),
         stats: None,
         perceptual_hash: None,
     }

@@ -18,7 +18,7 @@ pub fn picture(i: u32) -> RgbImage {
     RgbImage::from_fn(64 + i, 48 + i, |x, y| {
         let along = (x as f32 * dx + y as f32 * dy) / 64.0;
         let ramp = ((along * teeth).rem_euclid(1.0) * 255.0) as u8;
-        let stripe = ((x + i * 5) / (2 + i % 5)) % 2 == 0;
+        let stripe = ((x + i * 5) / (2 + i % 5)).is_multiple_of(2);
         Rgb([
             ramp,
             if stripe { 220 } else { ramp / 2 },

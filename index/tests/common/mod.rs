@@ -116,7 +116,9 @@ pub fn record(path: &str, i: u64) -> dino_curate_index::PhotoRecord {
         blake3: hash(i),
         width: 640 + i as u32,
         height: 480,
-        taken_at: (i % 2 == 0).then(|| format!("2024-01-01T00:00:{:02}", i % 60)),
+        taken_at: i
+            .is_multiple_of(2)
+            .then(|| format!("2024-01-01T00:00:{:02}", i % 60)),
         stats: None,
         perceptual_hash: None,
     }

@@ -360,8 +360,7 @@ unsafe fn to_bf16_avx512(src: &[f32], dst: &mut [u16]) {
         .zip(dst[..whole].chunks_exact_mut(16))
     {
         // SAFETY: both chunks hold exactly 16 elements (unaligned load and store); the
-        // caller guarantees AVX-512 F and BF16. (Inline assembly rather than the intrinsic,
-        // which needs Rust 1.89.)
+        // caller guarantees AVX-512 F and BF16.
         unsafe {
             std::arch::asm!(
                 "vmovups {v}, [{src}]",
