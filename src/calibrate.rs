@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 
 use image::RgbImage;
 use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -593,6 +594,13 @@ fn more_copies(
         s.made.iter_mut().for_each(|m| m.0 = i);
         scores.extend(s);
     }
+}
+
+/// `0..n` in the random order fixed by `seed` in which photos are sampled.
+pub fn sample_order(n: usize, seed: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut StdRng::seed_from_u64(seed));
+    order
 }
 
 /// Whether the collection's hashes are all compared by `dups` (and so by calibration).

@@ -3,14 +3,11 @@
 
 use std::path::PathBuf;
 
-use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
-
 use dino_curate_index::{PhotoId, PhotoRecord, Store};
 
 use super::{
-    scans_all_hashes, score_sample, Calibration, Original, Stored, MAX_ORIGINALS, MIN_PHOTOS,
+    sample_order, scans_all_hashes, score_sample, Calibration, Original, Stored, MAX_ORIGINALS,
+    MIN_PHOTOS,
 };
 use crate::curate::GRAPH_K;
 use crate::phash::DihedralHash;
@@ -65,18 +62,18 @@ pub fn calibrate_store(
 ) -> Result<Calibration> {
     let meta = store.meta()?;
     let model_id = meta.model_id.unwrap_or_default();
-    let with_vectors: Vec<(PhotoId, PhotoRecord)> = store
+    let hashed: Vec<(PhotoId, PhotoRecord)> = store
         .photos()
         .filter(|item| !matches!(item, Ok((_, r)) if r.perceptual_hash.is_none()))
         .collect::<std::result::Result<_, _>>()?;
     let photos = meta.embeddings;
     let pool: Option<Vec<DihedralHash>> = scans_all_hashes(photos).then(|| {
-        with_vectors
+        hashed
             .iter()
             .filter_map(|(_, r)| r.perceptual_hash.as_ref().map(DihedralHash::new))
             .collect()
     });
-    let candidates = sample(store, &with_vectors, seed)?;
+    let candidates = sample(store, &hashed, seed)?;
     let load = |i: usize| {
         let c = candidates.get(i)?;
         let image = photo::decode(&c.path, decode).ok()?.image;
@@ -102,10 +99,8 @@ fn sample(
     records: &[(PhotoId, PhotoRecord)],
     seed: u64,
 ) -> Result<Vec<Candidate>> {
-    let mut order: Vec<usize> = (0..records.len()).collect();
-    order.shuffle(&mut StdRng::seed_from_u64(seed));
     let mut out = Vec::new();
-    for &i in &order {
+    for i in sample_order(records.len(), seed) {
         if out.len() >= CANDIDATES_PER_ORIGINAL * MAX_ORIGINALS {
             break;
         }

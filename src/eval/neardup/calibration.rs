@@ -4,7 +4,9 @@
 
 use super::pipeline::knn_pairs;
 use super::{NearDupSet, PipelineInput};
-use crate::calibrate::{scans_all_hashes, score_sample, Calibration, Original, Stored};
+use crate::calibrate::{
+    sample_order, scans_all_hashes, score_sample, Calibration, Original, Stored,
+};
 use crate::photo::{self, DecodeOptions, DEFAULT_MAX_PIXELS};
 use crate::Result;
 
@@ -50,13 +52,4 @@ pub fn calibrate_on_clean_photos(
         &scores,
         pool.is_some(),
     ))
-}
-
-/// `0..n` in a random order fixed by `seed`.
-fn sample_order(n: usize, seed: u64) -> Vec<usize> {
-    use rand::seq::SliceRandom;
-    use rand::SeedableRng;
-    let mut order: Vec<usize> = (0..n).collect();
-    order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
-    order
 }
