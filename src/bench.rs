@@ -35,6 +35,8 @@ pub struct TrainBenchConfig {
     pub warmup: usize,
     /// Timed steps.
     pub steps: usize,
+    /// bf16 products where the CPU has AMX (ViT only; student and teacher).
+    pub bf16: bool,
 }
 
 /// The result, as `bench train --json` prints it.
@@ -52,6 +54,8 @@ pub struct TrainBenchReport {
     pub threads: usize,
     /// Where it ran (`cpu`, `cuda:0`).
     pub device: String,
+    /// Whether the ViT's linear layers ran in bf16 on AMX.
+    pub bf16: bool,
 }
 
 /// The median of `values` (sorted in place; the mean of the middle two for an even count,
@@ -87,7 +91,9 @@ fn bench_state(cfg: &TrainBenchConfig, device: &Device) -> Result<DinoState> {
         drop_path: cfg.drop_path,
         ..TrainConfig::preset(Preset::Cpu)
     };
-    DinoState::new(&train, device)
+    let state = DinoState::new(&train, device)?;
+    state.set_bf16(cfg.bf16);
+    Ok(state)
 }
 
 /// Runs `warmup + steps` DINO steps on random inputs; `progress(i, total, seconds)` is
@@ -103,6 +109,7 @@ pub fn bench_train(
         ));
     }
     let mut state = bench_state(cfg, device)?;
+    let bf16 = state.student.backbone.computes_bf16(cfg.bf16, device);
     let views = synthetic_views(cfg, device)?;
     let mut rng = StdRng::seed_from_u64(0);
     let sched = StepSchedule {
@@ -139,6 +146,7 @@ pub fn bench_train(
         step_s,
         threads: candle_core::utils::get_num_threads(),
         device: crate::device::device_name(device),
+        bf16,
     })
 }
 
@@ -200,10 +208,7 @@ pub fn bench_embed(
     let backbone = Backbone::new(&pb, &net_cfg)?;
     backbone.freeze();
     backbone.set_bf16_inference(cfg.bf16);
-    let bf16 = cfg.bf16
-        && device.is_cpu()
-        && matches!(backbone, Backbone::Vit(_))
-        && crate::model::ops::amx::available();
+    let bf16 = backbone.computes_bf16(cfg.bf16, device);
     let input = Tensor::randn(0f32, 1., (cfg.batch_size, 3, cfg.size, cfg.size), device)?;
     let total = cfg.warmup + cfg.batches;
     let mut timed = Vec::with_capacity(cfg.batches);

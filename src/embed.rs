@@ -5,7 +5,6 @@
 //! feature map, and the patch tokens' by its positions.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use candle_core::{Device, Tensor, D};
 use image::RgbImage;
@@ -70,19 +69,6 @@ impl Framing {
     }
 }
 
-/// Whether new [`Embedder`]s use bf16 products where the CPU allows (set once by the binary).
-static BF16_DEFAULT: AtomicBool = AtomicBool::new(false);
-
-/// Sets whether embedders made from now on compute in bf16 where the CPU has AMX.
-pub fn set_bf16_default(on: bool) {
-    BF16_DEFAULT.store(on, Ordering::Relaxed);
-}
-
-/// Whether new embedders compute in bf16 where the CPU has AMX.
-pub fn bf16_default() -> bool {
-    BF16_DEFAULT.load(Ordering::Relaxed)
-}
-
 /// A backbone ready to embed images at a fixed input size.
 #[derive(Debug)]
 pub struct Embedder {
@@ -122,7 +108,7 @@ impl Embedder {
             framing: Framing::CentreCrop,
             device: device.clone(),
         }
-        .with_bf16(bf16_default())
+        .with_bf16(crate::model::bf16_default())
     }
 
     /// Any weights file [`load_backbone`] reads, at `size` pixels.
@@ -144,7 +130,7 @@ impl Embedder {
     /// With `on`, a ViT's linear layers take bf16 inputs and sum in f32 where the CPU has
     /// AMX (1.45–1.7× the embedding rate, k-NN and near-duplicate figures within noise:
     /// docs/benchmarks.md); f32 everywhere else. New embedders start from
-    /// [`set_bf16_default`].
+    /// [`crate::model::set_bf16_default`].
     pub fn with_bf16(self, on: bool) -> Self {
         self.backbone.set_bf16_inference(on);
         self

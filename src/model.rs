@@ -10,6 +10,8 @@ pub mod resnet;
 pub mod vit;
 pub mod weights;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use candle_core::Tensor;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
@@ -20,6 +22,21 @@ pub use resnet::{BlockKind, ResNet, ResNetConfig};
 pub use vit::{Vit, VitArch, VitConfig};
 
 use crate::{Error, Result};
+
+/// Whether ViT linear layers compute with bf16 inputs and f32 sums where the CPU has AMX,
+/// in new embedders and training runs (the binary sets it once: `--f32` turns it off).
+static BF16_DEFAULT: AtomicBool = AtomicBool::new(false);
+
+/// Sets whether embedders and training runs made from now on compute a ViT's linear
+/// layers in bf16 where the CPU has AMX.
+pub fn set_bf16_default(on: bool) {
+    BF16_DEFAULT.store(on, Ordering::Relaxed);
+}
+
+/// Whether new embedders and training runs compute in bf16 where the CPU has AMX.
+pub fn bf16_default() -> bool {
+    BF16_DEFAULT.load(Ordering::Relaxed)
+}
 
 /// The backbones a run can train (`TrainConfig::arch`, `--arch`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,6 +148,20 @@ impl Backbone {
         if let Backbone::Vit(v) = self {
             v.set_bf16_inference(on);
         }
+    }
+
+    /// Forwards with a backward, and that backward, compute a ViT's linear layers in bf16
+    /// where the CPU has AMX ([`Vit::set_bf16_training`]); a ResNet ignores this.
+    pub fn set_bf16_training(&self, on: bool) {
+        if let Backbone::Vit(v) = self {
+            v.set_bf16_training(on);
+        }
+    }
+
+    /// Whether asking for bf16 products (`requested`) makes this backbone use them on
+    /// `device`: a ViT on a CPU with AMX (the fused block op's own check).
+    pub fn computes_bf16(&self, requested: bool, device: &candle_core::Device) -> bool {
+        requested && device.is_cpu() && matches!(self, Backbone::Vit(_)) && ops::amx::available()
     }
 
     /// Promises that the weights never change again (see [`Vit::freeze`]).

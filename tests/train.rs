@@ -68,6 +68,7 @@ fn options(
         init: None,
         cache_bytes: 64 << 20,
         stop_after: None,
+        bf16: false,
     }
 }
 

@@ -105,6 +105,7 @@ fn bench_train_command(args: BenchTrainArgs) -> Result<()> {
         drop_path: args.drop_path,
         warmup: args.warmup,
         steps: args.steps,
+        bf16: dino_curate::model::bf16_default(),
     };
     let device = device_from(args.device)?;
     eprintln!("benchmarking on {}", device_name(&device));
@@ -118,8 +119,9 @@ fn bench_train_command(args: BenchTrainArgs) -> Result<()> {
     } else {
         let b = &report.breakdown;
         println!(
-            "median step {:.3} s, {:.1} source img/s (teacher {:.3} s, student+loss {:.3} s, backward {:.3} s, update {:.3} s)",
-            report.median_step_s, report.img_per_s, b.teacher_s, b.student_s, b.backward_s, b.update_s
+            "median step {:.3} s, {:.1} source img/s (teacher {:.3} s, student+loss {:.3} s, backward {:.3} s, update {:.3} s; {} products)",
+            report.median_step_s, report.img_per_s, b.teacher_s, b.student_s, b.backward_s, b.update_s,
+            if report.bf16 { "bf16" } else { "f32" }
         );
     }
     Ok(())
@@ -133,7 +135,7 @@ fn bench_embed_command(args: BenchEmbedArgs) -> Result<()> {
         batch_size: args.batch_size,
         warmup: args.warmup,
         batches: args.batches,
-        bf16: dino_curate::embed::bf16_default(),
+        bf16: dino_curate::model::bf16_default(),
     };
     let device = device_from(args.device)?;
     eprintln!("benchmarking on {}", device_name(&device));

@@ -308,6 +308,7 @@ pub fn run(args: &TrainArgs, workspace: Option<&Path>) -> Result<()> {
         init: args.init.clone(),
         cache_bytes: args.cache_mb.saturating_mul(1 << 20),
         stop_after: None,
+        bf16: dino_curate::model::bf16_default(),
     };
     eprintln!(
         "training on {} into {}",

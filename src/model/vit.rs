@@ -189,8 +189,10 @@ struct Block {
 /// How a gradient-free forward may compute (see [`Vit::freeze`]).
 #[derive(Debug, Clone, Copy, Default)]
 struct Inference {
-    /// Linear layers in bf16 on AMX.
+    /// Linear layers of gradient-free forwards in bf16 on AMX.
     bf16: bool,
+    /// Linear layers of forwards that keep activations, and of their backward, in bf16.
+    bf16_training: bool,
     /// Weights never change again: parameters may be cached.
     frozen: bool,
 }
@@ -237,7 +239,7 @@ impl Block {
         let params = BlockParams::new(dim, hidden);
         let eps = LAYER_NORM_EPS as f32;
         let mut op = BlockOp::new(params, self.attn.num_heads, eps, keep);
-        op.bf16 = mode.bf16;
+        op.bf16 = if keep { mode.bf16_training } else { mode.bf16 };
         op.attn_scale = drop_path_scales(b, self.drop_path, rng.as_deref_mut());
         op.mlp_scale = drop_path_scales(b, self.drop_path, rng);
         Ok(x.contiguous()?.apply_op2(&flat, op)?)
@@ -288,6 +290,8 @@ pub struct Vit {
     resize_matrices: Mutex<HashMap<(usize, usize), Tensor>>,
     /// Gradient-free forwards run their linear layers in bf16 where the CPU has AMX.
     bf16_inference: AtomicBool,
+    /// Forwards with a backward (and that backward) do too.
+    bf16_training: AtomicBool,
     /// The weights will not change again ([`Vit::freeze`]).
     frozen: AtomicBool,
 }
@@ -332,6 +336,7 @@ impl Vit {
             norm,
             resize_matrices: Mutex::new(HashMap::new()),
             bf16_inference: AtomicBool::new(false),
+            bf16_training: AtomicBool::new(false),
             frozen: AtomicBool::new(false),
         })
     }
@@ -410,10 +415,16 @@ impl Vit {
     }
 
     /// Lets forwards without gradients compute the blocks' linear layers with bf16 inputs
-    /// and f32 sums where the CPU has AMX (see [`ops::amx`]); off by default, and never
-    /// used where a backward pass follows.
+    /// and f32 sums where the CPU has AMX (see [`ops::amx`]); off by default.
     pub fn set_bf16_inference(&self, on: bool) {
         self.bf16_inference.store(on, Ordering::Relaxed);
+    }
+
+    /// Lets forwards that keep activations for a backward, and that backward, compute the
+    /// blocks' linear layers (x·Wᵀ, dy·W, dyᵀ·x) with bf16 inputs and f32 sums where the
+    /// CPU has AMX; weights, gradients and everything else stay f32. Off by default.
+    pub fn set_bf16_training(&self, on: bool) {
+        self.bf16_training.store(on, Ordering::Relaxed);
     }
 
     /// Promises that the weights never change again (an embedder's backbone), so the
@@ -426,6 +437,7 @@ impl Vit {
     fn inference(&self) -> Inference {
         Inference {
             bf16: self.bf16_inference.load(Ordering::Relaxed),
+            bf16_training: self.bf16_training.load(Ordering::Relaxed),
             frozen: self.frozen.load(Ordering::Relaxed),
         }
     }

@@ -159,6 +159,14 @@ impl DinoState {
         })
     }
 
+    /// Lets the student's training forward and backward, and the teacher's forward,
+    /// compute a ViT's linear layers with bf16 inputs and f32 sums where the CPU has AMX
+    /// (weights, gradients, optimizer and EMA stay f32).
+    pub fn set_bf16(&self, on: bool) {
+        self.student.backbone.set_bf16_training(on);
+        self.teacher.backbone.set_bf16_inference(on);
+    }
+
     /// Teacher outputs on the global views and student outputs on all views.
     pub fn forward(&self, views: &[Tensor], rng: Option<&mut StdRng>) -> Result<(Tensor, Tensor)> {
         let teacher_output = self.teacher_forward(views)?;

@@ -56,6 +56,9 @@ pub struct TrainOptions {
     /// plan and its schedules are unchanged, and `resume` continues it). `None`: run to
     /// the end of the plan.
     pub stop_after: Option<u64>,
+    /// A ViT's linear layers with bf16 inputs and f32 sums where the CPU has AMX
+    /// ([`DinoState::set_bf16`]).
+    pub bf16: bool,
 }
 
 /// One line of `metrics.jsonl`.
@@ -384,6 +387,7 @@ fn run_loop(
     let mut course = Course::new(cfg, steps_per_epoch, opts.stop_after);
 
     let mut state = DinoState::new(&course.cfg, &opts.device)?;
+    state.set_bf16(opts.bf16);
     let mut progress = Progress {
         step: 0,
         epoch: 0,

@@ -137,6 +137,11 @@ impl LhsBf16 {
         let k_padded = lhs.cols.div_ceil(K_STEP) * K_STEP;
         let rows_padded = lhs.rows.div_ceil(BLOCK) * BLOCK;
         let mut data = vec![0u16; rows_padded * k_padded];
+        #[cfg(target_arch = "x86_64")]
+        if lhs.col_stride != 1 && lhs.row_stride == 1 {
+            convert_transposed(lhs, k_padded, &mut data);
+            return Self { k_padded, data };
+        }
         let convert = |(r, dst): (usize, &mut [u16])| {
             if r >= lhs.rows {
                 return;
@@ -158,6 +163,37 @@ impl LhsBf16 {
     }
 }
 
+/// `lhs` is the transpose of a row-major buffer (its rows run along the buffer's rows):
+/// each block of 32 rows reads two columns at a time (contiguous in the buffer), converts
+/// and interleaves them with AVX-512, and writes the pairs down the block's rows, which
+/// stay in L1 while the columns go by.
+#[cfg(target_arch = "x86_64")]
+fn convert_transposed(lhs: &MatRef<'_>, k_padded: usize, data: &mut [u16]) {
+    let convert = |(block, dst): (usize, &mut [u16])| {
+        let first = block * BLOCK;
+        let valid = BLOCK.min(lhs.rows.saturating_sub(first));
+        for r0 in (0..valid).step_by(16) {
+            let len = (valid - r0).min(16);
+            let mut lanes = [0u32; 16];
+            for c in (0..lhs.cols).step_by(2) {
+                let start = first + r0 + c * lhs.col_stride;
+                let next = start + lhs.col_stride;
+                let a = &lhs.data[start..start + len];
+                let b = (c + 1 < lhs.cols).then(|| &lhs.data[next..next + len]);
+                wide::pairs_into(a, b, &mut lanes);
+                for (i, &pair) in lanes[..len].iter().enumerate() {
+                    let at = (r0 + i) * k_padded + c;
+                    dst[at] = pair as u16;
+                    dst[at + 1] = (pair >> 16) as u16;
+                }
+            }
+        }
+    };
+    data.par_chunks_mut(BLOCK * k_padded)
+        .enumerate()
+        .for_each(convert);
+}
+
 /// The right side packed for the tile unit, one contiguous run per block of 32 output
 /// columns: `[k/32][2 tiles][16 k-pairs][16 columns][2]`.
 struct PackedRhs {
@@ -174,14 +210,16 @@ impl PackedRhs {
         let mut data = vec![0u16; cols.div_ceil(BLOCK) * per_block];
         let pack = |(block, dst): (usize, &mut [u16])| {
             let first = block * BLOCK;
-            for col in first..(first + BLOCK).min(cols) {
-                let (tile, c) = ((col - first) / 16, (col - first) % 16);
-                let base = col * rhs.col_stride;
-                for kk in 0..k {
-                    let (step, within) = (kk / K_STEP, kk % K_STEP);
-                    let at = ((step * 2 + tile) * 16 + within / 2) * 32 + c * 2 + within % 2;
-                    dst[at] = bf16_bits(rhs.data[base + kk * rhs.row_stride]);
-                }
+            let width = BLOCK.min(cols - first);
+            #[cfg(target_arch = "x86_64")]
+            if rhs.col_stride == 1 {
+                pack_row_major(rhs, first, width, dst);
+                return;
+            }
+            if rhs.row_stride == 1 {
+                pack_column_major(rhs, first, width, k_padded, dst);
+            } else {
+                pack_strided(rhs, first, width, dst);
             }
         };
         data.par_chunks_mut(per_block).enumerate().for_each(pack);
@@ -195,6 +233,123 @@ impl PackedRhs {
     fn block(&self, index: usize) -> &[u16] {
         let per_block = BLOCK * self.k_padded;
         &self.data[index * per_block..(index + 1) * per_block]
+    }
+}
+
+/// Where value `kk` of column `c` (both within one 32-column block) goes in the packed
+/// block: `[k/32][2 tiles][16 k-pairs][16 columns][2]`.
+fn packed_at(kk: usize, c: usize) -> usize {
+    let (step, within) = (kk / K_STEP, kk % K_STEP);
+    let (tile, c) = (c / 16, c % 16);
+    ((step * 2 + tile) * 16 + within / 2) * 32 + c * 2 + within % 2
+}
+
+/// Packs columns `first..first + width` of a row-major `rhs`: for each pair of rows and
+/// each 16 columns, two contiguous loads, one conversion and one interleave give the 32
+/// packed values in order.
+#[cfg(target_arch = "x86_64")]
+fn pack_row_major(rhs: &MatRef<'_>, first: usize, width: usize, dst: &mut [u16]) {
+    for kk in (0..rhs.rows).step_by(2) {
+        for c0 in (0..width).step_by(16) {
+            let len = (width - c0).min(16);
+            let start = kk * rhs.row_stride + first + c0;
+            let next = start + rhs.row_stride;
+            let a = &rhs.data[start..start + len];
+            let b = (kk + 1 < rhs.rows).then(|| &rhs.data[next..next + len]);
+            let at = packed_at(kk, c0);
+            wide::pairs_into_u16(a, b, &mut dst[at..at + 32]);
+        }
+    }
+}
+
+/// Packs columns `first..first + width` of a column-major `rhs` (each column contiguous):
+/// a column is converted whole, then its k-pairs are spread over the packed rows.
+fn pack_column_major(
+    rhs: &MatRef<'_>,
+    first: usize,
+    width: usize,
+    k_padded: usize,
+    dst: &mut [u16],
+) {
+    let mut column = vec![0u16; k_padded];
+    for c in 0..width {
+        let start = (first + c) * rhs.col_stride;
+        to_bf16(&rhs.data[start..start + rhs.rows], &mut column[..rhs.rows]);
+        for (pair, values) in column.chunks_exact(2).enumerate() {
+            let at = packed_at(2 * pair, c);
+            dst[at] = values[0];
+            dst[at + 1] = values[1];
+        }
+    }
+}
+
+/// Packs columns `first..first + width` of any strided `rhs`, one value at a time.
+fn pack_strided(rhs: &MatRef<'_>, first: usize, width: usize, dst: &mut [u16]) {
+    for c in 0..width {
+        let base = (first + c) * rhs.col_stride;
+        for kk in 0..rhs.rows {
+            dst[packed_at(kk, c)] = bf16_bits(rhs.data[base + kk * rhs.row_stride]);
+        }
+    }
+}
+
+/// AVX-512 conversion of two f32 runs into interleaved bf16 pairs.
+#[cfg(target_arch = "x86_64")]
+mod wide {
+    use std::arch::x86_64::*;
+
+    use super::available;
+
+    /// `(a[i], b[i])` as bf16 pairs for i < a.len() ≤ 16 (lane i = a[i] | b[i] << 16), zero
+    /// lanes after; `b` absent reads as zeros.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F, BW and BF16.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    #[allow(unsafe_code)]
+    unsafe fn pairs(a: &[f32], b: Option<&[f32]>) -> __m512i {
+        let len = a.len().min(16);
+        let mask: __mmask16 = if len == 16 {
+            u16::MAX
+        } else {
+            (1u16 << len) - 1
+        };
+        // SAFETY: masked loads read only the first `len` elements of each slice (`b` is
+        // at least as long as `a` by the callers' construction, checked here).
+        unsafe {
+            let x = _mm512_maskz_loadu_ps(mask, a.as_ptr());
+            let y = match b {
+                Some(b) if b.len() >= len => _mm512_maskz_loadu_ps(mask, b.as_ptr()),
+                _ => _mm512_setzero_ps(),
+            };
+            // x in the low 16 bf16 lanes, y in the high 16; then interleave x0 y0 x1 y1 …
+            let halves: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(y, x));
+            let order = _mm512_set_epi16(
+                31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5,
+                20, 4, 19, 3, 18, 2, 17, 1, 16, 0,
+            );
+            _mm512_permutexvar_epi16(order, halves)
+        }
+    }
+
+    /// [`pairs`] into 16 `u32` lanes.
+    pub(super) fn pairs_into(a: &[f32], b: Option<&[f32]>, out: &mut [u32; 16]) {
+        assert!(available());
+        // SAFETY: `available` implies AVX-512 F, BW and BF16; `out` holds 64 bytes.
+        #[allow(unsafe_code)]
+        unsafe {
+            _mm512_storeu_si512(out.as_mut_ptr().cast(), pairs(a, b))
+        };
+    }
+
+    /// [`pairs`] into 32 `u16` (the pair-interleaved order).
+    pub(super) fn pairs_into_u16(a: &[f32], b: Option<&[f32]>, out: &mut [u16]) {
+        assert!(available() && out.len() >= 32);
+        // SAFETY: `available` implies AVX-512 F, BW and BF16; `out` holds at least 64 bytes.
+        #[allow(unsafe_code)]
+        unsafe {
+            _mm512_storeu_si512(out.as_mut_ptr().cast(), pairs(a, b))
+        };
     }
 }
 
@@ -481,6 +636,54 @@ mod tests {
                 } else {
                     assert_eq!(got, 7.0, "wrote outside the view at {r},{c}");
                 }
+            }
+        }
+    }
+
+    /// Row-major `rows × cols` transposed into a dense `cols × rows` buffer.
+    fn transposed(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+        (0..rows * cols)
+            .map(|i| m[(i % rows) * cols + i / rows])
+            .collect()
+    }
+
+    #[test]
+    fn backward_layouts_match_the_bf16_reference() {
+        if !available() {
+            eprintln!("skipped: no AMX on this CPU");
+            return;
+        }
+        // A linear layer's backward: dx = dy · W (both row-major: W packed by rows) and
+        // dW = dyᵀ · x (dy read transposed, x packed by rows), on shapes off every multiple
+        // of 16 and 32, an odd k included.
+        for &(rows, n_out, n_in) in &[(70, 33, 45), (37, 64, 17), (1, 5, 3)] {
+            let (x, w, dy) = (
+                pseudo(rows * n_in, 7),
+                pseudo(n_out * n_in, 8),
+                pseudo(rows * n_out, 9),
+            );
+            let mut dx = vec![f32::NAN; rows * n_in];
+            let out = MatMut::rows_of(&mut dx, 0, rows, n_in, n_in);
+            let lhs = MatRef::rows_of(&dy, 0, rows, n_out, n_out);
+            matmul(out, lhs, MatRef::rows_of(&w, 0, n_out, n_in, n_in));
+            let want = reference(&dy, &transposed(&w, n_out, n_in), rows, n_in, n_out);
+            for (got, want) in dx.iter().zip(&want) {
+                assert!(
+                    (got - want).abs() <= 1e-5 * n_out as f32,
+                    "dx {got} vs {want}"
+                );
+            }
+            let mut dw = vec![f32::NAN; n_out * n_in];
+            let out = MatMut::rows_of(&mut dw, 0, n_out, n_in, n_in);
+            let lhs = MatRef::rows_of(&dy, 0, rows, n_out, n_out).t();
+            matmul(out, lhs, MatRef::rows_of(&x, 0, rows, n_in, n_in));
+            let (dy_t, x_t) = (transposed(&dy, rows, n_out), transposed(&x, rows, n_in));
+            let want = reference(&dy_t, &x_t, n_out, n_in, rows);
+            for (got, want) in dw.iter().zip(&want) {
+                assert!(
+                    (got - want).abs() <= 1e-5 * rows as f32,
+                    "dW {got} vs {want}"
+                );
             }
         }
     }

@@ -110,8 +110,8 @@ pub struct BlockOp {
     pub mlp_scale: Vec<f32>,
     /// Keep activations for a backward pass.
     pub keep_activations: bool,
-    /// Compute the forward's linear layers in bf16 where the CPU has AMX (ignored when
-    /// activations are kept for a backward pass).
+    /// Compute the linear layers (forward, and backward when activations are kept) with
+    /// bf16 inputs and f32 sums where the CPU has AMX.
     pub bf16: bool,
     saved: Mutex<Option<Saved>>,
 }
@@ -146,7 +146,7 @@ fn mat_mut(data: &mut [f32], rows: usize, cols: usize) -> MatMut<'_> {
 enum Products {
     /// f32 gemm.
     F32,
-    /// bf16 inputs, f32 sums on AMX ([`amx`]); forward without a backward only.
+    /// bf16 inputs, f32 sums on AMX ([`amx`]).
     Bf16,
 }
 
@@ -160,16 +160,12 @@ fn product_bt(
     out: &mut [f32],
 ) {
     let n_in = w.len() / n_out.max(1);
-    match products {
-        Products::Bf16 => amx::linear_bt(out, x, w, rows, n_out, n_in),
-        Products::F32 => matmul_par(
-            mat_mut(out, rows, n_out),
-            mat(x, rows, n_in),
-            mat(w, n_out, n_in).t(),
-            1.0,
-            false,
-        ),
-    }
+    product(
+        products,
+        mat_mut(out, rows, n_out),
+        mat(x, rows, n_in),
+        mat(w, n_out, n_in).t(),
+    );
 }
 
 /// `out = x · Wᵀ + b` for `W` of shape `[out, in]`.
@@ -180,9 +176,19 @@ fn linear(products: Products, x: &[f32], w: &[f32], b: &[f32], rows: usize, out:
         .for_each(|r| r.iter_mut().zip(b).for_each(|(o, b)| *o += b));
 }
 
+/// `out = lhs · rhs` for strided views, overwriting `out`.
+fn product(products: Products, out: MatMut<'_>, lhs: MatRef<'_>, rhs: MatRef<'_>) {
+    match products {
+        Products::Bf16 => amx::matmul(out, lhs, rhs),
+        Products::F32 => matmul_par(out, lhs, rhs, 1.0, false),
+    }
+}
+
 /// Weight and bias gradients of a linear layer: `dW = dyᵀ x`, `db = Σ_rows dy`,
 /// written into `dw`/`db`; and `dx = dy · W` when asked.
+#[allow(clippy::too_many_arguments)]
 fn linear_backward(
+    products: Products,
     x: &[f32],
     w: &[f32],
     dy: &[f32],
@@ -192,21 +198,19 @@ fn linear_backward(
     dx: Option<&mut [f32]>,
 ) {
     let (n_out, n_in) = (db.len(), w.len() / db.len().max(1));
-    matmul_par(
+    product(
+        products,
         mat_mut(dw, n_out, n_in),
         mat(dy, rows, n_out).t(),
         mat(x, rows, n_in),
-        1.0,
-        false,
     );
     db.copy_from_slice(&column_sums(dy, n_out));
     if let Some(dx) = dx {
-        matmul_par(
+        product(
+            products,
             mat_mut(dx, rows, n_in),
             mat(dy, rows, n_out),
             mat(w, n_out, n_in),
-            1.0,
-            false,
         );
     }
 }
@@ -312,9 +316,9 @@ impl BlockOp {
         )
     }
 
-    /// bf16 products when asked for, when no backward will follow and when AMX is here.
+    /// bf16 products when asked for and when AMX is here.
     fn products(&self) -> Products {
-        if self.bf16 && !self.keep_activations && amx::available() {
+        if self.bf16 && amx::available() {
             Products::Bf16
         } else {
             Products::F32
@@ -341,6 +345,7 @@ impl BlockOp {
     ) -> (Vec<f32>, Vec<f32>) {
         let (p, d, h) = (&self.params, self.params.dim, self.params.hidden);
         let rows = b * n;
+        let products = self.products();
         let mut grads = vec![0f32; p.len()];
         let grad_of = |which: P| -> Vec<f32> { vec![0f32; p.sizes()[which as usize]] };
         // MLP branch: f = fc2(gelu(u)), scaled per sample.
@@ -350,6 +355,7 @@ impl BlockOp {
         let (mut dw_fc2, mut db_fc2) = (grad_of(P::Fc2W), grad_of(P::Fc2B));
         let mut dg = vec![0f32; rows * h];
         linear_backward(
+            products,
             &g,
             p.get(flat, P::Fc2W),
             &df,
@@ -363,6 +369,7 @@ impl BlockOp {
         let (mut dw_fc1, mut db_fc1) = (grad_of(P::Fc1W), grad_of(P::Fc1B));
         let mut dh2 = vec![0f32; rows * d];
         linear_backward(
+            products,
             &s.h2,
             p.get(flat, P::Fc1W),
             &dg,
@@ -387,6 +394,7 @@ impl BlockOp {
         let (mut dw_proj, mut db_proj) = (grad_of(P::ProjW), grad_of(P::ProjB));
         let mut dctx = dh2; // reuse
         linear_backward(
+            products,
             &s.ctx,
             p.get(flat, P::ProjW),
             &da,
@@ -413,6 +421,7 @@ impl BlockOp {
         let (mut dw_qkv, mut db_qkv) = (grad_of(P::QkvW), grad_of(P::QkvB));
         let mut dh1 = dctx; // reuse
         linear_backward(
+            products,
             &h1,
             p.get(flat, P::QkvW),
             &dqkv,
