@@ -5,6 +5,32 @@
 //! (candle's own fused `layer_norm` / `softmax_last_dim` cut the graph). Both paths
 //! compute the same functions; the tests below hold them together.
 
+/// Defines `fn NAME(ARGS)` that runs its body compiled for AVX-512 where the CPU has it
+/// (16 lanes instead of the baseline's SSE2 4) and as is elsewhere. Bodies must not depend
+/// on the vector width for their results (fixed-lane reductions only).
+macro_rules! with_avx512 {
+    ($(#[$meta:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        $(#[$meta])*
+        fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            if std::is_x86_feature_detected!("avx512f") {
+                /// # Safety
+                /// The CPU must have AVX-512 F.
+                #[target_feature(enable = "avx512f")]
+                #[allow(unsafe_code)]
+                unsafe fn wide($($arg: $ty),*) $body
+                // SAFETY: the CPU has AVX-512 F (checked just above).
+                #[allow(unsafe_code)]
+                unsafe {
+                    wide($($arg),*)
+                };
+                return;
+            }
+            $body
+        }
+    };
+}
+
 pub mod amx;
 pub mod block;
 pub mod conv;
@@ -12,6 +38,7 @@ pub mod fastmath;
 pub mod kernels;
 pub mod norm;
 pub mod pool;
+pub mod scratch;
 pub mod small_gemm;
 
 use candle_core::{DType, Device, Tensor, D};

@@ -215,12 +215,11 @@ impl PackedRhs {
             if rhs.col_stride == 1 {
                 pack_row_major(rhs, first, width, dst);
                 return;
+            } else if rhs.row_stride == 1 {
+                pack_column_major(rhs, first, width, dst);
+                return;
             }
-            if rhs.row_stride == 1 {
-                pack_column_major(rhs, first, width, k_padded, dst);
-            } else {
-                pack_strided(rhs, first, width, dst);
-            }
+            pack_strided(rhs, first, width, dst);
         };
         data.par_chunks_mut(per_block).enumerate().for_each(pack);
         Self {
@@ -262,23 +261,34 @@ fn pack_row_major(rhs: &MatRef<'_>, first: usize, width: usize, dst: &mut [u16])
     }
 }
 
-/// Packs columns `first..first + width` of a column-major `rhs` (each column contiguous):
-/// a column is converted whole, then its k-pairs are spread over the packed rows.
-fn pack_column_major(
-    rhs: &MatRef<'_>,
-    first: usize,
-    width: usize,
-    k_padded: usize,
-    dst: &mut [u16],
-) {
-    let mut column = vec![0u16; k_padded];
-    for c in 0..width {
-        let start = (first + c) * rhs.col_stride;
-        to_bf16(&rhs.data[start..start + rhs.rows], &mut column[..rhs.rows]);
-        for (pair, values) in column.chunks_exact(2).enumerate() {
-            let at = packed_at(2 * pair, c);
-            dst[at] = values[0];
-            dst[at + 1] = values[1];
+/// Packs columns `first..first + width` of a column-major `rhs` (each column contiguous,
+/// as `Wᵀ` of a row-major weight): per 16 columns and 32 values of k, each column's run
+/// becomes 16 bf16 pairs in one conversion, and the 16 × 16 pairs are transposed into
+/// the tile's rows.
+#[cfg(target_arch = "x86_64")]
+fn pack_column_major(rhs: &MatRef<'_>, first: usize, width: usize, dst: &mut [u16]) {
+    let k = rhs.rows;
+    let mut block = [[0u32; 16]; 16];
+    for c0 in (0..width).step_by(16) {
+        let cols = (width - c0).min(16);
+        for k0 in (0..k).step_by(K_STEP) {
+            let len = (k - k0).min(K_STEP);
+            for (c, lanes) in block.iter_mut().enumerate() {
+                if c < cols {
+                    let start = (first + c0 + c) * rhs.col_stride + k0;
+                    wide::run_pairs_into(&rhs.data[start..start + len], lanes);
+                } else {
+                    *lanes = [0; 16];
+                }
+            }
+            let at = packed_at(k0, c0);
+            for (j, row) in dst[at..at + 16 * 32].chunks_exact_mut(32).enumerate() {
+                for (c, pair) in row.chunks_exact_mut(2).enumerate() {
+                    let bits = block[c][j];
+                    pair[0] = bits as u16;
+                    pair[1] = (bits >> 16) as u16;
+                }
+            }
         }
     }
 }
@@ -293,29 +303,25 @@ fn pack_strided(rhs: &MatRef<'_>, first: usize, width: usize, dst: &mut [u16]) {
     }
 }
 
-/// AVX-512 conversion of two f32 runs into interleaved bf16 pairs.
+/// AVX-512 conversion of f32 runs into bf16 pairs, the packing's inner step.
 #[cfg(target_arch = "x86_64")]
 mod wide {
     use std::arch::x86_64::*;
 
     use super::available;
 
-    /// `(a[i], b[i])` as bf16 pairs for i < a.len() ≤ 16 (lane i = a[i] | b[i] << 16), zero
-    /// lanes after; `b` absent reads as zeros.
+    /// Writes `(a[i], b[i])` as bf16 pairs for i < a.len() ≤ 16 (pair i = a[i] | b[i] << 16)
+    /// and zero pairs after, 64 bytes at `out`; `b` absent (or shorter) reads as zeros.
     ///
     /// # Safety
-    /// The CPU must have AVX-512 F, BW and BF16.
+    /// The CPU must have AVX-512 F, BW and BF16; `out` must be writable for 64 bytes.
     #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
     #[allow(unsafe_code)]
-    unsafe fn pairs(a: &[f32], b: Option<&[f32]>) -> __m512i {
+    unsafe fn store_pairs(a: &[f32], b: Option<&[f32]>, out: *mut u8) {
         let len = a.len().min(16);
-        let mask: __mmask16 = if len == 16 {
-            u16::MAX
-        } else {
-            (1u16 << len) - 1
-        };
-        // SAFETY: masked loads read only the first `len` elements of each slice (`b` is
-        // at least as long as `a` by the callers' construction, checked here).
+        let mask = ((1u32 << len) - 1) as __mmask16;
+        // SAFETY: masked loads read only the first `len` elements of each slice; `out` is
+        // the caller's.
         unsafe {
             let x = _mm512_maskz_loadu_ps(mask, a.as_ptr());
             let y = match b {
@@ -328,27 +334,58 @@ mod wide {
                 31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5,
                 20, 4, 19, 3, 18, 2, 17, 1, 16, 0,
             );
-            _mm512_permutexvar_epi16(order, halves)
+            _mm512_storeu_si512(out.cast(), _mm512_permutexvar_epi16(order, halves));
         }
     }
 
-    /// [`pairs`] into 16 `u32` lanes.
+    /// Writes up to 32 consecutive values (`run`) as 16 bf16 pairs
+    /// `run[2i] | run[2i + 1] << 16`, zeros past the run, 64 bytes at `out`.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F and BF16; `out` must be writable for 64 bytes.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    #[allow(unsafe_code)]
+    unsafe fn store_run_pairs(run: &[f32], out: *mut u8) {
+        let len = run.len().min(32);
+        let low = ((1u32 << len.min(16)) - 1) as __mmask16;
+        let high = ((1u32 << len.saturating_sub(16)) - 1) as __mmask16;
+        // SAFETY: the masked loads read only the first `len` values of `run` (the second
+        // starts at most at its end and then reads nothing); `out` is the caller's.
+        unsafe {
+            let x = _mm512_maskz_loadu_ps(low, run.as_ptr());
+            let y = _mm512_maskz_loadu_ps(high, run.as_ptr().add(16.min(len)));
+            let pairs: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(y, x));
+            _mm512_storeu_si512(out.cast(), pairs);
+        }
+    }
+
+    /// [`store_pairs`] into 16 `u32` lanes.
     pub(super) fn pairs_into(a: &[f32], b: Option<&[f32]>, out: &mut [u32; 16]) {
         assert!(available());
         // SAFETY: `available` implies AVX-512 F, BW and BF16; `out` holds 64 bytes.
         #[allow(unsafe_code)]
         unsafe {
-            _mm512_storeu_si512(out.as_mut_ptr().cast(), pairs(a, b))
+            store_pairs(a, b, out.as_mut_ptr().cast())
         };
     }
 
-    /// [`pairs`] into 32 `u16` (the pair-interleaved order).
+    /// [`store_pairs`] into 32 `u16` (the pair-interleaved order).
     pub(super) fn pairs_into_u16(a: &[f32], b: Option<&[f32]>, out: &mut [u16]) {
         assert!(available() && out.len() >= 32);
         // SAFETY: `available` implies AVX-512 F, BW and BF16; `out` holds at least 64 bytes.
         #[allow(unsafe_code)]
         unsafe {
-            _mm512_storeu_si512(out.as_mut_ptr().cast(), pairs(a, b))
+            store_pairs(a, b, out.as_mut_ptr().cast())
+        };
+    }
+
+    /// [`store_run_pairs`] into 16 `u32` lanes.
+    pub(super) fn run_pairs_into(run: &[f32], out: &mut [u32; 16]) {
+        assert!(available());
+        // SAFETY: `available` implies AVX-512 F and BF16; `out` holds 64 bytes.
+        #[allow(unsafe_code)]
+        unsafe {
+            store_run_pairs(run, out.as_mut_ptr().cast())
         };
     }
 }

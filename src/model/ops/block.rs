@@ -22,6 +22,7 @@ use super::kernels::{
     attention_backward_sample, attention_forward_sample, column_sums, contiguous_f32, gelu_all,
     gelu_backward_in_place, layer_norm_backward_into, layer_norm_rows, read_f32, AttnDims,
 };
+use super::scratch;
 use super::small_gemm::{matmul_par, MatMut, MatRef};
 
 type CResult<T> = candle_core::Result<T>;
@@ -83,6 +84,17 @@ impl BlockParams {
     fn get<'a>(&self, flat: &'a [f32], p: P) -> &'a [f32] {
         &flat[self.range(p)]
     }
+
+    /// The twelve tensors of a flat vector (such as the gradient), writable, in order.
+    fn split<'a>(&self, flat: &'a mut [f32]) -> [&'a mut [f32]; 12] {
+        let sizes = self.sizes();
+        let mut rest = flat;
+        std::array::from_fn(|i| {
+            let (tensor, tail) = std::mem::take(&mut rest).split_at_mut(sizes[i]);
+            rest = tail;
+            tensor
+        })
+    }
 }
 
 /// Activations the backward pass reads.
@@ -93,6 +105,15 @@ struct Saved {
     x1: Vec<f32>,
     h2: Vec<f32>,
     u: Vec<f32>,
+    /// `gelu(u)`, kept so that the backward does not recompute it.
+    g: Vec<f32>,
+}
+
+impl Saved {
+    /// Hands the buffers back to [`scratch`] for the next forward.
+    fn recycle(self) {
+        scratch::give([self.qkv, self.ctx, self.x1, self.h2, self.u, self.g]);
+    }
 }
 
 /// The fused block. Build one per forward call.
@@ -252,7 +273,7 @@ impl BlockOp {
     fn forward_slices(&self, x: &[f32], flat: &[f32], b: usize, n: usize) -> (Vec<f32>, Saved) {
         let (p, d, h) = (&self.params, self.params.dim, self.params.hidden);
         let rows = b * n;
-        let mut h1 = vec![0f32; rows * d];
+        let mut h1 = scratch::take(rows * d);
         layer_norm_rows(
             x,
             p.get(flat, P::Norm1W),
@@ -261,7 +282,7 @@ impl BlockOp {
             &mut h1,
         );
         let products = self.products();
-        let mut qkv = vec![0f32; rows * 3 * d];
+        let mut qkv = scratch::take(rows * 3 * d);
         linear(
             products,
             &h1,
@@ -270,7 +291,7 @@ impl BlockOp {
             rows,
             &mut qkv,
         );
-        let mut ctx = vec![0f32; rows * d];
+        let mut ctx = scratch::take(rows * d);
         let dims = self.attn_dims(b, n);
         let scale = (d / self.num_heads.max(1)) as f32;
         // Attention stays f32 in either mode: at ~200 tokens packing its operands for the
@@ -280,7 +301,7 @@ impl BlockOp {
             .for_each(|(o, q)| attention_forward_sample(q, o, &dims, scale.powf(-0.5)));
         let mut a = h1; // reuse: same size
         product_bt(products, &ctx, p.get(flat, P::ProjW), rows, d, &mut a);
-        let mut x1 = vec![0f32; rows * d];
+        let mut x1 = scratch::take(rows * d);
         residual(x, &a, p.get(flat, P::ProjB), &self.attn_scale, n, &mut x1);
         let mut h2 = a; // reuse again
         layer_norm_rows(
@@ -290,7 +311,7 @@ impl BlockOp {
             self.eps,
             &mut h2,
         );
-        let mut u = vec![0f32; rows * h];
+        let mut u = scratch::take(rows * h);
         linear(
             products,
             &h2,
@@ -300,10 +321,11 @@ impl BlockOp {
             &mut u,
         );
         let g = gelu_all(&u);
-        let mut f = vec![0f32; rows * d];
+        let mut f = scratch::take(rows * d);
         product_bt(products, &g, p.get(flat, P::Fc2W), rows, d, &mut f);
-        let mut y = vec![0f32; rows * d];
+        let mut y = scratch::take(rows * d);
         residual(&x1, &f, p.get(flat, P::Fc2B), &self.mlp_scale, n, &mut y);
+        scratch::give([f]);
         (
             y,
             Saved {
@@ -312,6 +334,7 @@ impl BlockOp {
                 x1,
                 h2,
                 u,
+                g,
             },
         )
     }
@@ -346,41 +369,38 @@ impl BlockOp {
         let (p, d, h) = (&self.params, self.params.dim, self.params.hidden);
         let rows = b * n;
         let products = self.products();
-        let mut grads = vec![0f32; p.len()];
-        let grad_of = |which: P| -> Vec<f32> { vec![0f32; p.sizes()[which as usize]] };
+        let mut grads = scratch::take(p.len());
+        let [dw_n1, db_n1, dw_qkv, db_qkv, dw_proj, db_proj, dw_n2, db_n2, dw_fc1, db_fc1, dw_fc2, db_fc2] =
+            p.split(&mut grads);
         // MLP branch: f = fc2(gelu(u)), scaled per sample.
-        let mut df = dy.to_vec();
+        let mut df = scratch::copy_of(dy);
         scale_rows(&mut df, &self.mlp_scale, n * d);
-        let g = gelu_all(&s.u);
-        let (mut dw_fc2, mut db_fc2) = (grad_of(P::Fc2W), grad_of(P::Fc2B));
-        let mut dg = vec![0f32; rows * h];
+        let mut dg = scratch::take(rows * h);
         linear_backward(
             products,
-            &g,
+            &s.g,
             p.get(flat, P::Fc2W),
             &df,
             rows,
-            &mut dw_fc2,
-            &mut db_fc2,
+            dw_fc2,
+            db_fc2,
             Some(&mut dg),
         );
-        drop(g);
         gelu_backward_in_place(&mut dg, &s.u);
-        let (mut dw_fc1, mut db_fc1) = (grad_of(P::Fc1W), grad_of(P::Fc1B));
-        let mut dh2 = vec![0f32; rows * d];
+        let mut dh2 = scratch::take(rows * d);
         linear_backward(
             products,
             &s.h2,
             p.get(flat, P::Fc1W),
             &dg,
             rows,
-            &mut dw_fc1,
-            &mut db_fc1,
+            dw_fc1,
+            db_fc1,
             Some(&mut dh2),
         );
-        drop(dg);
-        let mut dx1 = dy.to_vec();
-        let (dw_n2, db_n2) = layer_norm_backward_into(
+        scratch::give([dg, df]);
+        let mut dx1 = scratch::copy_of(dy);
+        let (w_grad, b_grad) = layer_norm_backward_into(
             &s.x1,
             p.get(flat, P::Norm2W),
             &dh2,
@@ -388,10 +408,11 @@ impl BlockOp {
             &mut dx1,
             true,
         );
+        dw_n2.copy_from_slice(&w_grad);
+        db_n2.copy_from_slice(&b_grad);
         // Attention branch: a = proj(ctx), scaled per sample.
-        let mut da = dx1.clone();
+        let mut da = scratch::copy_of(&dx1);
         scale_rows(&mut da, &self.attn_scale, n * d);
-        let (mut dw_proj, mut db_proj) = (grad_of(P::ProjW), grad_of(P::ProjB));
         let mut dctx = dh2; // reuse
         linear_backward(
             products,
@@ -399,13 +420,13 @@ impl BlockOp {
             p.get(flat, P::ProjW),
             &da,
             rows,
-            &mut dw_proj,
-            &mut db_proj,
+            dw_proj,
+            db_proj,
             Some(&mut dctx),
         );
         let dims = self.attn_dims(b, n);
         let scale = ((d / self.num_heads.max(1)) as f32).powf(-0.5);
-        let mut dqkv = vec![0f32; rows * 3 * d];
+        let mut dqkv = scratch::take(rows * 3 * d);
         dqkv.par_chunks_mut(n * 3 * d)
             .zip(s.qkv.par_chunks(n * 3 * d))
             .zip(dctx.par_chunks(n * d))
@@ -418,7 +439,6 @@ impl BlockOp {
             self.eps,
             &mut h1,
         );
-        let (mut dw_qkv, mut db_qkv) = (grad_of(P::QkvW), grad_of(P::QkvB));
         let mut dh1 = dctx; // reuse
         linear_backward(
             products,
@@ -426,29 +446,15 @@ impl BlockOp {
             p.get(flat, P::QkvW),
             &dqkv,
             rows,
-            &mut dw_qkv,
-            &mut db_qkv,
+            dw_qkv,
+            db_qkv,
             Some(&mut dh1),
         );
-        let (dw_n1, db_n1) =
+        let (w_grad, b_grad) =
             layer_norm_backward_into(x, p.get(flat, P::Norm1W), &dh1, self.eps, &mut dx1, true);
-        let parts = [
-            (P::Norm1W, dw_n1),
-            (P::Norm1B, db_n1),
-            (P::QkvW, dw_qkv),
-            (P::QkvB, db_qkv),
-            (P::ProjW, dw_proj),
-            (P::ProjB, db_proj),
-            (P::Norm2W, dw_n2),
-            (P::Norm2B, db_n2),
-            (P::Fc1W, dw_fc1),
-            (P::Fc1B, db_fc1),
-            (P::Fc2W, dw_fc2),
-            (P::Fc2B, db_fc2),
-        ];
-        for (which, values) in parts {
-            grads[p.range(which)].copy_from_slice(&values);
-        }
+        dw_n1.copy_from_slice(&w_grad);
+        db_n1.copy_from_slice(&b_grad);
+        scratch::give([dqkv, h1, dh1]);
         (dx1, grads)
     }
 }
@@ -479,6 +485,8 @@ impl CustomOp2 for BlockOp {
         let (y, saved) = self.forward_slices(x, flat, b, n);
         if self.keep_activations {
             *self.saved.lock().unwrap_or_else(PoisonError::into_inner) = Some(saved);
+        } else {
+            saved.recycle();
         }
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
@@ -504,6 +512,7 @@ impl CustomOp2 for BlockOp {
                 read_f32(dy, |dys| self.backward_slices(xs, fs, dys, b, n, &saved))
             })
         })???;
+        saved.recycle();
         Ok((
             Some(Tensor::from_vec(dx, x.shape(), x.device())?),
             Some(Tensor::from_vec(dflat, flat.shape(), flat.device())?),

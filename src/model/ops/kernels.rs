@@ -57,32 +57,6 @@ pub(super) fn sum_partials(partials: Vec<Vec<f32>>, n: usize) -> Vec<f32> {
 // ---------------------------------------------------------------------------------------
 // LayerNorm
 
-/// Defines `fn NAME(ARGS)` that runs its body compiled for AVX-512 where the CPU has it
-/// (16 lanes instead of the baseline's SSE2 4) and as is elsewhere. Bodies must not depend
-/// on the vector width for their results (fixed-lane reductions only).
-macro_rules! with_avx512 {
-    ($(#[$meta:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
-        $(#[$meta])*
-        fn $name($($arg: $ty),*) {
-            #[cfg(target_arch = "x86_64")]
-            if std::is_x86_feature_detected!("avx512f") {
-                /// # Safety
-                /// The CPU must have AVX-512 F.
-                #[target_feature(enable = "avx512f")]
-                #[allow(unsafe_code)]
-                unsafe fn wide($($arg: $ty),*) $body
-                // SAFETY: the CPU has AVX-512 F (checked just above).
-                #[allow(unsafe_code)]
-                unsafe {
-                    wide($($arg),*)
-                };
-                return;
-            }
-            $body
-        }
-    };
-}
-
 /// LayerNorm over the last dimension: `(x − mean) / sqrt(var + eps) · w + b`.
 #[derive(Debug, Clone, Copy)]
 pub struct LayerNormOp {
@@ -96,18 +70,59 @@ pub(super) fn layer_norm_rows(x: &[f32], w: &[f32], b: &[f32], eps: f32, y: &mut
     y.par_chunks_mut(d)
         .zip(x.par_chunks(d))
         .with_min_len(MIN_ROWS_PER_TASK)
-        .for_each(|(yr, xr)| {
-            let (mean, rstd) = row_moments(xr, eps);
-            for (((o, &v), &wi), &bi) in yr.iter_mut().zip(xr).zip(w).zip(b) {
-                *o = (v - mean) * rstd * wi + bi;
-            }
-        });
+        .for_each(|(yr, xr)| normalize_row(xr, w, b, eps, yr));
 }
 
+with_avx512! {
+    /// `y = (x − mean) / sqrt(var + eps) · w + b` for one row.
+    fn normalize_row(x: &[f32], w: &[f32], b: &[f32], eps: f32, y: &mut [f32]) {
+        let (mean, rstd) = row_moments(x, eps);
+        for (((o, &v), &wi), &bi) in y.iter_mut().zip(x).zip(w).zip(b) {
+            *o = (v - mean) * rstd * wi + bi;
+        }
+    }
+}
+
+/// `Σ f(x_i)` accumulated in [`LANES`] fixed lanes (element i in lane i mod 16), the lanes
+/// then added in order: vectorisable, and the same result whatever the vector width.
+#[inline(always)]
+fn lane_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut acc = [0f32; LANES];
+    let (chunks, tail) = x.as_chunks::<LANES>();
+    for chunk in chunks {
+        for lane in 0..LANES {
+            acc[lane] += f(chunk[lane]);
+        }
+    }
+    for (lane, &v) in tail.iter().enumerate() {
+        acc[lane] += f(v);
+    }
+    acc.iter().sum()
+}
+
+/// `Σ a_i · b_i` in [`LANES`] fixed lanes (see [`lane_sum`]).
+#[inline(always)]
+fn lane_dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let (chunks_a, tail_a) = a.as_chunks::<LANES>();
+    let (chunks_b, tail_b) = b.as_chunks::<LANES>();
+    for (ca, cb) in chunks_a.iter().zip(chunks_b) {
+        for lane in 0..LANES {
+            acc[lane] += ca[lane] * cb[lane];
+        }
+    }
+    for (lane, (&x, &y)) in tail_a.iter().zip(tail_b).enumerate() {
+        acc[lane] += x * y;
+    }
+    acc.iter().sum()
+}
+
+/// Mean and `1 / sqrt(var + eps)` of a row.
+#[inline(always)]
 fn row_moments(x: &[f32], eps: f32) -> (f32, f32) {
     let n = x.len() as f32;
-    let mean = x.iter().sum::<f32>() / n;
-    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    let mean = lane_sum(x, |v| v) / n;
+    let var = lane_sum(x, |v| (v - mean) * (v - mean)) / n;
     (mean, 1.0 / (var + eps).sqrt())
 }
 
@@ -183,32 +198,60 @@ pub(super) fn layer_norm_backward_into(
         .zip(x.par_chunks(d * rows_per_task))
         .zip(dy.par_chunks(d * rows_per_task))
         .map(|((dxc, xc), dyc)| {
-            let mut dw = vec![0f32; d];
-            let mut db = vec![0f32; d];
-            let mut xhat = vec![0f32; d];
+            let mut row = LayerNormRowGrads {
+                dw: vec![0f32; d],
+                db: vec![0f32; d],
+                xhat: vec![0f32; d],
+                gw: vec![0f32; d],
+                eps,
+                accumulate,
+            };
             for ((dxr, xr), dyr) in dxc.chunks_mut(d).zip(xc.chunks(d)).zip(dyc.chunks(d)) {
-                let (mean, rstd) = row_moments(xr, eps);
-                let (mut mean_g, mut mean_gx) = (0f32, 0f32);
-                for i in 0..d {
-                    xhat[i] = (xr[i] - mean) * rstd;
-                    let g = dyr[i] * w[i];
-                    mean_g += g;
-                    mean_gx += g * xhat[i];
-                    dw[i] += dyr[i] * xhat[i];
-                    db[i] += dyr[i];
-                }
-                mean_g /= d as f32;
-                mean_gx /= d as f32;
-                for i in 0..d {
-                    let g = rstd * (dyr[i] * w[i] - mean_g - xhat[i] * mean_gx);
-                    dxr[i] = if accumulate { dxr[i] + g } else { g };
-                }
+                layer_norm_backward_row(xr, w, dyr, dxr, &mut row);
             }
-            (dw, db)
+            (row.dw, row.db)
         })
         .collect();
     let (dws, dbs): (Vec<_>, Vec<_>) = partials.into_iter().unzip();
     (sum_partials(dws, d), sum_partials(dbs, d))
+}
+
+/// Per-task state of the LayerNorm backward: weight and bias gradients summed over its
+/// rows, and two row-wide scratch vectors.
+struct LayerNormRowGrads {
+    dw: Vec<f32>,
+    db: Vec<f32>,
+    xhat: Vec<f32>,
+    gw: Vec<f32>,
+    eps: f32,
+    accumulate: bool,
+}
+
+with_avx512! {
+    /// One row of the LayerNorm backward: adds to `dw`/`db`, writes or adds `dx`.
+    fn layer_norm_backward_row(
+        x: &[f32],
+        w: &[f32],
+        dy: &[f32],
+        dx: &mut [f32],
+        s: &mut LayerNormRowGrads,
+    ) {
+        let d = x.len();
+        let (mean, rstd) = row_moments(x, s.eps);
+        let (xhat, gw) = (&mut s.xhat[..d], &mut s.gw[..d]);
+        for i in 0..d {
+            xhat[i] = (x[i] - mean) * rstd;
+            gw[i] = dy[i] * w[i];
+            s.dw[i] += dy[i] * xhat[i];
+            s.db[i] += dy[i];
+        }
+        let mean_g = lane_sum(gw, |v| v) / d as f32;
+        let mean_gx = lane_dot(gw, xhat) / d as f32;
+        for i in 0..d {
+            let g = rstd * (gw[i] - mean_g - xhat[i] * mean_gx);
+            dx[i] = if s.accumulate { dx[i] + g } else { g };
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -248,7 +291,7 @@ with_avx512! {
 
 /// `gelu` of every element, in parallel.
 pub(super) fn gelu_all(src: &[f32]) -> Vec<f32> {
-    let mut dst = vec![0f32; src.len()];
+    let mut dst = super::scratch::take(src.len());
     dst.par_chunks_mut(ELEMENTS_PER_TASK)
         .zip(src.par_chunks(ELEMENTS_PER_TASK))
         .for_each(|(d, s)| gelu_slice(s, d));

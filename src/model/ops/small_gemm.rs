@@ -147,33 +147,38 @@ pub fn matmul_small(dst: MatMut<'_>, lhs: MatRef<'_>, rhs: MatRef<'_>, scale: f3
     }
 }
 
-/// `dst_i = scale · Σ_p lhs_ip · rhs_p` with contiguous rows of `rhs` and `dst`.
-fn axpy_product(dst: MatMut<'_>, lhs: MatRef<'_>, rhs: MatRef<'_>, scale: f32) {
-    let n = dst.cols;
-    for i in 0..dst.rows {
-        let out = &mut dst.data[i * dst.row_stride..i * dst.row_stride + n];
-        out.fill(0.0);
-        for p in 0..lhs.cols {
-            let a = scale * lhs.data[i * lhs.row_stride + p * lhs.col_stride];
-            let row = &rhs.data[p * rhs.row_stride..p * rhs.row_stride + n];
-            out.iter_mut().zip(row).for_each(|(o, &r)| *o += a * r);
+with_avx512! {
+    /// `dst_i = scale · Σ_p lhs_ip · rhs_p` with contiguous rows of `rhs` and `dst`.
+    fn axpy_product(dst: MatMut<'_>, lhs: MatRef<'_>, rhs: MatRef<'_>, scale: f32) {
+        let n = dst.cols;
+        for i in 0..dst.rows {
+            let out = &mut dst.data[i * dst.row_stride..i * dst.row_stride + n];
+            out.fill(0.0);
+            for p in 0..lhs.cols {
+                let a = scale * lhs.data[i * lhs.row_stride + p * lhs.col_stride];
+                let row = &rhs.data[p * rhs.row_stride..p * rhs.row_stride + n];
+                out.iter_mut().zip(row).for_each(|(o, &r)| *o += a * r);
+            }
         }
     }
 }
 
-/// `dst_ij = scale · lhs_i · rhs_j` with contiguous rows of `lhs` and columns of `rhs`.
-fn dot_product(dst: MatMut<'_>, lhs: MatRef<'_>, rhs: MatRef<'_>, scale: f32) {
-    let k = lhs.cols;
-    for i in 0..dst.rows {
-        let a = &lhs.data[i * lhs.row_stride..i * lhs.row_stride + k];
-        for j in 0..dst.cols {
-            let b = &rhs.data[j * rhs.col_stride..j * rhs.col_stride + k];
-            dst.data[i * dst.row_stride + j * dst.col_stride] = scale * dot(a, b);
+with_avx512! {
+    /// `dst_ij = scale · lhs_i · rhs_j` with contiguous rows of `lhs` and columns of `rhs`.
+    fn dot_product(dst: MatMut<'_>, lhs: MatRef<'_>, rhs: MatRef<'_>, scale: f32) {
+        let k = lhs.cols;
+        for i in 0..dst.rows {
+            let a = &lhs.data[i * lhs.row_stride..i * lhs.row_stride + k];
+            for j in 0..dst.cols {
+                let b = &rhs.data[j * rhs.col_stride..j * rhs.col_stride + k];
+                dst.data[i * dst.row_stride + j * dst.col_stride] = scale * dot(a, b);
+            }
         }
     }
 }
 
 /// Dot product with 8 independent accumulators so the compiler can vectorise it.
+#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let chunks = a.len() / 8 * 8;
