@@ -23,9 +23,10 @@ pub struct Cli {
     /// Workspace folder (default: $DINO_CURATE_HOME, else $XDG_DATA_HOME/dino-curate).
     #[arg(long, global = true, value_name = "DIR")]
     workspace: Option<PathBuf>,
-    /// Embed with f32 products even where the CPU has AMX (Intel Sapphire Rapids and later),
-    /// on which a ViT's linear layers otherwise take bf16 inputs and sum in f32: 1.45-1.7x
-    /// the embedding rate, features within noise on the evaluations (docs/benchmarks.md).
+    /// Compute in f32 even where the CPU has AMX (Intel Sapphire Rapids and later), on which
+    /// a ViT's linear layers otherwise take bf16 inputs and sum in f32 when embedding (1.45-1.7x
+    /// the rate) and training (weights, gradients and optimizer stay f32); features within
+    /// noise on the evaluations (docs/benchmarks.md, docs/quality.md).
     #[arg(long, global = true)]
     f32: bool,
     #[command(subcommand)]
