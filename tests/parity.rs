@@ -396,20 +396,25 @@ fn assert_update_close(
     println!("parity {label}: max |Δ error|/lr (well-conditioned elements) {worst:.3e}");
 }
 
-#[test]
-fn one_training_step_matches_the_official_step() -> Res {
-    let f = fixture("train_step.safetensors");
-    let mut state = fixture_state()?;
-    let init = state.student.params().tensors()?;
-    let views: Vec<Tensor> = [
+/// The four views of the official step fixture, global ones first.
+fn train_step_views(f: &HashMap<String, Tensor>) -> Vec<Tensor> {
+    [
         "input_global0",
         "input_global1",
         "input_local0",
         "input_local1",
     ]
     .iter()
-    .map(|n| get(&f, n).clone())
-    .collect();
+    .map(|n| get(f, n).clone())
+    .collect()
+}
+
+#[test]
+fn one_training_step_matches_the_official_step() -> Res {
+    let f = fixture("train_step.safetensors");
+    let mut state = fixture_state()?;
+    let init = state.student.params().tensors()?;
+    let views = train_step_views(&f);
 
     let (teacher_output, student_output) = state.forward(&views, None)?;
     assert_close(
@@ -849,15 +854,7 @@ fn a_bf16_training_step_stays_near_the_official_step() -> Res {
     let f = fixture("train_step.safetensors");
     let state = fixture_state()?;
     state.set_bf16(true);
-    let views: Vec<Tensor> = [
-        "input_global0",
-        "input_global1",
-        "input_local0",
-        "input_local1",
-    ]
-    .iter()
-    .map(|n| get(&f, n).clone())
-    .collect();
+    let views = train_step_views(&f);
     let (teacher_output, student_output) = state.forward(&views, None)?;
     let exact = get(&f, "student_output");
     assert_close(
