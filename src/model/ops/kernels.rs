@@ -9,7 +9,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Te
 use rayon::prelude::*;
 
 use super::fastmath;
-use super::small_gemm::{matmul_par, matmul_small, MatMut, MatRef};
+use super::small_gemm::{dot, matmul_par, matmul_small, MatMut, MatRef};
 
 type CResult<T> = candle_core::Result<T>;
 
@@ -83,8 +83,8 @@ with_avx512! {
     }
 }
 
-/// `Σ f(x_i)` accumulated in [`LANES`] fixed lanes (element i in lane i mod 16), the lanes
-/// then added in order: vectorisable, and the same result whatever the vector width.
+/// `Σ f(x_i)` in [`LANES`] partial sums over whole chunks, then the tail: vectorisable
+/// (independent accumulators), and the same result whatever the vector width.
 #[inline(always)]
 fn lane_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     let mut acc = [0f32; LANES];
@@ -94,27 +94,7 @@ fn lane_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
             acc[lane] += f(chunk[lane]);
         }
     }
-    for (lane, &v) in tail.iter().enumerate() {
-        acc[lane] += f(v);
-    }
-    acc.iter().sum()
-}
-
-/// `Σ a_i · b_i` in [`LANES`] fixed lanes (see [`lane_sum`]).
-#[inline(always)]
-fn lane_dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; LANES];
-    let (chunks_a, tail_a) = a.as_chunks::<LANES>();
-    let (chunks_b, tail_b) = b.as_chunks::<LANES>();
-    for (ca, cb) in chunks_a.iter().zip(chunks_b) {
-        for lane in 0..LANES {
-            acc[lane] += ca[lane] * cb[lane];
-        }
-    }
-    for (lane, (&x, &y)) in tail_a.iter().zip(tail_b).enumerate() {
-        acc[lane] += x * y;
-    }
-    acc.iter().sum()
+    acc.iter().sum::<f32>() + tail.iter().map(|&v| f(v)).sum::<f32>()
 }
 
 /// Mean and `1 / sqrt(var + eps)` of a row.
@@ -246,7 +226,7 @@ with_avx512! {
             s.db[i] += dy[i];
         }
         let mean_g = lane_sum(gw, |v| v) / d as f32;
-        let mean_gx = lane_dot(gw, xhat) / d as f32;
+        let mean_gx = dot(gw, xhat) / d as f32;
         for i in 0..d {
             let g = rstd * (gw[i] - mean_g - xhat[i] * mean_gx);
             dx[i] = if s.accumulate { dx[i] + g } else { g };
@@ -437,13 +417,14 @@ fn softmax_rows(m: &mut [f32], n: usize) {
     for row in m.chunks_mut(n) {
         let max = lanewise_max(row);
         row.iter_mut().for_each(|v| *v = fastmath::exp(*v - max));
-        let inv = 1.0 / lanewise_sum(row);
+        let inv = 1.0 / lane_sum(row, |v| v);
         row.iter_mut().for_each(|v| *v *= inv);
     }
 }
 
-/// Lanes of the reductions below: independent accumulators let the compiler vectorise
-/// them (a single running max or sum is a serial chain it must keep in order).
+/// Lanes of the reductions (`lanewise_max`, `lane_sum`): independent accumulators let the
+/// compiler vectorise them (a single running max or sum is a serial chain it must keep in
+/// order).
 const LANES: usize = 16;
 
 /// The largest element (−∞ for an empty slice).
@@ -460,19 +441,6 @@ fn lanewise_max(xs: &[f32]) -> f32 {
     acc.into_iter()
         .chain(tail)
         .fold(f32::NEG_INFINITY, f32::max)
-}
-
-/// The sum of the elements, in `LANES` partial sums.
-#[inline(always)]
-fn lanewise_sum(xs: &[f32]) -> f32 {
-    let mut acc = [0f32; LANES];
-    let mut chunks = xs.chunks_exact(LANES);
-    for chunk in &mut chunks {
-        for (a, &x) in acc.iter_mut().zip(chunk) {
-            *a += x;
-        }
-    }
-    acc.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
 }
 
 /// Attention probabilities of head `h` of one sample into `probs` (`n × n`).
