@@ -174,17 +174,16 @@ fn convert_transposed(lhs: &MatRef<'_>, k_padded: usize, data: &mut [u16]) {
         let valid = BLOCK.min(lhs.rows.saturating_sub(first));
         for r0 in (0..valid).step_by(16) {
             let len = (valid - r0).min(16);
-            let mut lanes = [0u32; 16];
+            let mut pairs = [0u16; 32];
             for c in (0..lhs.cols).step_by(2) {
                 let start = first + r0 + c * lhs.col_stride;
                 let next = start + lhs.col_stride;
                 let a = &lhs.data[start..start + len];
                 let b = (c + 1 < lhs.cols).then(|| &lhs.data[next..next + len]);
-                wide::pairs_into(a, b, &mut lanes);
-                for (i, &pair) in lanes[..len].iter().enumerate() {
+                wide::pairs_into(a, b, &mut pairs);
+                for (i, pair) in pairs.chunks_exact(2).take(len).enumerate() {
                     let at = (r0 + i) * k_padded + c;
-                    dst[at] = pair as u16;
-                    dst[at + 1] = (pair >> 16) as u16;
+                    dst[at..at + 2].copy_from_slice(pair);
                 }
             }
         }
@@ -256,7 +255,7 @@ fn pack_row_major(rhs: &MatRef<'_>, first: usize, width: usize, dst: &mut [u16])
             let a = &rhs.data[start..start + len];
             let b = (kk + 1 < rhs.rows).then(|| &rhs.data[next..next + len]);
             let at = packed_at(kk, c0);
-            wide::pairs_into_u16(a, b, &mut dst[at..at + 32]);
+            wide::pairs_into(a, b, &mut dst[at..at + 32]);
         }
     }
 }
@@ -268,25 +267,23 @@ fn pack_row_major(rhs: &MatRef<'_>, first: usize, width: usize, dst: &mut [u16])
 #[cfg(target_arch = "x86_64")]
 fn pack_column_major(rhs: &MatRef<'_>, first: usize, width: usize, dst: &mut [u16]) {
     let k = rhs.rows;
-    let mut block = [[0u32; 16]; 16];
+    let mut block = [[0u16; 32]; 16];
     for c0 in (0..width).step_by(16) {
         let cols = (width - c0).min(16);
         for k0 in (0..k).step_by(K_STEP) {
             let len = (k - k0).min(K_STEP);
-            for (c, lanes) in block.iter_mut().enumerate() {
+            for (c, pairs) in block.iter_mut().enumerate() {
                 if c < cols {
                     let start = (first + c0 + c) * rhs.col_stride + k0;
-                    wide::run_pairs_into(&rhs.data[start..start + len], lanes);
+                    wide::run_pairs_into(&rhs.data[start..start + len], pairs);
                 } else {
-                    *lanes = [0; 16];
+                    *pairs = [0; 32];
                 }
             }
             let at = packed_at(k0, c0);
             for (j, row) in dst[at..at + 16 * 32].chunks_exact_mut(32).enumerate() {
                 for (c, pair) in row.chunks_exact_mut(2).enumerate() {
-                    let bits = block[c][j];
-                    pair[0] = bits as u16;
-                    pair[1] = (bits >> 16) as u16;
+                    pair.copy_from_slice(&block[c][2 * j..2 * j + 2]);
                 }
             }
         }
@@ -359,18 +356,8 @@ mod wide {
         }
     }
 
-    /// [`store_pairs`] into 16 `u32` lanes.
-    pub(super) fn pairs_into(a: &[f32], b: Option<&[f32]>, out: &mut [u32; 16]) {
-        assert!(available());
-        // SAFETY: `available` implies AVX-512 F, BW and BF16; `out` holds 64 bytes.
-        #[allow(unsafe_code)]
-        unsafe {
-            store_pairs(a, b, out.as_mut_ptr().cast())
-        };
-    }
-
-    /// [`store_pairs`] into 32 `u16` (the pair-interleaved order).
-    pub(super) fn pairs_into_u16(a: &[f32], b: Option<&[f32]>, out: &mut [u16]) {
+    /// [`store_pairs`] into the first 32 `u16` of `out` (the pair-interleaved order).
+    pub(super) fn pairs_into(a: &[f32], b: Option<&[f32]>, out: &mut [u16]) {
         assert!(available() && out.len() >= 32);
         // SAFETY: `available` implies AVX-512 F, BW and BF16; `out` holds at least 64 bytes.
         #[allow(unsafe_code)]
@@ -379,8 +366,8 @@ mod wide {
         };
     }
 
-    /// [`store_run_pairs`] into 16 `u32` lanes.
-    pub(super) fn run_pairs_into(run: &[f32], out: &mut [u32; 16]) {
+    /// [`store_run_pairs`] into 32 `u16` (pair i at `2i`, `2i + 1`).
+    pub(super) fn run_pairs_into(run: &[f32], out: &mut [u16; 32]) {
         assert!(available());
         // SAFETY: `available` implies AVX-512 F and BF16; `out` holds 64 bytes.
         #[allow(unsafe_code)]
