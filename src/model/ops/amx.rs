@@ -1,17 +1,19 @@
-//! bf16 matrix products on Intel AMX (Sapphire Rapids and later), for inference only.
+//! bf16 matrix products on Intel AMX (Sapphire Rapids and later), for embedding and for the
+//! transformer block's training forward and backward.
 //!
-//! `out = x · Wᵀ` with `x` and `W` rounded to bf16 (round to nearest even) and every product
-//! accumulated in f32 by the tile unit (`tdpbf16ps`): about three significant digits per
-//! input, f32 sums. On the 2-core build machine a single-threaded kernel on operands packed
-//! in advance ran 2–5× the f32 gemm's rate on a ViT's shapes; in `bench embed` (packing,
-//! conversion and the f32 rest of the model included) ViT-S/16 runs 1.7× its f32 rate
-//! (docs/benchmarks.md, "Embedding").
+//! `out = lhs · rhs` (strided views: `x · Wᵀ`, `dy · W`, `dyᵀ · x`) with both sides rounded
+//! to bf16 (round to nearest even) and every product accumulated in f32 by the tile unit
+//! (`tdpbf16ps`): about three significant digits per input, f32 sums. On the 2-core build
+//! machine a single-threaded kernel on operands packed in advance ran 2–5× the f32 gemm's
+//! rate on a ViT's shapes; in `bench embed` (packing, conversion and the f32 rest of the
+//! model included) ViT-S/16 runs about 2× its f32 rate (docs/benchmarks.md, "Embedding").
 //!
-//! Layout: `x` is converted to bf16 row-major (rows padded to 32, columns to 32) and read
-//! by tile loads with its row stride; `W` is packed per block of 32 output columns in the
-//! pair-interleaved layout the tile unit wants (`[k/32][2 tiles][16 k-pairs][16 cols][2]`).
-//! Each thread takes blocks of 32 rows and walks all column blocks with four accumulator
-//! tiles (2×2 of 16×16 f32).
+//! Layout: the left side is converted to bf16 row-major (rows padded to 32, columns to 32)
+//! and read by tile loads with its row stride; the right side is packed per block of 32
+//! output columns in the pair-interleaved layout the tile unit wants
+//! (`[k/32][2 tiles][16 k-pairs][16 cols][2]`), by AVX-512 conversions for row-major,
+//! column-major and transposed operands. Each thread takes blocks of 32 rows and walks all
+//! column blocks with four accumulator tiles (2×2 of 16×16 f32).
 //!
 //! [`available`] says whether this CPU and kernel allow it (CPUID, then the Linux
 //! permission request for the tile data state); callers fall back to f32 otherwise.
@@ -62,18 +64,6 @@ fn detect() -> bool {
 #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
 fn detect() -> bool {
     false
-}
-
-/// `out[rows × n_out] = x[rows × n_in] · w[n_out × n_in]ᵀ` in bf16 with f32 sums, on all of
-/// rayon's threads.
-///
-/// # Panics
-/// When [`available`] is false or the slices are shorter than the shapes say.
-pub fn linear_bt(out: &mut [f32], x: &[f32], w: &[f32], rows: usize, n_out: usize, n_in: usize) {
-    let out = MatMut::rows_of(out, 0, rows, n_out, n_out);
-    let lhs = MatRef::rows_of(x, 0, rows, n_in, n_in);
-    let rhs = MatRef::rows_of(w, 0, n_out, n_in, n_in).t();
-    matmul(out, lhs, rhs);
 }
 
 /// `out = lhs · rhs` for strided views, in bf16 with f32 sums, blocks of 32 rows spread
@@ -431,7 +421,7 @@ impl TileConfig {
         }
         let config = TileConfigBytes(bytes);
         // SAFETY: a valid palette-1 configuration of 64 aligned bytes; AMX availability is
-        // checked by `linear_bt`'s caller through `available`.
+        // asserted by `matmul` through `available`.
         #[allow(unsafe_code)]
         unsafe {
             std::arch::asm!("ldtilecfg [{}]", in(reg) config.0.as_ptr(), options(nostack));
@@ -567,6 +557,13 @@ pub fn round_to_bf16(v: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `out = x · wᵀ` for row-major `x` and `w` (the forward's layout).
+    fn linear_bt(out: &mut [f32], x: &[f32], w: &[f32], rows: usize, n_out: usize, n_in: usize) {
+        let out = MatMut::rows_of(out, 0, rows, n_out, n_out);
+        let lhs = MatRef::rows_of(x, 0, rows, n_in, n_in);
+        matmul(out, lhs, MatRef::rows_of(w, 0, n_out, n_in, n_in).t());
+    }
 
     fn pseudo(n: usize, seed: usize) -> Vec<f32> {
         (0..n)
