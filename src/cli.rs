@@ -24,7 +24,7 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "DIR")]
     workspace: Option<PathBuf>,
     /// Compute in f32 even where the CPU has AMX (Intel Sapphire Rapids and later), on which
-    /// a ViT's linear layers otherwise take bf16 inputs and sum in f32 when embedding (1.45-1.7x
+    /// a ViT's linear layers otherwise take bf16 inputs and sum in f32 when embedding (1.45-2x
     /// the rate) and training (weights, gradients and optimizer stay f32); features within
     /// noise on the evaluations (docs/benchmarks.md, docs/quality.md).
     #[arg(long, global = true)]

@@ -128,7 +128,7 @@ impl Embedder {
     }
 
     /// With `on`, a ViT's linear layers take bf16 inputs and sum in f32 where the CPU has
-    /// AMX (1.45–1.7× the embedding rate, k-NN and near-duplicate figures within noise:
+    /// AMX (1.45–2× the embedding rate, k-NN and near-duplicate figures within noise:
     /// docs/benchmarks.md); f32 everywhere else. New embedders start from
     /// [`crate::model::set_bf16_default`].
     pub fn with_bf16(self, on: bool) -> Self {
