@@ -159,45 +159,53 @@ impl<'b, T: Clone + Send + Sync + 'b> PointData<'b, T> {
 ///
 // neighbours table : one vector by layer so neighbours is allocated to NB_LAYER_MAX
 //
-#[derive(Debug, Clone)]
-#[allow(clippy::type_complexity)]
+/// One list of neighbours per layer.
+pub(crate) type Neighbourhood<'b, T> = [Vec<Arc<PointWithOrder<'b, T>>>; NB_LAYER_MAX as usize];
+
+// fork: the neighbour lists live inside the `Point` (upstream: `Arc<RwLock<Vec<Vec<_>>>>`, two
+// more allocations to go through before a search reaches a list), and `repr(C)` keeps the vector
+// pointer, the lock and the layer-0 list's header in the point's first 80 bytes.
+#[derive(Debug)]
+#[repr(C)]
 pub struct Point<'b, T: Clone + Send + Sync> {
     /// The data of this point, coming from hnsw client and associated to origin_id,
     data: PointData<'b, T>,
+    /// neighbours info
+    pub(crate) neighbours: RwLock<Neighbourhood<'b, T>>,
     /// an id coming from client using hnsw, should identify point uniquely
     origin_id: DataId,
     /// a point id identifying point as stored in our structure
     p_id: PointId,
-    /// neighbours info
-    pub(crate) neighbours: Arc<RwLock<Vec<Vec<Arc<PointWithOrder<'b, T>>>>>>,
+}
+
+/// fork: a clone copies the neighbour lists (upstream's clone shared them through an `Arc`).
+impl<T: Clone + Send + Sync> Clone for Point<'_, T> {
+    fn clone(&self) -> Self {
+        Point {
+            data: self.data.clone(),
+            neighbours: RwLock::new(self.neighbours.read().clone()),
+            origin_id: self.origin_id,
+            p_id: self.p_id,
+        }
+    }
 }
 
 impl<'b, T: Clone + Send + Sync> Point<'b, T> {
     pub fn new(v: Vec<T>, origin_id: usize, p_id: PointId) -> Self {
-        let mut neighbours = Vec::with_capacity(NB_LAYER_MAX as usize);
-        // CAVEAT, perhaps pass nb layer as arg ?
-        for _ in 0..NB_LAYER_MAX {
-            neighbours.push(Vec::<Arc<PointWithOrder<T>>>::new());
-        }
         Point {
             data: PointData::new_v(v),
             origin_id,
             p_id,
-            neighbours: Arc::new(RwLock::new(neighbours)),
+            neighbours: RwLock::new(std::array::from_fn(|_| Vec::new())),
         }
     }
 
     pub fn new_from_mmap(s: &'b [T], origin_id: usize, p_id: PointId) -> Self {
-        let mut neighbours = Vec::with_capacity(NB_LAYER_MAX as usize);
-        // CAVEAT, perhaps pass nb layer as arg ?
-        for _ in 0..NB_LAYER_MAX {
-            neighbours.push(Vec::<Arc<PointWithOrder<T>>>::new());
-        }
         Point {
             data: PointData::new_s(s),
             origin_id,
             p_id,
-            neighbours: Arc::new(RwLock::new(neighbours)),
+            neighbours: RwLock::new(std::array::from_fn(|_| Vec::new())),
         }
     }
 
@@ -518,7 +526,6 @@ impl<T: Clone + Send + Sync> Drop for PointIndexation<'_, T> {
             for l in 0..nb_layer {
                 neighbours[l].clear();
             }
-            neighbours.clear();
         }
         if let Some(i) = self.entry_point.write().as_ref() {
             clear_neighborhoods(i.as_ref());
@@ -1205,7 +1212,7 @@ impl<'b, T: Clone + Send + Sync, D: Distance<T> + Send + Sync> Hnsw<'b, T, D> {
             for e in list {
                 let e_ptr = Arc::as_ptr(&e.point_ref);
                 if visited.insert(e_ptr as usize) {
-                    prefetch_lines(e_ptr as *const u8, 1);
+                    prefetch_lines(e_ptr as *const u8, 2);
                     fresh.push(e_ptr);
                 }
             }
