@@ -160,7 +160,7 @@ impl<'b, T: Clone + Send + Sync + 'b> PointData<'b, T> {
 // neighbours table : one vector by layer so neighbours is allocated to NB_LAYER_MAX
 //
 /// One list of neighbours per layer.
-pub(crate) type Neighbourhood<'b, T> = [Vec<Arc<PointWithOrder<'b, T>>>; NB_LAYER_MAX as usize];
+pub(crate) type Neighbourhood<'b, T> = [Vec<PointWithOrder<'b, T>>; NB_LAYER_MAX as usize];
 
 // fork: the neighbour lists live inside the `Point` (upstream: `Arc<RwLock<Vec<Vec<_>>>>`, two
 // more allocations to go through before a search reaches a list), and `repr(C)` keeps the vector
@@ -327,7 +327,7 @@ struct Visit<'b, T: Clone + Send + Sync> {
 
 impl<'b, T: Clone + Send + Sync> Visit<'b, T> {
     /// The `PointWithOrder` of this visit, sharing the point.
-    fn into_point_with_order(self) -> Arc<PointWithOrder<'b, T>> {
+    fn into_point_with_order(self) -> PointWithOrder<'b, T> {
         // SAFETY: `self.point` was taken from an `Arc<Point>` that `layer_indexed_points` still
         // holds (points are never dropped while the `Hnsw` is borrowed), so the allocation is
         // live and one more strong count is valid.
@@ -335,10 +335,10 @@ impl<'b, T: Clone + Send + Sync> Visit<'b, T> {
             Arc::increment_strong_count(self.point);
             Arc::from_raw(self.point)
         };
-        Arc::new(PointWithOrder {
+        PointWithOrder {
             point_ref,
             dist_to_ref: self.dist,
-        })
+        }
     }
 }
 
@@ -1047,7 +1047,7 @@ impl<'b, T: Clone + Send + Sync, D: Distance<T> + Send + Sync> Hnsw<'b, T, D> {
         });
         found
             .into_iter()
-            .map(Visit::into_point_with_order)
+            .map(|v| Arc::new(v.into_point_with_order()))
             .collect()
     } // end of search_layer
 
@@ -1079,7 +1079,7 @@ impl<'b, T: Clone + Send + Sync, D: Distance<T> + Send + Sync> Hnsw<'b, T, D> {
         candidates: &[Visit<'b, T>],
         nb_neighbours_asked: usize,
         keep_pruned: bool,
-    ) -> Vec<Arc<PointWithOrder<'b, T>>> {
+    ) -> Vec<PointWithOrder<'b, T>> {
         if candidates.len() <= nb_neighbours_asked {
             return candidates
                 .iter()
@@ -1207,9 +1207,6 @@ impl<'b, T: Clone + Send + Sync, D: Distance<T> + Send + Sync> Hnsw<'b, T, D> {
             let neighbours = c.neighbours.read();
             let list = &neighbours[layer as usize];
             for e in list {
-                prefetch_lines(Arc::as_ptr(e) as *const u8, 1);
-            }
-            for e in list {
                 let e_ptr = Arc::as_ptr(&e.point_ref);
                 if visited.insert(e_ptr as usize) {
                     prefetch_lines(e_ptr as *const u8, 2);
@@ -1299,7 +1296,7 @@ impl<'b, T: Clone + Send + Sync, D: Distance<T> + Send + Sync> Hnsw<'b, T, D> {
                 if new_point.neighbours.read()[l as usize].len()
                     < self.get_max_nb_connection() as usize
                 {
-                    new_point.neighbours.write()[l as usize].push(Arc::clone(&ep));
+                    new_point.neighbours.write()[l as usize].push(PointWithOrder::clone(&ep));
                 }
                 // get the lowest distance point
                 let tmp_dist = self.dist_f.eval(data, ep.point_ref.data.get_v());
@@ -1331,10 +1328,10 @@ impl<'b, T: Clone + Send + Sync, D: Distance<T> + Send + Sync> Hnsw<'b, T, D> {
                     let mut neighbours =
                         self.select_neighbours_from_visits(&found, nb_conn, keep_pruned);
                     neighbours.sort_unstable();
-                    new_point.neighbours.write()[l as usize].clone_from(&neighbours);
                     if let Some(nearest) = neighbours.first() {
                         enter_point_copy = Some(Arc::clone(&nearest.point_ref));
                     }
+                    new_point.neighbours.write()[l as usize] = neighbours;
                 }
                 continue;
             }
@@ -1375,7 +1372,10 @@ impl<'b, T: Clone + Send + Sync, D: Distance<T> + Send + Sync> Hnsw<'b, T, D> {
                 // sort neighbours
                 neighbours.sort_unstable();
                 // we must add bidirecti*onal from data i.e new_point_id to neighbours
-                new_point.neighbours.write()[l as usize].clone_from(&neighbours);
+                new_point.neighbours.write()[l as usize] = neighbours
+                    .iter()
+                    .map(|n| PointWithOrder::clone(n))
+                    .collect();
                 // this reverse neighbour update could be done here but we put it at end to gather all code
                 // requiring a mutex guard for multi threading.
                 // update ep for loop iteration. As we sorted neighbours the nearest
@@ -1446,7 +1446,7 @@ impl<'b, T: Clone + Send + Sync, D: Distance<T> + Send + Sync> Hnsw<'b, T, D> {
                         //   panic!();
                         continue;
                     }
-                    q_point_neighbours[l_n].push(Arc::new(n_to_add));
+                    q_point_neighbours[l_n].push(n_to_add);
                     let nbn_at_l = q_point_neighbours[l_n].len();
                     //
                     // if l < level, update upward chaining, insert does a sort! t_q has a neighbour not yet in global table of points!
@@ -1470,8 +1470,8 @@ impl<'b, T: Clone + Send + Sync, D: Distance<T> + Send + Sync> Hnsw<'b, T, D> {
 
     /// Keeps at most `max` of a point's neighbours (`list`, nearest first): a neighbour is
     /// dropped when one already kept is nearer to it than the point is.
-    fn shrink_neighbours(&self, list: &mut Vec<Arc<PointWithOrder<'b, T>>>, max: usize) {
-        let mut kept = Vec::<Arc<PointWithOrder<'b, T>>>::with_capacity(max);
+    fn shrink_neighbours(&self, list: &mut Vec<PointWithOrder<'b, T>>, max: usize) {
+        let mut kept = Vec::<PointWithOrder<'b, T>>::with_capacity(max);
         for e in list.drain(..) {
             if kept.len() >= max {
                 break;

@@ -724,7 +724,7 @@ impl HnswIo {
                     // now n_point is the Arc<Point> corresponding to neighbour n of point,
                     // construct a corresponding PointWithOrder
                     let n_pwo = PointWithOrder::<T>::new(n_point, n.distance);
-                    point.neighbours.write()[l].push(Arc::new(n_pwo));
+                    point.neighbours.write()[l].push(n_pwo);
                 } // end of for n
                 //  must sort
                 point.neighbours.write()[l].sort_unstable();
