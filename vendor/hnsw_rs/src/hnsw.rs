@@ -380,6 +380,18 @@ thread_local! {
         std::cell::RefCell::new(hashbrown::HashSet::with_capacity(4096));
 }
 
+/// Runs `search` with this thread's visited set, emptied; with a fresh set instead when the
+/// thread's is already in use (a filter that searches from inside `hnsw_filter`).
+fn with_visited_set<R>(search: impl FnOnce(&mut hashbrown::HashSet<usize>) -> R) -> R {
+    VISITED.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut visited) => {
+            visited.clear();
+            search(&mut visited)
+        }
+        Err(_) => search(&mut hashbrown::HashSet::new()),
+    })
+}
+
 /// How many neighbours ahead of the distance loop their vectors are prefetched.
 const PREFETCH_AHEAD: usize = 2;
 
@@ -1040,10 +1052,8 @@ impl<'b, T: Clone + Send + Sync, D: Distance<T> + Send + Sync> Hnsw<'b, T, D> {
         // fork: the search runs on (distance, raw point) pairs and a reused visited set, and
         // fetches each expansion's neighbours ahead of their distances; the Arc'd results are
         // built once at the end.
-        let found = VISITED.with(|cell| {
-            let mut visited = cell.borrow_mut();
-            visited.clear();
-            self.search_layer_raw(point, &entry_point, ef, layer, filter, &mut visited)
+        let found = with_visited_set(|visited| {
+            self.search_layer_raw(point, &entry_point, ef, layer, filter, visited)
         });
         found
             .into_iter()
@@ -1062,10 +1072,8 @@ impl<'b, T: Clone + Send + Sync, D: Distance<T> + Send + Sync> Hnsw<'b, T, D> {
         if entry_point.p_id.1 < 0 {
             return Vec::new();
         }
-        let mut found = VISITED.with(|cell| {
-            let mut visited = cell.borrow_mut();
-            visited.clear();
-            self.search_layer_raw(point, entry_point, ef, layer, None, &mut visited)
+        let mut found = with_visited_set(|visited| {
+            self.search_layer_raw(point, entry_point, ef, layer, None, visited)
         });
         found.sort_unstable();
         found
