@@ -71,7 +71,7 @@ fn exact_copies_group_with_the_keeper_first_and_trash_undo_round_trips() -> Test
     let groups = groups.as_array().ok_or("not a list")?;
     let copy_group = groups
         .iter()
-        .find(|g| g["keep"].as_str().is_some_and(|k| is_named_p0(k)))
+        .find(|g| g["keep"].as_str().is_some_and(is_named_p0))
         .ok_or("no group for the exact copy")?;
     let members = copy_group["members"].as_array().ok_or("members")?;
     assert_eq!(members.len(), 1, "{copy_group}");
