@@ -3,9 +3,10 @@
 //!
 //! candle 0.11's own CPU backward is the bottleneck of a ResNet step: the input gradient
 //! goes through `conv_transpose2d` (a direct loop) and the kernel gradient through a
-//! `conv2d` whose "kernel" is the whole output gradient. Here each sample of the batch is
-//! one gemm against the weight, the batch split over rayon's threads; a 1×1 stride-1
-//! convolution skips im2col (the image already is the column matrix).
+//! `conv2d` whose "kernel" is the whole output gradient. Here there is one gemm against the
+//! weight for each group of samples (their column matrices side by side), the batch split
+//! over rayon's threads; a 1×1 stride-1 convolution skips im2col (the
+//! image already is the column matrix).
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
@@ -139,7 +140,8 @@ fn taps(g: &ConvGeometry) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
     (0..g.c).flat_map(move |ci| (0..g.kh).flat_map(move |ki| (0..g.kw).map(move |kj| (ci, ki, kj))))
 }
 
-/// `y = conv(x, w)` for the whole batch.
+/// `y = conv(x, w)` for the whole batch: one product per group of samples (their columns side
+/// by side, see [`group_size`]).
 pub fn conv_forward(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<f32> {
     let (k, p) = (g.k(), g.p());
     let mut y = vec![0f32; g.n * g.out_len()];
@@ -147,34 +149,70 @@ pub fn conv_forward(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<f32> {
     y.par_chunks_mut(g.per_task() * g.out_len())
         .zip(x.par_chunks(g.per_task() * g.in_len()))
         .for_each(|(ys, xs)| {
-            let mut cols = if g.direct() {
-                Vec::new()
-            } else {
-                vec![0f32; k * p]
-            };
-            for (yn, xn) in ys
-                .chunks_exact_mut(g.out_len())
-                .zip(xs.chunks_exact(g.in_len()))
+            let group = group_size(g, xs.len() / g.in_len().max(1));
+            let mut gather = Gather::new(g, group);
+            let mut y_all = vec![0f32; g.o * group * p];
+            for (yg, xg) in ys
+                .chunks_mut(group * g.out_len())
+                .zip(xs.chunks(group * g.in_len()))
             {
-                let rhs = if g.direct() {
-                    xn
-                } else {
-                    im2col(g, xn, &mut cols);
-                    &cols
-                };
-                let dst = MatMut::rows_of(yn, 0, g.o, p, p);
+                let (cols_all, width) = gather.columns(g, xg);
+                let dst = MatMut::rows_of(&mut y_all, 0, g.o, width, width);
                 let (lhs, rhs) = (
                     MatRef::rows_of(w, 0, g.o, k, k),
-                    MatRef::rows_of(rhs, 0, k, p, p),
+                    MatRef::rows_of(cols_all, 0, k, width, width),
                 );
                 if single {
                     matmul_par(dst, lhs, rhs, 1.0, false);
                 } else {
                     matmul(dst, lhs, rhs, 1.0, false);
                 }
+                for (j, yn) in yg.chunks_exact_mut(g.out_len()).enumerate() {
+                    take_columns(&y_all, width, j * p, p, yn);
+                }
             }
         });
     y
+}
+
+/// Samples per product: as many of a task's `samples` as keep the gathered column matrix under
+/// [`GATHER_FLOATS`]. In the last stages a sample has only a few output positions (9 at 96 px);
+/// a product per sample would be a product with 9 columns, and the weight gradient's would read
+/// and write the whole `dW` for each sample.
+fn group_size(g: &ConvGeometry, samples: usize) -> usize {
+    (GATHER_FLOATS / (g.k() * g.p()).max(1)).clamp(1, samples.max(1))
+}
+
+/// Column matrices of a group of samples, side by side (`[k, group·p]`).
+struct Gather {
+    cols: Vec<f32>,
+    all: Vec<f32>,
+}
+
+impl Gather {
+    fn new(g: &ConvGeometry, group: usize) -> Self {
+        let one = if g.direct() { 0 } else { g.k() * g.p() };
+        Self {
+            cols: vec![0f32; one],
+            all: vec![0f32; g.k() * group * g.p()],
+        }
+    }
+
+    /// The columns of the samples in `xg`, and the matrix's width.
+    fn columns(&mut self, g: &ConvGeometry, xg: &[f32]) -> (&mut [f32], usize) {
+        let p = g.p();
+        let width = (xg.len() / g.in_len().max(1)) * p;
+        for (j, xn) in xg.chunks_exact(g.in_len()).enumerate() {
+            let cols = if g.direct() {
+                xn
+            } else {
+                im2col(g, xn, &mut self.cols);
+                &self.cols
+            };
+            place_columns(cols, p, &mut self.all, width, j * p);
+        }
+        (&mut self.all, width)
+    }
 }
 
 /// Gradients of `conv(x, w)` given `dy`: `dx` (when `want_dx`) and `dw`.
@@ -203,7 +241,11 @@ pub fn conv_backward(
     (want_dx.then_some(dx), dw)
 }
 
-/// One task's samples: their summed weight gradient, and their input gradients into `dxs`.
+/// Most floats a task gathers into one column matrix ([`Gather`]) for one product.
+const GATHER_FLOATS: usize = 1 << 22;
+
+/// One task's samples: their summed weight gradient, and their input gradients into `dxs`;
+/// one product of each kind per group of samples ([`group_size`]).
 fn backward_task(
     g: &ConvGeometry,
     xs: &[f32],
@@ -212,56 +254,68 @@ fn backward_task(
     mut dxs: Option<&mut [f32]>,
 ) -> Vec<f32> {
     let (k, p) = (g.k(), g.p());
+    let group = group_size(g, xs.len() / g.in_len().max(1));
     let mut dw = vec![0f32; g.o * k];
-    let mut cols = if g.direct() {
-        Vec::new()
-    } else {
-        vec![0f32; k * p]
-    };
-    let mut dcols = if g.direct() {
-        Vec::new()
-    } else {
-        vec![0f32; k * p]
-    };
+    let mut gather = Gather::new(g, group);
+    let mut dy_all = vec![0f32; g.o * group * p];
+    let mut dcols = vec![0f32; k * p];
     let wt = MatRef::rows_of(w, 0, g.o, k, k).t();
-    for (i, (xn, dy_n)) in xs
-        .chunks_exact(g.in_len())
-        .zip(dys.chunks_exact(g.out_len()))
+    for (gi, (xg, dyg)) in xs
+        .chunks(group * g.in_len())
+        .zip(dys.chunks(group * g.out_len()))
         .enumerate()
     {
-        let colsref = if g.direct() {
-            xn
-        } else {
-            im2col(g, xn, &mut cols);
-            &cols
-        };
-        let dy_m = MatRef::rows_of(dy_n, 0, g.o, p, p);
-        let dw_m = MatMut::rows_of(&mut dw, 0, g.o, k, k);
+        let (cols_all, width) = gather.columns(g, xg);
+        for (j, dy_n) in dyg.chunks_exact(g.out_len()).enumerate() {
+            place_columns(dy_n, p, &mut dy_all, width, j * p);
+        }
+        let dy_m = MatRef::rows_of(&dy_all, 0, g.o, width, width);
         matmul(
-            dw_m,
+            MatMut::rows_of(&mut dw, 0, g.o, k, k),
             dy_m,
-            MatRef::rows_of(colsref, 0, k, p, p).t(),
+            MatRef::rows_of(cols_all, 0, k, width, width).t(),
             1.0,
-            i > 0,
+            gi > 0,
         );
         let Some(dxs) = dxs.as_deref_mut() else {
             continue;
         };
-        let dxn = &mut dxs[i * g.in_len()..(i + 1) * g.in_len()];
-        if g.direct() {
-            matmul(MatMut::rows_of(dxn, 0, k, p, p), wt, dy_m, 1.0, false);
-        } else {
-            matmul(
-                MatMut::rows_of(&mut dcols, 0, k, p, p),
-                wt,
-                dy_m,
-                1.0,
-                false,
-            );
-            col2im(g, &dcols, dxn);
+        // The columns are used: their buffer takes the column gradients `Wᵀ·dy`.
+        matmul(
+            MatMut::rows_of(cols_all, 0, k, width, width),
+            wt,
+            dy_m,
+            1.0,
+            false,
+        );
+        let first = gi * group;
+        let dxg = dxs[first * g.in_len()..].chunks_exact_mut(g.in_len());
+        for (j, dxn) in dxg.take(width / p.max(1)).enumerate() {
+            if g.direct() {
+                take_columns(cols_all, width, j * p, p, dxn);
+            } else {
+                take_columns(cols_all, width, j * p, p, &mut dcols);
+                col2im(g, &dcols, dxn);
+            }
         }
     }
     dw
+}
+
+/// Copies the rows of `src` (each `cols` long) into `dst` (rows `dst_stride` long) from
+/// column `at` on.
+fn place_columns(src: &[f32], cols: usize, dst: &mut [f32], dst_stride: usize, at: usize) {
+    for (row, dst_row) in src.chunks_exact(cols).zip(dst.chunks_mut(dst_stride)) {
+        dst_row[at..at + cols].copy_from_slice(row);
+    }
+}
+
+/// The inverse of [`place_columns`]: columns `at..at + cols` of `src` (rows `src_stride` long)
+/// into the rows of `dst`.
+fn take_columns(src: &[f32], src_stride: usize, at: usize, cols: usize, dst: &mut [f32]) {
+    for (dst_row, row) in dst.chunks_exact_mut(cols).zip(src.chunks(src_stride)) {
+        dst_row.copy_from_slice(&row[at..at + cols]);
+    }
 }
 
 /// `conv2d(x, w)` with a stride and a symmetric zero padding, on the CPU.
