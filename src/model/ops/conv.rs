@@ -5,8 +5,8 @@
 //! goes through `conv_transpose2d` (a direct loop) and the kernel gradient through a
 //! `conv2d` whose "kernel" is the whole output gradient. Here there is one gemm against the
 //! weight for each group of samples (their column matrices side by side), the batch split
-//! over rayon's threads; a 1×1 stride-1 convolution skips im2col (the
-//! image already is the column matrix).
+//! over rayon's threads; a 1×1 stride-1 convolution skips im2col (the image already is the
+//! column matrix).
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
@@ -258,7 +258,11 @@ fn backward_task(
     let mut dw = vec![0f32; g.o * k];
     let mut gather = Gather::new(g, group);
     let mut dy_all = vec![0f32; g.o * group * p];
-    let mut dcols = vec![0f32; k * p];
+    let mut dcols = if g.direct() {
+        Vec::new()
+    } else {
+        vec![0f32; k * p]
+    };
     let wt = MatRef::rows_of(w, 0, g.o, k, k).t();
     for (gi, (xg, dyg)) in xs
         .chunks(group * g.in_len())
