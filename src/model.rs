@@ -294,8 +294,24 @@ impl DinoNet {
     pub fn forward_views_with_features(
         &self,
         views: &[Tensor],
-        mut rng: Option<&mut StdRng>,
+        rng: Option<&mut StdRng>,
     ) -> Result<(Tensor, Tensor)> {
+        let features = self.backbone_features(views, rng)?;
+        let out = self.head.forward(&features)?;
+        let out = match &self.predictor {
+            Some(p) => p.forward(&out)?,
+            None => out,
+        };
+        Ok((out, features))
+    }
+
+    /// Backbone outputs for a list of views, `[views·B, D]`, view-major (the first half of
+    /// [`DinoNet::forward_views`]).
+    pub fn backbone_features(
+        &self,
+        views: &[Tensor],
+        mut rng: Option<&mut StdRng>,
+    ) -> Result<Tensor> {
         let mut cls_tokens = Vec::new();
         let mut start = 0;
         while start < views.len() {
@@ -307,12 +323,6 @@ impl DinoNet {
             cls_tokens.push(self.backbone.forward(&batch, rng.as_deref_mut(), true)?);
             start = end;
         }
-        let features = Tensor::cat(&cls_tokens, 0)?;
-        let out = self.head.forward(&features)?;
-        let out = match &self.predictor {
-            Some(p) => p.forward(&out)?,
-            None => out,
-        };
-        Ok((out, features))
+        Ok(Tensor::cat(&cls_tokens, 0)?)
     }
 }

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::layers::{gelu, l2_normalize, linear_gelu, BatchNorm, Linear};
 use super::ops;
+use super::ops::head_loss::HeadParams;
 use super::params::{Init, ParamBuilder};
 use crate::{Error, Result};
 
@@ -115,6 +116,31 @@ impl DinoHead {
             }
         };
         l2_normalize(&self.mlp[2].forward(&x)?)
+    }
+
+    /// Widths and the eight tensors as one flat vector in [`HeadParams`] order, for the
+    /// fused head and loss ([`ops::head_loss`]); `None` for a head with BatchNorms.
+    pub fn flat_params(&self) -> Result<Option<(HeadParams, Tensor)>> {
+        if self.bns.is_some() {
+            return Ok(None);
+        }
+        let mut parts = Vec::with_capacity(8);
+        for layer in &self.mlp {
+            let Some(bias) = layer.bias() else {
+                return Ok(None);
+            };
+            parts.extend([layer.weight().flatten_all()?, bias.clone()]);
+        }
+        parts.extend([self.weight_v.flatten_all()?, self.weight_g.flatten_all()?]);
+        let (hidden, in_dim) = self.mlp[0].weight().dims2()?;
+        let (out_dim, bottleneck) = self.weight_v.dims2()?;
+        let params = HeadParams {
+            in_dim,
+            hidden,
+            bottleneck,
+            out_dim,
+        };
+        Ok(Some((params, Tensor::cat(&parts, 0)?)))
     }
 
     /// Logits over the prototypes, `[B, out_dim]`.

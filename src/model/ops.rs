@@ -35,6 +35,7 @@ pub mod amx;
 pub mod block;
 pub mod conv;
 pub mod fastmath;
+pub mod head_loss;
 pub mod kernels;
 pub mod norm;
 pub mod pool;
@@ -190,6 +191,16 @@ pub fn fused(x: &Tensor) -> bool {
     matches!(x.device(), Device::Cpu) && x.dtype() == DType::F32
 }
 
+/// `Σ x²` over every element, summed in f64 per chunk: one read of a CPU f32 tensor, where
+/// `x.sqr().sum_all()` would write and read a squared copy first (gradient clipping reads
+/// every gradient once per step).
+pub fn sum_of_squares(x: &Tensor) -> Result<f64> {
+    if fused(x) {
+        return Ok(kernels::read_f32(x, kernels::sum_of_squares)?);
+    }
+    Ok(f64::from(x.sqr()?.sum_all()?.to_scalar::<f32>()?))
+}
+
 /// LayerNorm over the last dimension: `(x - mean) / sqrt(var + eps) * weight + bias`.
 pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
     if fused(x) {
@@ -292,6 +303,20 @@ mod tests {
 
     fn max_diff(a: &Tensor, b: &Tensor) -> candle_core::Result<f32> {
         (a - b)?.abs()?.max_all()?.to_scalar::<f32>()
+    }
+
+    /// Known answer (1² + … + n²) on a length that leaves a partial chunk and a lane tail,
+    /// and a strided view, which is read in its logical order.
+    #[test]
+    fn sum_of_squares_matches_the_closed_form() -> TestResult {
+        let n: usize = (1 << 14) * 2 + 37;
+        let x = Tensor::arange(1f32, n as f32 + 1.0, &Device::Cpu)?;
+        let want = (n * (n + 1) * (2 * n + 1)) as f64 / 6.0;
+        let got = sum_of_squares(&x)?;
+        assert!((got - want).abs() < 1e-5 * want, "{got} vs {want}");
+        let m = Tensor::new(&[[1f32, 2.0], [3.0, 4.0]], &Device::Cpu)?;
+        assert_eq!(sum_of_squares(&m.t()?)?, 30.0);
+        Ok(())
     }
 
     /// Forward values and gradients (of `sum(y · r)` for a random `r`) of both paths.

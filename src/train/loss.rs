@@ -7,6 +7,8 @@ use candle_core::{DType, Device, Tensor};
 use super::config::{LossKind, TeacherNorm};
 use super::schedule::teacher_temp_schedule;
 use crate::model::layers::{log_softmax_last_dim, softmax_last_dim};
+use crate::model::ops::{self, head_loss::CrossViewTargets, head_loss::HeadLossOp};
+use crate::model::DinoHead;
 use crate::{Error, Result};
 
 /// Settings of the loss; the official defaults are in [`LossConfig::official`].
@@ -161,6 +163,38 @@ impl DinoLoss {
             LossKind::Ce => cross_view_entropy(student_output, &targets, &self.cfg)?,
             LossKind::Mse => cross_view_squared_error(student_output, &targets, &self.cfg)?,
         };
+        self.update_center(teacher_output)?;
+        Ok(loss)
+    }
+
+    /// [`DinoLoss::forward_at`] for the student's backbone `features` (`[ncrops·B, D]`)
+    /// through its `head`: on the CPU the head and the cross-entropy run as one fused op
+    /// with its own backward ([`ops::head_loss`]), elsewhere (and for the MSE ablation or
+    /// a head with BatchNorms) as candle ops.
+    pub fn forward_head_at(
+        &mut self,
+        head: &DinoHead,
+        features: &Tensor,
+        teacher_output: &Tensor,
+        temp: f64,
+    ) -> Result<Tensor> {
+        let fused = match self.kind {
+            LossKind::Ce if ops::fused(features) => head.flat_params()?,
+            _ => None,
+        };
+        let Some((params, flat)) = fused else {
+            return self.forward_at(&head.forward(features)?, teacher_output, temp);
+        };
+        let targets = self.teacher_targets_at(teacher_output, temp)?;
+        let op = HeadLossOp::new(
+            params,
+            CrossViewTargets {
+                targets: targets.flatten_all()?.to_vec1::<f32>()?,
+                ncrops: self.cfg.ncrops,
+                student_temp: self.cfg.student_temp as f32,
+            },
+        );
+        let loss = features.contiguous()?.apply_op2(&flat, op)?;
         self.update_center(teacher_output)?;
         Ok(loss)
     }
@@ -362,6 +396,78 @@ mod tests {
         assert!(loss.abs() < 1e-10, "{loss}");
         let shifted = (&student + Tensor::randn(0f32, 1., (6, 5), &dev)?)?;
         assert!(cross_view_squared_error(&shifted, &targets, &cfg)?.to_scalar::<f32>()? > 0.0);
+        Ok(())
+    }
+
+    /// Loss and gradients (features, then every trainable head tensor) of `loss`.
+    fn loss_and_grads(
+        loss: &Tensor,
+        x: &candle_core::Var,
+        store: &crate::model::ParamStore,
+    ) -> Result<(f32, Vec<Vec<f32>>)> {
+        let grads = loss.backward()?;
+        let mut all = vec![grads
+            .get(x.as_tensor())
+            .ok_or_else(|| Error::Config("no feature gradient".into()))?
+            .flatten_all()?
+            .to_vec1::<f32>()?];
+        for p in store.params().iter().filter(|p| p.trainable) {
+            let g = grads
+                .get(p.var.as_tensor())
+                .ok_or_else(|| Error::Config(format!("no gradient for {}", p.name)))?;
+            all.push(g.flatten_all()?.to_vec1::<f32>()?);
+        }
+        Ok((loss.to_scalar::<f32>()?, all))
+    }
+
+    /// The fused head + loss op against the same head and loss as candle ops: loss, the
+    /// features' gradient and every head gradient, with the last layer's `g` fixed
+    /// (official default) and trained, to 1e-4 of the largest value.
+    #[test]
+    fn fused_head_loss_matches_the_composed_graph() -> Result<()> {
+        use crate::model::{DinoHead, HeadConfig, ParamBuilder};
+        let dev = Device::Cpu;
+        let (batch, ncrops, k) = (3, 4, 32);
+        for norm_last_layer in [true, false] {
+            let pb = ParamBuilder::trainable(&dev, 7);
+            let cfg = HeadConfig {
+                hidden_dim: 24,
+                bottleneck_dim: 8,
+                norm_last_layer,
+                ..HeadConfig::official(12, k)
+            };
+            let head = DinoHead::new(&pb, &cfg)?;
+            let x = candle_core::Var::from_tensor(&Tensor::randn(
+                0f32,
+                1.,
+                (ncrops * batch, 12),
+                &dev,
+            )?)?;
+            let teacher = (Tensor::randn(0f32, 1., (2 * batch, k), &dev)? * 3.0)?;
+            let mut composed_loss = DinoLoss::new(LossConfig::official(k, ncrops, 1), &dev)?;
+            let mut fused_loss = composed_loss.clone();
+            let out = head.forward(x.as_tensor())?;
+            let composed = composed_loss.forward_at(&out, &teacher, 0.04)?;
+            let (want, want_grads) = loss_and_grads(&composed, &x, &pb.store())?;
+            let fused = fused_loss.forward_head_at(&head, x.as_tensor(), &teacher, 0.04)?;
+            let (got, got_grads) = loss_and_grads(&fused, &x, &pb.store())?;
+            assert!(
+                (got - want).abs() < 1e-5 * want.abs().max(1.0),
+                "{got} vs {want}"
+            );
+            assert_eq!(got_grads.len(), want_grads.len());
+            for (i, (g, w)) in got_grads.iter().zip(&want_grads).enumerate() {
+                let scale = w.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
+                let worst = g.iter().zip(w).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+                assert!(worst < 1e-4 * scale, "gradient {i}: {worst} of {scale}");
+            }
+            let centres = [composed_loss.center(), fused_loss.center()];
+            let gap = (centres[0] - centres[1])?
+                .abs()?
+                .max_all()?
+                .to_scalar::<f32>()?;
+            assert_eq!(gap, 0.0, "the centre moves the same way");
+        }
         Ok(())
     }
 

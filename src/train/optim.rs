@@ -8,7 +8,7 @@ use candle_core::{DType, Tensor, Var};
 use super::inplace::{AdamWParamUpdate, FirstMoment, SecondMoment};
 
 use super::config::{OptimizerKind, TrainConfig};
-use crate::model::{Param, ParamStore};
+use crate::model::{ops, Param, ParamStore};
 use crate::{Error, Result};
 
 /// Whether the official `get_params_groups` puts a parameter in the weight-decay group:
@@ -42,7 +42,7 @@ pub fn clip_gradients(grads: &mut [Option<Tensor>], clip: f64) -> Result<Vec<Opt
             norms.push(None);
             continue;
         };
-        let norm = f64::from(g.sqr()?.sum_all()?.sqrt()?.to_scalar::<f32>()?);
+        let norm = ops::sum_of_squares(g)?.sqrt();
         let coef = clip / (norm + 1e-6);
         if clip > 0.0 && coef < 1.0 {
             *grad = Some((g * coef)?);

@@ -223,11 +223,8 @@ impl DinoState {
                 .teacher_targets_at(&teacher_output, sched.teacher_temp)?,
         )?;
         times.teacher_s = lap(&mut clock, &device)?;
-        let (student_output, features) =
-            self.student.forward_views_with_features(views, Some(rng))?;
-        let loss = self
-            .loss
-            .forward_at(&student_output, &teacher_output, sched.teacher_temp)?;
+        let (loss, features) =
+            self.student_loss(views, &teacher_output, sched.teacher_temp, rng)?;
         let (loss, koleo) = self.with_koleo(loss, &features, views)?;
         let loss_value = loss.to_scalar::<f32>()?;
         if !loss_value.is_finite() {
@@ -254,6 +251,33 @@ impl DinoState {
             targets,
             koleo,
         })
+    }
+
+    /// The student's forward on all views and the DINO loss against `teacher_output`,
+    /// with the backbone features (the head and the loss fused where
+    /// [`DinoLoss::forward_head_at`] can).
+    fn student_loss(
+        &mut self,
+        views: &[Tensor],
+        teacher_output: &Tensor,
+        teacher_temp: f64,
+        rng: &mut StdRng,
+    ) -> Result<(Tensor, Tensor)> {
+        if self.student.predictor.is_some() {
+            let (output, features) = self.student.forward_views_with_features(views, Some(rng))?;
+            let loss = self
+                .loss
+                .forward_at(&output, teacher_output, teacher_temp)?;
+            return Ok((loss, features));
+        }
+        let features = self.student.backbone_features(views, Some(rng))?;
+        let loss = self.loss.forward_head_at(
+            &self.student.head,
+            &features,
+            teacher_output,
+            teacher_temp,
+        )?;
+        Ok((loss, features))
     }
 
     /// `loss + koleo · KoLeo(features of each global view)` when the regulariser is on

@@ -19,8 +19,9 @@ use rayon::prelude::*;
 
 use super::amx;
 use super::kernels::{
-    attention_backward_sample, attention_forward_sample, column_sums, contiguous_f32, gelu_all,
-    gelu_backward_in_place, layer_norm_backward_into, layer_norm_rows, read_f32, AttnDims,
+    attention_backward_sample, attention_forward_sample, bias_gelu_rows_par, column_sums,
+    contiguous_f32, layer_norm_backward_into, layer_norm_rows, multiply_in_place, read_f32,
+    AttnDims,
 };
 use super::scratch;
 use super::small_gemm::{matmul_par, MatMut, MatRef};
@@ -104,7 +105,9 @@ struct Saved {
     ctx: Vec<f32>,
     x1: Vec<f32>,
     h2: Vec<f32>,
-    u: Vec<f32>,
+    /// `gelu'(u)` of the MLP's pre-activation `u = fc1(LN2(x1))`, computed with `gelu(u)`
+    /// in the forward (they share the erf), so that the backward only multiplies.
+    gelu_grad: Vec<f32>,
     /// `gelu(u)`, kept so that the backward does not recompute it.
     g: Vec<f32>,
 }
@@ -112,7 +115,7 @@ struct Saved {
 impl Saved {
     /// Hands the buffers back to [`scratch`] for the next forward.
     fn recycle(self) {
-        scratch::give([self.qkv, self.ctx, self.x1, self.h2, self.u, self.g]);
+        scratch::give([self.qkv, self.ctx, self.x1, self.h2, self.gelu_grad, self.g]);
     }
 }
 
@@ -154,17 +157,17 @@ impl BlockOp {
 }
 
 /// Row-major `rows × cols` view of a whole buffer.
-fn mat(data: &[f32], rows: usize, cols: usize) -> MatRef<'_> {
+pub(super) fn mat(data: &[f32], rows: usize, cols: usize) -> MatRef<'_> {
     MatRef::rows_of(data, 0, rows, cols, cols)
 }
 
-fn mat_mut(data: &mut [f32], rows: usize, cols: usize) -> MatMut<'_> {
+pub(super) fn mat_mut(data: &mut [f32], rows: usize, cols: usize) -> MatMut<'_> {
     MatMut::rows_of(data, 0, rows, cols, cols)
 }
 
 /// How the forward computes its products.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Products {
+pub(super) enum Products {
     /// f32 gemm.
     F32,
     /// bf16 inputs, f32 sums on AMX ([`amx`]).
@@ -172,7 +175,7 @@ enum Products {
 }
 
 /// `out = x · Wᵀ` for `W` of shape `[n_out, n_in]`.
-fn product_bt(
+pub(super) fn product_bt(
     products: Products,
     x: &[f32],
     w: &[f32],
@@ -190,7 +193,14 @@ fn product_bt(
 }
 
 /// `out = x · Wᵀ + b` for `W` of shape `[out, in]`.
-fn linear(products: Products, x: &[f32], w: &[f32], b: &[f32], rows: usize, out: &mut [f32]) {
+pub(super) fn linear(
+    products: Products,
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    rows: usize,
+    out: &mut [f32],
+) {
     let n_out = b.len();
     product_bt(products, x, w, rows, n_out, out);
     out.par_chunks_mut(n_out.max(1))
@@ -198,7 +208,7 @@ fn linear(products: Products, x: &[f32], w: &[f32], b: &[f32], rows: usize, out:
 }
 
 /// `out = lhs · rhs` for strided views, overwriting `out`.
-fn product(products: Products, out: MatMut<'_>, lhs: MatRef<'_>, rhs: MatRef<'_>) {
+pub(super) fn product(products: Products, out: MatMut<'_>, lhs: MatRef<'_>, rhs: MatRef<'_>) {
     match products {
         Products::Bf16 => amx::matmul(out, lhs, rhs),
         Products::F32 => matmul_par(out, lhs, rhs, 1.0, false),
@@ -208,7 +218,7 @@ fn product(products: Products, out: MatMut<'_>, lhs: MatRef<'_>, rhs: MatRef<'_>
 /// Weight and bias gradients of a linear layer: `dW = dyᵀ x`, `db = Σ_rows dy`,
 /// written into `dw`/`db`; and `dx = dy · W` when asked.
 #[allow(clippy::too_many_arguments)]
-fn linear_backward(
+pub(super) fn linear_backward(
     products: Products,
     x: &[f32],
     w: &[f32],
@@ -312,15 +322,9 @@ impl BlockOp {
             &mut h2,
         );
         let mut u = scratch::take(rows * h);
-        linear(
-            products,
-            &h2,
-            p.get(flat, P::Fc1W),
-            p.get(flat, P::Fc1B),
-            rows,
-            &mut u,
-        );
-        let g = gelu_all(&u);
+        product_bt(products, &h2, p.get(flat, P::Fc1W), rows, h, &mut u);
+        // one pass: bias, GELU and, for a backward, its derivative (written over `u`)
+        let g = bias_gelu_rows_par(&mut u, p.get(flat, P::Fc1B), self.keep_activations);
         let mut f = scratch::take(rows * d);
         product_bt(products, &g, p.get(flat, P::Fc2W), rows, d, &mut f);
         let mut y = scratch::take(rows * d);
@@ -333,7 +337,7 @@ impl BlockOp {
                 ctx,
                 x1,
                 h2,
-                u,
+                gelu_grad: u,
                 g,
             },
         )
@@ -386,7 +390,7 @@ impl BlockOp {
             db_fc2,
             Some(&mut dg),
         );
-        gelu_backward_in_place(&mut dg, &s.u);
+        multiply_in_place(&mut dg, &s.gelu_grad);
         let mut dh2 = scratch::take(rows * d);
         linear_backward(
             products,

@@ -252,37 +252,60 @@ pub(super) fn gelu(z: f32) -> f32 {
 
 #[inline(always)]
 pub(super) fn gelu_grad(z: f32) -> f32 {
-    0.5 * (1.0 + fastmath::erf(z * FRAC_1_SQRT_2)) + z * INV_SQRT_2PI * fastmath::exp(-0.5 * z * z)
+    gelu_and_grad(z).1
+}
+
+/// `(gelu(z), gelu'(z))`, sharing the erf.
+#[inline(always)]
+fn gelu_and_grad(z: f32) -> (f32, f32) {
+    let cdf = 0.5 * (1.0 + fastmath::erf(z * FRAC_1_SQRT_2));
+    (
+        z * cdf,
+        cdf + z * INV_SQRT_2PI * fastmath::exp(-0.5 * z * z),
+    )
 }
 
 with_avx512! {
-    /// `dst[i] = gelu(src[i])`.
-    fn gelu_slice(src: &[f32], dst: &mut [f32]) {
-        dst.iter_mut().zip(src).for_each(|(d, &z)| *d = gelu(z));
+    /// For rows of width `bias.len()`: `g = gelu(u + bias)`; with `keep_grad`, `u` becomes
+    /// `gelu'(u + bias)` (one erf for both).
+    fn bias_gelu_rows(u: &mut [f32], bias: &[f32], g: &mut [f32], keep_grad: bool) {
+        let d = bias.len().max(1);
+        for (u_row, g_row) in u.chunks_mut(d).zip(g.chunks_mut(d)) {
+            let values = u_row.iter_mut().zip(g_row.iter_mut()).zip(bias);
+            if keep_grad {
+                values.for_each(|((u, g), b)| (*g, *u) = gelu_and_grad(*u + b));
+            } else {
+                values.for_each(|((u, g), b)| *g = gelu(*u + b));
+            }
+        }
     }
 }
 
 with_avx512! {
-    /// `grad[i] *= gelu'(z[i])`.
-    fn gelu_grad_in_place(grad: &mut [f32], z: &[f32]) {
-        grad.iter_mut().zip(z).for_each(|(g, &z)| *g *= gelu_grad(z));
+    /// `a[i] *= b[i]`.
+    fn multiply_slice(a: &mut [f32], b: &[f32]) {
+        a.iter_mut().zip(b).for_each(|(a, b)| *a *= b);
     }
 }
 
-/// `gelu` of every element, in parallel.
-pub(super) fn gelu_all(src: &[f32]) -> Vec<f32> {
-    let mut dst = super::scratch::take(src.len());
-    dst.par_chunks_mut(ELEMENTS_PER_TASK)
-        .zip(src.par_chunks(ELEMENTS_PER_TASK))
-        .for_each(|(d, s)| gelu_slice(s, d));
-    dst
+/// `gelu(u + bias)` (bias over rows of width `bias.len()`), in parallel. With
+/// `keep_grad`, `u` is overwritten by `gelu'(u + bias)` for the backward
+/// ([`multiply_in_place`]); otherwise it is left as it was.
+pub(super) fn bias_gelu_rows_par(u: &mut [f32], bias: &[f32], keep_grad: bool) -> Vec<f32> {
+    let d = bias.len().max(1);
+    let rows_per_task = (ELEMENTS_PER_TASK / d).max(1);
+    let mut g = super::scratch::take(u.len());
+    g.par_chunks_mut(rows_per_task * d)
+        .zip(u.par_chunks_mut(rows_per_task * d))
+        .for_each(|(g, u)| bias_gelu_rows(u, bias, g, keep_grad));
+    g
 }
 
-/// `grad *= gelu'(z)` elementwise, in parallel.
-pub(super) fn gelu_backward_in_place(grad: &mut [f32], z: &[f32]) {
-    grad.par_chunks_mut(ELEMENTS_PER_TASK)
-        .zip(z.par_chunks(ELEMENTS_PER_TASK))
-        .for_each(|(g, z)| gelu_grad_in_place(g, z));
+/// `a *= b` elementwise, in parallel (a gradient times a saved derivative).
+pub(super) fn multiply_in_place(a: &mut [f32], b: &[f32]) {
+    a.par_chunks_mut(ELEMENTS_PER_TASK)
+        .zip(b.par_chunks(ELEMENTS_PER_TASK))
+        .for_each(|(a, b)| multiply_slice(a, b));
 }
 
 /// Elements per parallel task of the elementwise passes.
@@ -420,6 +443,53 @@ fn softmax_rows(m: &mut [f32], n: usize) {
         let inv = 1.0 / lane_sum(row, |v| v);
         row.iter_mut().for_each(|v| *v *= inv);
     }
+}
+
+with_avx512! {
+    /// `prob = softmax(raw ⊙ scale)` for one row, with `(max, Σ exp(s − max))` of the
+    /// scaled row `s` in `stats` (its log-sum-exp is `max + ln Σ`) and `Σ weights ⊙ s` in
+    /// `weighted`.
+    fn scaled_softmax_row(
+        raw: &[f32],
+        scale: &[f32],
+        weights: &[f32],
+        prob: &mut [f32],
+        stats: &mut (f32, f32, f32),
+    ) {
+        prob.iter_mut()
+            .zip(raw.iter().zip(scale))
+            .for_each(|(p, (r, s))| *p = r * s);
+        let mut lanes = [0f32; LANES];
+        let mut chunks = prob.chunks_exact(LANES).zip(weights.chunks_exact(LANES));
+        for (p, w) in &mut chunks {
+            lanes.iter_mut().zip(p.iter().zip(w)).for_each(|(l, (p, w))| *l += p * w);
+        }
+        let tail_start = prob.len() / LANES * LANES;
+        let tail: f32 = prob[tail_start..]
+            .iter()
+            .zip(&weights[tail_start..])
+            .map(|(p, w)| p * w)
+            .sum();
+        let weighted = lanes.iter().sum::<f32>() + tail;
+        let max = lanewise_max(prob);
+        prob.iter_mut().for_each(|v| *v = fastmath::exp(*v - max));
+        let sum = lane_sum(prob, |v| v);
+        let inv = 1.0 / sum;
+        prob.iter_mut().for_each(|v| *v *= inv);
+        *stats = (max, sum, weighted);
+    }
+}
+
+/// [`scaled_softmax_row`] for the fused head loss: `(max, Σ exp, Σ weights ⊙ s)`.
+pub(super) fn scaled_softmax(
+    raw: &[f32],
+    scale: &[f32],
+    weights: &[f32],
+    prob: &mut [f32],
+) -> (f32, f32, f32) {
+    let mut stats = (0.0, 0.0, 0.0);
+    scaled_softmax_row(raw, scale, weights, prob, &mut stats);
+    stats
 }
 
 /// Lanes of the reductions (`lanewise_max`, `lane_sum`): independent accumulators let the
@@ -588,6 +658,31 @@ fn linear_forward(
     y
 }
 
+with_avx512! {
+    /// `*acc = Σ v²` over `values` in sixteen f32 lanes.
+    fn lane_squares(values: &[f32], acc: &mut f32) {
+        let mut lanes = [0f32; 16];
+        let mut chunks = values.chunks_exact(16);
+        for chunk in &mut chunks {
+            lanes.iter_mut().zip(chunk).for_each(|(l, v)| *l += v * v);
+        }
+        let tail: f32 = chunks.remainder().iter().map(|v| v * v).sum();
+        *acc = lanes.iter().sum::<f32>() + tail;
+    }
+}
+
+/// `Σ v²` of a slice: f32 lanes within chunks of [`ELEMENTS_PER_TASK`], f64 across them.
+pub(super) fn sum_of_squares(values: &[f32]) -> f64 {
+    values
+        .par_chunks(ELEMENTS_PER_TASK)
+        .map(|chunk| {
+            let mut acc = 0f32;
+            lane_squares(chunk, &mut acc);
+            f64::from(acc)
+        })
+        .sum()
+}
+
 /// Column sums of a row-major matrix with `cols` columns, in parallel.
 pub(super) fn column_sums(m: &[f32], cols: usize) -> Vec<f32> {
     let cols = cols.max(1);
@@ -607,24 +702,29 @@ pub(super) fn column_sums(m: &[f32], cols: usize) -> Vec<f32> {
     sum_partials(partials, cols)
 }
 
-/// `(dx, dW)` of a linear layer: `dx = dy W`, `dW = dyᵀ x`.
+/// `(dx, dW)` of a linear layer: `dx = dy W` (only when `want_dx`: the patch embedding's
+/// input is the image, which needs no gradient), `dW = dyᵀ x`.
 fn linear_backward(
     x: &[f32],
     w: &[f32],
     dy: &[f32],
     dims: (usize, usize, usize),
-) -> (Vec<f32>, Vec<f32>) {
+    want_dx: bool,
+) -> (Option<Vec<f32>>, Vec<f32>) {
     let (rows, n_in, n_out) = dims;
     let dy_m = MatRef::rows_of(dy, 0, rows, n_out, n_out);
-    let mut dx = vec![0f32; rows * n_in];
-    let w_m = MatRef::rows_of(w, 0, n_out, n_in, n_in);
-    matmul_par(
-        MatMut::rows_of(&mut dx, 0, rows, n_in, n_in),
-        dy_m,
-        w_m,
-        1.0,
-        false,
-    );
+    let dx = want_dx.then(|| {
+        let mut dx = vec![0f32; rows * n_in];
+        let w_m = MatRef::rows_of(w, 0, n_out, n_in, n_in);
+        matmul_par(
+            MatMut::rows_of(&mut dx, 0, rows, n_in, n_in),
+            dy_m,
+            w_m,
+            1.0,
+            false,
+        );
+        dx
+    });
     let mut dw = vec![0f32; n_out * n_in];
     let x_m = MatRef::rows_of(x, 0, rows, n_in, n_in);
     matmul_par(
@@ -664,10 +764,14 @@ impl CustomOp2 for LinearOp {
         dy: &Tensor,
     ) -> CResult<(Option<Tensor>, Option<Tensor>)> {
         let dims = (x.dim(0)?, x.dim(1)?, w.dim(0)?);
+        let want_dx = x.track_op();
         let (dx, dw) = read_f32(x, |xs| {
-            read_f32(w, |ws| read_f32(dy, |g| linear_backward(xs, ws, g, dims)))
+            read_f32(w, |ws| {
+                read_f32(dy, |g| linear_backward(xs, ws, g, dims, want_dx))
+            })
         })???;
-        Ok((Some(tensor_like(dx, x)?), Some(tensor_like(dw, w)?)))
+        let dx = dx.map(|dx| tensor_like(dx, x)).transpose()?;
+        Ok((dx, Some(tensor_like(dw, w)?)))
     }
 }
 
@@ -709,12 +813,15 @@ impl CustomOp3 for LinearBiasOp {
         dy: &Tensor,
     ) -> CResult<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let dims = (x.dim(0)?, x.dim(1)?, w.dim(0)?);
+        let want_dx = x.track_op();
         let (dx, dw) = read_f32(x, |xs| {
-            read_f32(w, |ws| read_f32(dy, |g| linear_backward(xs, ws, g, dims)))
+            read_f32(w, |ws| {
+                read_f32(dy, |g| linear_backward(xs, ws, g, dims, want_dx))
+            })
         })???;
         let db = read_f32(dy, |g| column_sums(g, dims.2))?;
         Ok((
-            Some(tensor_like(dx, x)?),
+            dx.map(|dx| tensor_like(dx, x)).transpose()?,
             Some(tensor_like(dw, w)?),
             Some(tensor_like(db, b)?),
         ))
