@@ -91,45 +91,90 @@ impl ConvGeometry {
             .filter(|&i| i < size)
     }
 
+    /// The output positions `o` (of `outs`) whose input position `o·stride + tap − pad` lies
+    /// in `0..size`; the others read the zero padding.
+    fn inside(&self, tap: usize, size: usize, outs: usize) -> std::ops::Range<usize> {
+        let first = self.pad.saturating_sub(tap).div_ceil(self.stride);
+        let end = (size + self.pad)
+            .saturating_sub(tap)
+            .div_ceil(self.stride)
+            .min(outs);
+        first.min(end)..end
+    }
+
+    /// One output row of a column-matrix row: input `line` read through tap `kj` at the
+    /// positions `inside` (contiguous for stride 1), zeros elsewhere.
+    fn gather_line(
+        &self,
+        line: &[f32],
+        kj: usize,
+        inside: &std::ops::Range<usize>,
+        out: &mut [f32],
+    ) {
+        out[..inside.start].fill(0.0);
+        out[inside.end..].fill(0.0);
+        let first = inside.start * self.stride + kj - self.pad;
+        let out = &mut out[inside.clone()];
+        if self.stride == 1 {
+            out.copy_from_slice(&line[first..first + out.len()]);
+        } else {
+            let src = line[first..].iter().step_by(self.stride);
+            out.iter_mut().zip(src).for_each(|(o, v)| *o = *v);
+        }
+    }
+
+    /// The adjoint of [`ConvGeometry::gather_line`]: adds `d` onto the input `line`.
+    fn scatter_line(
+        &self,
+        d: &[f32],
+        kj: usize,
+        inside: &std::ops::Range<usize>,
+        line: &mut [f32],
+    ) {
+        let first = inside.start * self.stride + kj - self.pad;
+        let d = &d[inside.clone()];
+        if self.stride == 1 {
+            let line = &mut line[first..first + d.len()];
+            line.iter_mut().zip(d).for_each(|(l, v)| *l += v);
+        } else {
+            let dst = line[first..].iter_mut().step_by(self.stride);
+            dst.zip(d).for_each(|(l, v)| *l += v);
+        }
+    }
+
     /// Samples per rayon task: the batch split evenly over the threads.
     fn per_task(&self) -> usize {
         self.n.div_ceil(rayon::current_num_threads().max(1)).max(1)
     }
 }
 
-/// Fills `cols` (`[c·kh·kw, ho·wo]`, row-major) with the patches of one sample.
-fn im2col(g: &ConvGeometry, x: &[f32], cols: &mut [f32]) {
+/// Writes the patches of one sample as column-matrix rows (`[c·kh·kw, ho·wo]`) into `dst`,
+/// whose rows are `dst_stride` long, from column `at` on: the sample's block of a gathered
+/// matrix ([`Gather`]), with no per-sample buffer in between.
+fn im2col(g: &ConvGeometry, x: &[f32], dst: &mut [f32], dst_stride: usize, at: usize) {
     let p = g.p();
-    for ((ci, ki, kj), row) in taps(g).zip(cols.chunks_exact_mut(p)) {
+    for ((ci, ki, kj), dst_row) in taps(g).zip(dst.chunks_mut(dst_stride)) {
         let plane = &x[ci * g.h * g.w..(ci + 1) * g.h * g.w];
-        for (oh, out) in row.chunks_exact_mut(g.wo).enumerate() {
+        let inside = g.inside(kj, g.w, g.wo);
+        for (oh, out) in dst_row[at..at + p].chunks_exact_mut(g.wo).enumerate() {
             match g.source(oh, ki, g.h) {
-                Some(ih) => {
-                    let line = &plane[ih * g.w..(ih + 1) * g.w];
-                    for (ow, o) in out.iter_mut().enumerate() {
-                        *o = g.source(ow, kj, g.w).map_or(0.0, |iw| line[iw]);
-                    }
-                }
+                Some(ih) => g.gather_line(&plane[ih * g.w..(ih + 1) * g.w], kj, &inside, out),
                 None => out.fill(0.0),
             }
         }
     }
 }
 
-/// Adds the column gradients `dcols` back onto the sample's input gradient `dx`.
-fn col2im(g: &ConvGeometry, dcols: &[f32], dx: &mut [f32]) {
+/// Adds the column gradients of one sample (rows of `src`, `src_stride` long, from column
+/// `at` on) back onto its input gradient `dx`.
+fn col2im(g: &ConvGeometry, src: &[f32], src_stride: usize, at: usize, dx: &mut [f32]) {
     let p = g.p();
-    for ((ci, ki, kj), row) in taps(g).zip(dcols.chunks_exact(p)) {
+    for ((ci, ki, kj), src_row) in taps(g).zip(src.chunks(src_stride)) {
         let plane = &mut dx[ci * g.h * g.w..(ci + 1) * g.h * g.w];
-        for (oh, d) in row.chunks_exact(g.wo).enumerate() {
-            let Some(ih) = g.source(oh, ki, g.h) else {
-                continue;
-            };
-            let line = &mut plane[ih * g.w..(ih + 1) * g.w];
-            for (ow, &v) in d.iter().enumerate() {
-                if let Some(iw) = g.source(ow, kj, g.w) {
-                    line[iw] += v;
-                }
+        let inside = g.inside(kj, g.w, g.wo);
+        for (oh, d) in src_row[at..at + p].chunks_exact(g.wo).enumerate() {
+            if let Some(ih) = g.source(oh, ki, g.h) {
+                g.scatter_line(d, kj, &inside, &mut plane[ih * g.w..(ih + 1) * g.w]);
             }
         }
     }
@@ -185,15 +230,12 @@ fn group_size(g: &ConvGeometry, samples: usize) -> usize {
 
 /// Column matrices of a group of samples, side by side (`[k, group·p]`).
 struct Gather {
-    cols: Vec<f32>,
     all: Vec<f32>,
 }
 
 impl Gather {
     fn new(g: &ConvGeometry, group: usize) -> Self {
-        let one = if g.direct() { 0 } else { g.k() * g.p() };
         Self {
-            cols: vec![0f32; one],
             all: vec![0f32; g.k() * group * g.p()],
         }
     }
@@ -203,13 +245,11 @@ impl Gather {
         let p = g.p();
         let width = (xg.len() / g.in_len().max(1)) * p;
         for (j, xn) in xg.chunks_exact(g.in_len()).enumerate() {
-            let cols = if g.direct() {
-                xn
+            if g.direct() {
+                place_columns(xn, p, &mut self.all, width, j * p);
             } else {
-                im2col(g, xn, &mut self.cols);
-                &self.cols
-            };
-            place_columns(cols, p, &mut self.all, width, j * p);
+                im2col(g, xn, &mut self.all, width, j * p);
+            }
         }
         (&mut self.all, width)
     }
@@ -258,11 +298,6 @@ fn backward_task(
     let mut dw = vec![0f32; g.o * k];
     let mut gather = Gather::new(g, group);
     let mut dy_all = vec![0f32; g.o * group * p];
-    let mut dcols = if g.direct() {
-        Vec::new()
-    } else {
-        vec![0f32; k * p]
-    };
     let wt = MatRef::rows_of(w, 0, g.o, k, k).t();
     for (gi, (xg, dyg)) in xs
         .chunks(group * g.in_len())
@@ -298,8 +333,7 @@ fn backward_task(
             if g.direct() {
                 take_columns(cols_all, width, j * p, p, dxn);
             } else {
-                take_columns(cols_all, width, j * p, p, &mut dcols);
-                col2im(g, &dcols, dxn);
+                col2im(g, cols_all, width, j * p, dxn);
             }
         }
     }
