@@ -195,6 +195,7 @@ impl HeadLossOp {
         let batch = student_rows / ncrops.max(1);
         let teacher_rows = self.loss.targets.len() / k;
         if batch == 0
+            || teacher_rows == 0
             || !student_rows.is_multiple_of(ncrops)
             || !teacher_rows.is_multiple_of(batch)
             || teacher_rows * k != self.loss.targets.len()
