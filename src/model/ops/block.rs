@@ -21,7 +21,7 @@ use super::amx;
 use super::kernels::{
     attention_backward_sample, attention_forward_sample, bias_gelu_rows_par, column_sums,
     contiguous_f32, layer_norm_backward_into, layer_norm_rows, multiply_in_place, read_f32,
-    AttnDims,
+    take_kept, AttnDims,
 };
 use super::scratch;
 use super::small_gemm::{matmul_par, MatMut, MatRef};
@@ -502,14 +502,7 @@ impl CustomOp2 for BlockOp {
         _y: &Tensor,
         dy: &Tensor,
     ) -> CResult<(Option<Tensor>, Option<Tensor>)> {
-        let saved = self
-            .saved
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        let Some(saved) = saved else {
-            candle_core::bail!("transformer block: backward without kept activations")
-        };
+        let saved = take_kept(&self.saved, "transformer block")?;
         let (b, n, _) = x.dims3()?;
         let (dx, dflat) = read_f32(x, |xs| {
             read_f32(flat, |fs| {

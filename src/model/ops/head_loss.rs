@@ -24,6 +24,7 @@ use rayon::prelude::*;
 use super::block::{linear, linear_backward, mat, mat_mut, product, product_bt, Products};
 use super::kernels::{
     bias_gelu_rows_par, column_sums, contiguous_f32, multiply_in_place, read_f32, scaled_softmax,
+    take_kept,
 };
 use super::scratch;
 
@@ -410,43 +411,36 @@ impl HeadLossOp {
                     .zip(z)
                     .for_each(|(d, z)| *d = (*d - z * along) / norm);
             });
-        let mut du1 = scratch::take(n * p.hidden);
-        linear_backward(
-            products,
-            &s.g1,
-            p.get(flat, P::W2),
-            &dh,
-            n,
-            dw2,
-            db2,
-            Some(&mut du1),
-        );
-        multiply_in_place(&mut du1, &s.gelu_grad1);
-        let mut du0 = scratch::take(n * p.hidden);
-        linear_backward(
-            products,
-            &s.g0,
-            p.get(flat, P::W1),
-            &du1,
-            n,
-            dw1,
-            db1,
-            Some(&mut du0),
-        );
-        multiply_in_place(&mut du0, &s.gelu_grad0);
-        let mut dx = scratch::take(n * p.in_dim);
-        linear_backward(
-            products,
-            x,
-            p.get(flat, P::W0),
-            &du0,
-            n,
-            dw0,
-            db0,
-            Some(&mut dx),
-        );
-        scratch::give([dh, du1, du0]);
-        (dx, grads)
+        // back through the MLP: each linear's weight and bias gradients, and its input's
+        // gradient times the GELU derivative kept from the forward (none after the first)
+        let layers = [
+            (
+                s.g1.as_slice(),
+                P::W2,
+                dw2,
+                db2,
+                Some(s.gelu_grad1.as_slice()),
+            ),
+            (
+                s.g0.as_slice(),
+                P::W1,
+                dw1,
+                db1,
+                Some(s.gelu_grad0.as_slice()),
+            ),
+            (x, P::W0, dw0, db0, None),
+        ];
+        let mut dy = dh;
+        for (input, w, dw, db, gelu_grad) in layers {
+            let mut dx = scratch::take(input.len());
+            let weight = p.get(flat, w);
+            linear_backward(products, input, weight, &dy, n, dw, db, Some(&mut dx));
+            if let Some(gelu_grad) = gelu_grad {
+                multiply_in_place(&mut dx, gelu_grad);
+            }
+            scratch::give([std::mem::replace(&mut dy, dx)]);
+        }
+        (dy, grads)
     }
 }
 
@@ -519,14 +513,7 @@ impl CustomOp2 for HeadLossOp {
         _loss: &Tensor,
         dloss: &Tensor,
     ) -> CResult<(Option<Tensor>, Option<Tensor>)> {
-        let saved = self
-            .saved
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        let Some(saved) = saved else {
-            candle_core::bail!("head loss: backward run twice")
-        };
+        let saved = take_kept(&self.saved, "head loss")?;
         let rows = self.rows(x.dim(0)?)?;
         let dloss = dloss
             .to_dtype(candle_core::DType::F32)?

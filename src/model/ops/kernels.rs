@@ -46,6 +46,19 @@ fn tensor_like(values: Vec<f32>, like: &Tensor) -> CResult<Tensor> {
     Tensor::from_vec(values, like.shape(), like.device())
 }
 
+/// The activations a fused op's forward kept for its backward, taken out of their slot (a
+/// second backward on the same graph, or one after a forward that kept nothing, is an error).
+pub(super) fn take_kept<T>(slot: &std::sync::Mutex<Option<T>>, op: &str) -> CResult<T> {
+    let kept = slot
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
+    match kept {
+        Some(kept) => Ok(kept),
+        None => candle_core::bail!("{op}: backward without kept activations"),
+    }
+}
+
 /// Sums per-task partial vectors of length `n`.
 pub(super) fn sum_partials(partials: Vec<Vec<f32>>, n: usize) -> Vec<f32> {
     partials.into_iter().fold(vec![0f32; n], |mut acc, p| {
