@@ -16,7 +16,7 @@ use dino_curate::train::ema::ema_update;
 use dino_curate::train::loss::{DinoLoss, LossConfig};
 use dino_curate::train::optim::{AdamWConfig, Optimizer};
 use dino_curate::train::schedule::cosine_scheduler;
-use dino_curate::train::step::{DinoState, StepConfig};
+use dino_curate::train::step::{DinoState, Gradients, StepConfig};
 
 type Res = Result<(), Box<dyn std::error::Error>>;
 
@@ -441,25 +441,7 @@ fn one_training_step_matches_the_official_step() -> Res {
         0.0,
     );
 
-    let (grads, norms) = state.gradients(&loss, true)?; // epoch 0 of freeze_last_layer 1
-    let params = state.student.params().params().to_vec();
-    let norm_ref = values(get(&f, "stats.grad_norm_before_clip"));
-    let used_ref = values(get(&f, "stats.grad_norm_used"));
-    for (k, p) in params.iter().enumerate() {
-        check_norm(
-            &format!("grad_norm_before_clip {}", p.name),
-            norms[k],
-            norm_ref[k],
-        );
-        let used = grads[k].as_ref().map(l2).transpose()?;
-        check_norm(&format!("grad_norm_used {}", p.name), used, used_ref[k]);
-        if let Some(want) = f.get(&format!("grad.{}", p.name)) {
-            let got = grads[k]
-                .as_ref()
-                .ok_or(format!("no gradient for {}", p.name))?;
-            assert_close(&format!("grad.{}", p.name), got, want, 0.0, 1e-5);
-        }
-    }
+    let (grads, params) = assert_gradients_match(&f, &state, &loss)?;
 
     state.optimizer.step(&params, &grads, STEP_LR, STEP_WD)?;
     ema_update(
@@ -496,6 +478,65 @@ fn one_training_step_matches_the_official_step() -> Res {
         }
         check_stats(&f, name, after, &init, &params)?;
     }
+    Ok(())
+}
+
+/// Gradients that passed [`assert_gradients_match`], with the parameters they belong to.
+type CheckedGradients = (Gradients, Vec<dino_curate::model::Param>);
+
+/// The student's clipped gradients of `loss` (epoch 0 of `freeze_last_layer` 1) against the
+/// official step's, with the norms before and after clipping; returns them with the
+/// parameters for the optimizer.
+fn assert_gradients_match(
+    f: &HashMap<String, Tensor>,
+    state: &DinoState,
+    loss: &Tensor,
+) -> Result<CheckedGradients, Box<dyn std::error::Error>> {
+    let (grads, norms) = state.gradients(loss, true)?;
+    let params = state.student.params().params().to_vec();
+    let norm_ref = values(get(f, "stats.grad_norm_before_clip"));
+    let used_ref = values(get(f, "stats.grad_norm_used"));
+    for (k, p) in params.iter().enumerate() {
+        check_norm(
+            &format!("grad_norm_before_clip {}", p.name),
+            norms[k],
+            norm_ref[k],
+        );
+        let used = grads[k].as_ref().map(l2).transpose()?;
+        check_norm(&format!("grad_norm_used {}", p.name), used, used_ref[k]);
+        if let Some(want) = f.get(&format!("grad.{}", p.name)) {
+            let got = grads[k]
+                .as_ref()
+                .ok_or(format!("no gradient for {}", p.name))?;
+            assert_close(&format!("grad.{}", p.name), got, want, 0.0, 1e-5);
+        }
+    }
+    Ok((grads, params))
+}
+
+/// The training path (`DinoState::step`'s on the CPU): the student's head and the loss as one
+/// fused op (`DinoLoss::forward_head_at`) against the same official step: loss, centre and
+/// every gradient, at the composed path's tolerances.
+#[test]
+fn fused_head_and_loss_match_the_official_step() -> Res {
+    let f = fixture("train_step.safetensors");
+    let mut state = fixture_state()?;
+    let views = train_step_views(&f);
+    let (teacher_output, _) = state.forward(&views, None)?;
+    let features = state.student.backbone_features(&views, None)?;
+    let temp = state.loss.teacher_temp(0);
+    let loss = state
+        .loss
+        .forward_head_at(&state.student.head, &features, &teacher_output, temp)?;
+    assert_close("fused loss", &loss.reshape(1)?, get(&f, "loss"), 0.0, 1e-5);
+    assert_close(
+        "fused center_after",
+        state.loss.center(),
+        get(&f, "center_after"),
+        1e-7,
+        0.0,
+    );
+    assert_gradients_match(&f, &state, &loss)?;
     Ok(())
 }
 
