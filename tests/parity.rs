@@ -432,16 +432,7 @@ fn one_training_step_matches_the_official_step() -> Res {
         0.0,
     );
     let loss = state.loss.forward(&student_output, &teacher_output, 0)?;
-    assert_close("train loss", &loss.reshape(1)?, get(&f, "loss"), 0.0, 1e-5);
-    assert_close(
-        "train center_after",
-        state.loss.center(),
-        get(&f, "center_after"),
-        1e-7,
-        0.0,
-    );
-
-    let (grads, params) = assert_gradients_match(&f, &state, &loss)?;
+    let (grads, params) = assert_loss_and_gradients_match("train", &f, &state, &loss)?;
 
     state.optimizer.step(&params, &grads, STEP_LR, STEP_WD)?;
     ema_update(
@@ -481,17 +472,33 @@ fn one_training_step_matches_the_official_step() -> Res {
     Ok(())
 }
 
-/// Gradients that passed [`assert_gradients_match`], with the parameters they belong to.
+/// Gradients that passed [`assert_loss_and_gradients_match`], with their parameters.
 type CheckedGradients = (Gradients, Vec<dino_curate::model::Param>);
 
-/// The student's clipped gradients of `loss` (epoch 0 of `freeze_last_layer` 1) against the
-/// official step's, with the norms before and after clipping; returns them with the
-/// parameters for the optimizer.
-fn assert_gradients_match(
+/// `loss` and the centre after it against the official step's, then the student's clipped
+/// gradients of `loss` (epoch 0 of `freeze_last_layer` 1) with the norms before and after
+/// clipping; returns the gradients with the parameters for the optimizer.
+fn assert_loss_and_gradients_match(
+    label: &str,
     f: &HashMap<String, Tensor>,
     state: &DinoState,
     loss: &Tensor,
 ) -> Result<CheckedGradients, Box<dyn std::error::Error>> {
+    let loss_values = loss.reshape(1)?;
+    assert_close(
+        &format!("{label} loss"),
+        &loss_values,
+        get(f, "loss"),
+        0.0,
+        1e-5,
+    );
+    assert_close(
+        &format!("{label} center_after"),
+        state.loss.center(),
+        get(f, "center_after"),
+        1e-7,
+        0.0,
+    );
     let (grads, norms) = state.gradients(loss, true)?;
     let params = state.student.params().params().to_vec();
     let norm_ref = values(get(f, "stats.grad_norm_before_clip"));
@@ -528,15 +535,7 @@ fn fused_head_and_loss_match_the_official_step() -> Res {
     let loss = state
         .loss
         .forward_head_at(&state.student.head, &features, &teacher_output, temp)?;
-    assert_close("fused loss", &loss.reshape(1)?, get(&f, "loss"), 0.0, 1e-5);
-    assert_close(
-        "fused center_after",
-        state.loss.center(),
-        get(&f, "center_after"),
-        1e-7,
-        0.0,
-    );
-    assert_gradients_match(&f, &state, &loss)?;
+    assert_loss_and_gradients_match("fused", &f, &state, &loss)?;
     Ok(())
 }
 

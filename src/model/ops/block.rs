@@ -20,8 +20,8 @@ use rayon::prelude::*;
 use super::amx;
 use super::kernels::{
     attention_backward_sample, attention_forward_sample, bias_gelu_rows_par, column_sums,
-    contiguous_f32, layer_norm_backward_into, layer_norm_rows, multiply_in_place, read_f32,
-    take_kept, AttnDims,
+    contiguous_f32, flat_part, flat_parts_mut, layer_norm_backward_into, layer_norm_rows,
+    multiply_in_place, read_f32, take_kept, AttnDims,
 };
 use super::scratch;
 use super::small_gemm::{matmul_par, MatMut, MatRef};
@@ -76,25 +76,13 @@ impl BlockParams {
         self.len() == 0
     }
 
-    fn range(&self, p: P) -> std::ops::Range<usize> {
-        let sizes = self.sizes();
-        let start: usize = sizes[..p as usize].iter().sum();
-        start..start + sizes[p as usize]
-    }
-
     fn get<'a>(&self, flat: &'a [f32], p: P) -> &'a [f32] {
-        &flat[self.range(p)]
+        flat_part(&self.sizes(), flat, p as usize)
     }
 
     /// The twelve tensors of a flat vector (such as the gradient), writable, in order.
     fn split<'a>(&self, flat: &'a mut [f32]) -> [&'a mut [f32]; 12] {
-        let sizes = self.sizes();
-        let mut rest = flat;
-        std::array::from_fn(|i| {
-            let (tensor, tail) = std::mem::take(&mut rest).split_at_mut(sizes[i]);
-            rest = tail;
-            tensor
-        })
+        flat_parts_mut(&self.sizes(), flat)
     }
 }
 

@@ -23,8 +23,8 @@ use rayon::prelude::*;
 
 use super::block::{linear, linear_backward, mat, mat_mut, product, product_bt, Products};
 use super::kernels::{
-    bias_gelu_rows_par, column_sums, contiguous_f32, multiply_in_place, read_f32, scaled_softmax,
-    take_kept,
+    bias_gelu_rows_par, column_sums, contiguous_f32, flat_part, flat_parts_mut, multiply_in_place,
+    read_f32, scaled_softmax, take_kept,
 };
 use super::scratch;
 
@@ -84,20 +84,12 @@ impl HeadParams {
     }
 
     fn get<'a>(&self, flat: &'a [f32], p: P) -> &'a [f32] {
-        let sizes = self.sizes();
-        let start: usize = sizes[..p as usize].iter().sum();
-        &flat[start..start + sizes[p as usize]]
+        flat_part(&self.sizes(), flat, p as usize)
     }
 
     /// The eight tensors of a flat vector (such as the gradient), writable, in order.
     fn split<'a>(&self, flat: &'a mut [f32]) -> [&'a mut [f32]; 8] {
-        let sizes = self.sizes();
-        let mut rest = flat;
-        std::array::from_fn(|i| {
-            let (tensor, tail) = std::mem::take(&mut rest).split_at_mut(sizes[i]);
-            rest = tail;
-            tensor
-        })
+        flat_parts_mut(&self.sizes(), flat)
     }
 }
 

@@ -59,6 +59,30 @@ pub(super) fn take_kept<T>(slot: &std::sync::Mutex<Option<T>>, op: &str) -> CRes
     }
 }
 
+/// Tensor `index` of a flat vector that holds tensors of `sizes` back to back (a fused op's
+/// concatenated parameters).
+pub(super) fn flat_part<'a, const N: usize>(
+    sizes: &[usize; N],
+    flat: &'a [f32],
+    index: usize,
+) -> &'a [f32] {
+    let start: usize = sizes[..index].iter().sum();
+    &flat[start..start + sizes[index]]
+}
+
+/// Every tensor of such a flat vector (such as its gradient), writable, in order.
+pub(super) fn flat_parts_mut<'a, const N: usize>(
+    sizes: &[usize; N],
+    flat: &'a mut [f32],
+) -> [&'a mut [f32]; N] {
+    let mut rest = flat;
+    std::array::from_fn(|i| {
+        let (tensor, tail) = std::mem::take(&mut rest).split_at_mut(sizes[i]);
+        rest = tail;
+        tensor
+    })
+}
+
 /// Sums per-task partial vectors of length `n`.
 pub(super) fn sum_partials(partials: Vec<Vec<f32>>, n: usize) -> Vec<f32> {
     partials.into_iter().fold(vec![0f32; n], |mut acc, p| {
@@ -451,11 +475,20 @@ with_avx512! {
 #[inline(always)]
 fn softmax_rows(m: &mut [f32], n: usize) {
     for row in m.chunks_mut(n) {
-        let max = lanewise_max(row);
-        row.iter_mut().for_each(|v| *v = fastmath::exp(*v - max));
-        let inv = 1.0 / lane_sum(row, |v| v);
-        row.iter_mut().for_each(|v| *v *= inv);
+        softmax_row(row);
     }
+}
+
+/// Softmax of one row in place; returns the row's maximum and `Σ exp(v − max)` (its
+/// log-sum-exp is `max + ln Σ`).
+#[inline(always)]
+fn softmax_row(row: &mut [f32]) -> (f32, f32) {
+    let max = lanewise_max(row);
+    row.iter_mut().for_each(|v| *v = fastmath::exp(*v - max));
+    let sum = lane_sum(row, |v| v);
+    let inv = 1.0 / sum;
+    row.iter_mut().for_each(|v| *v *= inv);
+    (max, sum)
 }
 
 with_avx512! {
@@ -472,23 +505,8 @@ with_avx512! {
         prob.iter_mut()
             .zip(raw.iter().zip(scale))
             .for_each(|(p, (r, s))| *p = r * s);
-        let mut lanes = [0f32; LANES];
-        let mut chunks = prob.chunks_exact(LANES).zip(weights.chunks_exact(LANES));
-        for (p, w) in &mut chunks {
-            lanes.iter_mut().zip(p.iter().zip(w)).for_each(|(l, (p, w))| *l += p * w);
-        }
-        let tail_start = prob.len() / LANES * LANES;
-        let tail: f32 = prob[tail_start..]
-            .iter()
-            .zip(&weights[tail_start..])
-            .map(|(p, w)| p * w)
-            .sum();
-        let weighted = lanes.iter().sum::<f32>() + tail;
-        let max = lanewise_max(prob);
-        prob.iter_mut().for_each(|v| *v = fastmath::exp(*v - max));
-        let sum = lane_sum(prob, |v| v);
-        let inv = 1.0 / sum;
-        prob.iter_mut().for_each(|v| *v *= inv);
+        let weighted = dot(prob, weights);
+        let (max, sum) = softmax_row(prob);
         *stats = (max, sum, weighted);
     }
 }
@@ -674,13 +692,7 @@ fn linear_forward(
 with_avx512! {
     /// `*acc = Σ v²` over `values` in sixteen f32 lanes.
     fn lane_squares(values: &[f32], acc: &mut f32) {
-        let mut lanes = [0f32; 16];
-        let mut chunks = values.chunks_exact(16);
-        for chunk in &mut chunks {
-            lanes.iter_mut().zip(chunk).for_each(|(l, v)| *l += v * v);
-        }
-        let tail: f32 = chunks.remainder().iter().map(|v| v * v).sum();
-        *acc = lanes.iter().sum::<f32>() + tail;
+        *acc = lane_sum(values, |v| v * v);
     }
 }
 
