@@ -83,7 +83,7 @@
 #![doc(
     html_logo_url = "https://raw.githubusercontent.com/spacejam/sled/master/art/tree_face_anti-transphobia.png"
 )]
-#![deny(
+#![warn(
     missing_docs,
     future_incompatible,
     nonstandard_style,
@@ -94,7 +94,7 @@
     unsafe_code,
     unused_qualifications
 )]
-#![deny(
+#![warn(
     // over time, consider enabling the commented-out lints below
     clippy::cast_lossless,
     clippy::cast_possible_truncation,
@@ -157,6 +157,11 @@
 #![warn(clippy::multiple_crate_versions)]
 #![allow(clippy::mem_replace_with_default)] // Not using std::mem::take() due to MSRV of 1.37 (intro'd in 1.40)
 #![allow(clippy::match_like_matches_macro)] // Not using std::matches! due to MSRV of 1.37 (intro'd in 1.42)
+// fork (dino-curate): the two lists above said `deny`. They were written for the rustc of
+// 2021 and fire on today's (unnecessary qualifications, deprecated atomics, ...); as a path
+// dependency this crate's lints are not capped as a registry crate's are, so they broke the
+// build. The code they flag is upstream's and unchanged: silenced here.
+#![allow(warnings)]
 
 macro_rules! io_fail {
     ($config:expr, $e:expr) => {

@@ -1090,20 +1090,29 @@ impl SegmentAccountant {
 
         assert!(!self.free.contains(&at), "double-free of a segment occurred");
 
+        io_fail!(&self.config, "file truncation");
+
+        // fork (dino-curate, sled #1412): the truncation runs on a thread of its own, not on
+        // the shared IO threadpool. `bump_tip` waits for it while holding the
+        // SegmentAccountant mutex, and every pool worker can be blocked on that same mutex
+        // (`write_to_log` -> `sa_stabilize` -> `with_sa`), so a truncation queued behind
+        // them never ran and the database deadlocked. This thread takes no lock: it always
+        // finishes, so the wait in `bump_tip` always ends.
         let (completer, promise) = OneShot::pair();
-
         let config = self.config.clone();
-
-        io_fail!(&config, "file truncation");
-        threadpool::spawn(move || {
-            debug!("truncating file to length {}", at);
-            let res = config
-                .file
-                .set_len(at)
-                .and_then(|_| config.file.sync_all())
-                .map_err(|e| e.into());
-            completer.fill(res);
-        })?;
+        let spawned = std::thread::Builder::new()
+            .name("sled-truncate".to_string())
+            .spawn(move || completer.fill(truncate_file(&config, at)));
+        let promise = match spawned {
+            Ok(_) => promise,
+            Err(e) => {
+                // No thread to be had: truncate here, synchronously, which is always safe.
+                warn!("truncating in place, no thread for it: {:?}", e);
+                let (completer, promise) = OneShot::pair();
+                completer.fill(truncate_file(&self.config, at));
+                promise
+            }
+        };
 
         if self.async_truncations.insert(at, promise).is_some() {
             panic!(
@@ -1126,5 +1135,87 @@ impl SegmentAccountant {
         }
 
         idx
+    }
+}
+
+/// Sets the file's length to `at` and syncs it.
+// fork (dino-curate): the body of upstream's pool closure, shared with the synchronous
+// fallback of `SegmentAccountant::truncate`.
+fn truncate_file(config: &RunningConfig, at: LogOffset) -> Result<()> {
+    debug!("truncating file to length {}", at);
+    config
+        .file
+        .set_len(at)
+        .and_then(|_| config.file.sync_all())
+        .map_err(|e| e.into())
+}
+
+// fork (dino-curate, sled #1412): the deadlock's shape, made deterministic. Every IO pool
+// worker is blocked (in the wild, on the SegmentAccountant mutex that `bump_tip` holds)
+// while `bump_tip` waits for a truncation; upstream queued the truncation on that pool, so
+// this test hangs there without the fork's change.
+#[cfg(all(test, not(miri)))]
+mod truncation_tests {
+    use std::sync::{mpsc, Arc};
+    use std::time::Duration;
+
+    use parking_lot::{Condvar, Mutex};
+
+    use super::*;
+
+    type Gate = Arc<(Mutex<bool>, Condvar)>;
+
+    /// Queues tasks that wait on `gate` until one of them does not start: then every
+    /// worker of the pool is blocked and one task waits in the queue.
+    fn block_io_pool(gate: &Gate) {
+        for _ in 0..1024 {
+            let (started, start) = mpsc::channel();
+            let gate = gate.clone();
+            let _promise = crate::threadpool::spawn(move || {
+                let _ = started.send(());
+                let (open, cv) = &*gate;
+                let mut open = open.lock();
+                while !*open {
+                    cv.wait(&mut open);
+                }
+            })
+            .expect("the pool takes work");
+            if start.recv_timeout(Duration::from_millis(500)).is_err() {
+                return;
+            }
+        }
+        panic!("the IO pool kept growing");
+    }
+
+    fn open_gate(gate: &Gate) {
+        let (open, cv) = &**gate;
+        *open.lock() = true;
+        cv.notify_all();
+    }
+
+    #[test]
+    fn truncation_finishes_while_every_io_thread_is_blocked() {
+        let gate: Gate = Arc::new((Mutex::new(false), Condvar::new()));
+        block_io_pool(&gate);
+        #[allow(deprecated)]
+        let config = Config::new().temporary(true).build();
+        let mut sa = SegmentAccountant::start(
+            config,
+            &Snapshot::default(),
+            SegmentCleaner::default(),
+        )
+        .expect("a fresh accountant");
+        let (done, finished) = mpsc::channel();
+        let _waiter = std::thread::spawn(move || {
+            let res = sa.truncate(0).and_then(|()| sa.bump_tip());
+            let _ = done.send(res.is_ok());
+        });
+        let outcome = finished.recv_timeout(Duration::from_secs(20));
+        open_gate(&gate);
+        assert_eq!(
+            outcome,
+            Ok(true),
+            "bump_tip still waited for a truncation behind the blocked IO threads"
+        );
     }
 }
