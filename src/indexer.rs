@@ -87,6 +87,8 @@ pub enum IndexEvent {
     },
     /// A file was skipped.
     Failed(Skipped),
+    /// A stage of the run begins (what it does, e.g. "building the search graph").
+    Stage(&'static str),
 }
 
 /// The descriptor the index stores: CLS ⊕ GeM-pooled patch tokens on the centre crop,
@@ -218,6 +220,7 @@ pub fn index(
     if store.set_model(model, embedder.dim())? && before > 0 {
         events(IndexEvent::ModelChanged { photos: before });
     }
+    events(IndexEvent::Stage("scanning the folders"));
     let report = photo::scan(&opts.roots).map_err(|e| Error::Config(e.to_string()))?;
     let scanned = report.files.len();
     let plan = plan::make_plan(store, report.files, &opts.roots)?;
@@ -250,14 +253,19 @@ pub fn index(
     for skipped in report.skipped {
         run.fail(skipped, events)?;
     }
+    events(IndexEvent::Stage("reading and embedding photos"));
     read_and_embed(&mut run, candidates, events)?;
+    events(IndexEvent::Stage("forgetting removed photos"));
     remove_vanished(&mut run, &ctx, &vanished_without_vector)?;
     clear_old_failures(&run, &opts.roots)?;
     if run.summary.removed > 0 || run.summary.embedded > 0 {
+        events(IndexEvent::Stage("dropping unused keypoints"));
         store.prune_keypoints()?;
     }
     let summary = run.summary;
+    events(IndexEvent::Stage("building the search graph"));
     store.sync_ann()?;
+    events(IndexEvent::Stage("writing the index to disk"));
     store.flush()?;
     Ok(summary)
 }

@@ -21,6 +21,7 @@ pub mod train;
 pub mod trash;
 pub mod tui;
 pub mod verify;
+pub mod watchdog;
 pub mod workspace;
 
 pub use error::{Error, Result};

@@ -18,6 +18,7 @@ use dino_curate::indexer::{
 };
 use dino_curate::photo::{DecodeOptions, Skipped, DEFAULT_MAX_PIXELS};
 use dino_curate::train::trainer::CHECKPOINT_FILE;
+use dino_curate::watchdog::{StallPolicy, Watchdog};
 use dino_curate::workspace::{IndexModel, Workspace};
 use dino_curate_index::Store;
 
@@ -85,18 +86,27 @@ pub fn run(args: &IndexArgs, workspace: Option<&Path>) -> Result<()> {
         batch_size: args.batch_size,
         max_pixels: DEFAULT_MAX_PIXELS,
     };
-    let (summary, failures) =
-        super::on_compute_pool(|| index_with_progress(&mut store, &embedder, &model, &opts))??;
+    let watchdog = Watchdog::start("index", StallPolicy::from_env())
+        .context("cannot start the watchdog thread")?;
+    let (summary, failures) = super::on_compute_pool(|| {
+        index_with_progress(&mut store, &embedder, &model, &opts, &watchdog)
+    })??;
     report(&summary, &failures, args.json)?;
     let decode = decode_options(embedder.size(), DEFAULT_MAX_PIXELS);
-    super::on_compute_pool(|| calibrate_dups(&ws, &mut store, &decode))?
+    watchdog.stage("calibrating dups");
+    super::on_compute_pool(|| calibrate_dups(&ws, &mut store, &decode, &watchdog))?
 }
 
 /// Calibrates `dups` on edited copies of a sample of the photos when there is no
 /// calibration for this index yet or the collection changed by more than a tenth
 /// ([`needs_calibration`]). A failure is reported, not fatal: `dups` then keeps the
 /// previous calibration or its defaults.
-fn calibrate_dups(ws: &Workspace, store: &mut Store, decode: &DecodeOptions) -> Result<()> {
+fn calibrate_dups(
+    ws: &Workspace,
+    store: &mut Store,
+    decode: &DecodeOptions,
+    watchdog: &Watchdog,
+) -> Result<()> {
     let meta = store.meta()?;
     let model = meta.model_id.clone().unwrap_or_default();
     let existing = Calibration::load(ws.root()).unwrap_or_else(|e| {
@@ -112,6 +122,9 @@ fn calibrate_dups(ws: &Workspace, store: &mut Store, decode: &DecodeOptions) -> 
     let progress = |done: usize, total: usize| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
+        watchdog.beat(format!(
+            "calibrating dups ({done} of {total} photos copied)"
+        ));
     };
     let result = calibrate_store(store, decode, CALIBRATION_SEED, &progress)
         .and_then(|c| c.save(ws.root()).map(|()| c));
@@ -195,27 +208,36 @@ fn index_with_progress(
     embedder: &Embedder,
     model: &str,
     opts: &IndexOptions,
+    watchdog: &Watchdog,
 ) -> Result<(IndexSummary, Vec<Skipped>)> {
     let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr())
         .with_style(style("indexing {wide_bar} {pos}/{len} {per_sec} eta {eta}"));
     let mut failures = Vec::new();
+    let mut to_read = 0;
     let mut on_event = |event: IndexEvent| match event {
         IndexEvent::ModelChanged { photos } => {
             bar.suspend(|| eprintln!("new model: the {photos} indexed photos are embedded again"))
         }
         IndexEvent::Planned {
             scanned,
-            to_read,
+            to_read: reading,
             unchanged,
         } => {
             bar.suspend(|| {
-                eprintln!("{scanned} photos found: {unchanged} unchanged, {to_read} to read")
+                eprintln!("{scanned} photos found: {unchanged} unchanged, {reading} to read")
             });
-            bar.set_length(to_read as u64);
+            bar.set_length(reading as u64);
             bar.reset_eta();
+            to_read = reading;
         }
-        IndexEvent::Progress { done } => bar.set_position(done as u64),
+        IndexEvent::Progress { done } => {
+            bar.set_position(done as u64);
+            watchdog.beat(format!(
+                "reading, embedding and storing photos ({done} of {to_read} done)"
+            ));
+        }
         IndexEvent::Failed(skipped) => failures.push(skipped),
+        IndexEvent::Stage(stage) => watchdog.stage(stage),
     };
     let summary = index(store, embedder, model, opts, &mut on_event);
     bar.finish_and_clear();

@@ -13,6 +13,7 @@ use dino_curate::train::config::{
 };
 use dino_curate::train::plan::{format_duration, parse_duration, Budget};
 use dino_curate::train::trainer::{train, TrainEvent, TrainOptions, TrainSummary};
+use dino_curate::watchdog::{StallPolicy, Watchdog};
 use dino_curate::workspace::Workspace;
 
 #[derive(Debug, Args)]
@@ -315,16 +316,19 @@ pub fn run(args: &TrainArgs, workspace: Option<&Path>) -> Result<()> {
         device_name(&device),
         run_dir.display()
     );
-    let summary = super::on_compute_pool(|| train_with_progress(&opts))??;
+    let watchdog = Watchdog::start("train", StallPolicy::from_env())
+        .context("cannot start the watchdog thread")?;
+    let summary = super::on_compute_pool(|| train_with_progress(&opts, &watchdog))??;
     report(&summary, args.json)
 }
 
-fn train_with_progress(opts: &TrainOptions) -> Result<TrainSummary> {
+fn train_with_progress(opts: &TrainOptions, watchdog: &Watchdog) -> Result<TrainSummary> {
     let reading =
         ProgressBar::new(0).with_style(style("reading photos {pos}/{len} {wide_bar} {eta}"));
     let reading_progress = |done: usize, total: usize| {
         reading.set_length(total as u64);
         reading.set_position(done as u64);
+        watchdog.stage(format!("reading photos ({done} of {total})"));
     };
     let bar = ProgressBar::hidden();
     let mut shown_budget = Budget::Epochs(0);
@@ -353,6 +357,7 @@ fn train_with_progress(opts: &TrainOptions) -> Result<TrainSummary> {
             bar.set_prefix(budget_prefix(budget, 0));
             shown_budget = budget;
             bar.reset_eta();
+            watchdog.stage(format!("training from step {start_step}"));
         }
         TrainEvent::Planned { end_step, step_s } => {
             bar.set_length(end_step);
@@ -364,6 +369,7 @@ fn train_with_progress(opts: &TrainOptions) -> Result<TrainSummary> {
             bar.reset_eta();
         }
         TrainEvent::Step(m) => {
+            watchdog.beat(format!("training (step {} done)", m.step));
             bar.set_position(m.step);
             bar.set_prefix(budget_prefix(shown_budget, m.epoch));
             bar.set_message(format!(
@@ -374,7 +380,9 @@ fn train_with_progress(opts: &TrainOptions) -> Result<TrainSummary> {
                 m.data_wait_s * 1e3
             ));
         }
-        TrainEvent::Checkpoint { .. } => {}
+        TrainEvent::Checkpoint { step } => {
+            watchdog.stage(format!("training (checkpoint of step {step} written)"))
+        }
     };
     let result = train(opts, &reading_progress, &mut on_event);
     bar.finish();
