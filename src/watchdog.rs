@@ -99,8 +99,6 @@ struct State {
     doing: String,
     last_beat: Instant,
     longest_step: Duration,
-    /// Start of the current run of idle polls, if the last poll was idle.
-    idle_since: Option<Instant>,
     stopped: bool,
 }
 
@@ -155,7 +153,6 @@ impl Watchdog {
                 doing: "starting".to_string(),
                 last_beat: Instant::now(),
                 longest_step: Duration::ZERO,
-                idle_since: None,
                 stopped: false,
             }),
             wake: Condvar::new(),
@@ -212,6 +209,8 @@ fn watch(
     on_stall: OnStall,
 ) {
     let mut cpu_before = cpu();
+    // Start of the current run of idle polls, if the last poll was idle.
+    let mut idle_since: Option<Instant> = None;
     let mut state = shared.lock();
     loop {
         let polled = Instant::now();
@@ -228,14 +227,14 @@ fn watch(
         let used = cpu_now.saturating_sub(cpu_before);
         cpu_before = cpu_now;
         let idle = used.as_secs_f64() < policy.idle_cpu * (now - polled).as_secs_f64();
-        state.idle_since = if idle {
-            Some(state.idle_since.unwrap_or(polled))
+        idle_since = if idle {
+            Some(idle_since.unwrap_or(polled))
         } else {
             None
         };
         let limit = policy.limit(state.longest_step);
         let silent = now - state.last_beat;
-        let idle_for = state.idle_since.map_or(Duration::ZERO, |t| now - t);
+        let idle_for = idle_since.map_or(Duration::ZERO, |t| now - t);
         if silent > limit && idle_for > limit {
             let stall = Stall {
                 task,
