@@ -99,13 +99,8 @@ fn parse(args: &[String]) -> R<Options> {
         parallel: value(args, "--parallel", 4)?,
         pattern: pattern(args)?,
         timeout: Duration::from_secs(value(args, "--timeout", 300)?),
-        stacks: value(args, "--stacks", String::new()).map(|s| {
-            if s.is_empty() {
-                None
-            } else {
-                Some(PathBuf::from(s))
-            }
-        })?,
+        stacks: value(args, "--stacks", String::new())
+            .map(|s| (!s.is_empty()).then(|| PathBuf::from(s)))?,
     })
 }
 
@@ -328,11 +323,12 @@ fn main() -> R<()> {
     }
     let opts = parse(&args)?;
     println!(
-        "store_stress: {} runs of {} rounds of {} records ({} keypoint bytes each, graph \
-         ef_construction {}), {} at a time on {} CPUs, timeout {} s",
+        "store_stress: {} runs of {} rounds of {} records over {} paths ({} keypoint bytes \
+         each, graph ef_construction {}), {} at a time on {} CPUs, timeout {} s",
         opts.runs,
         opts.pattern.rounds,
         opts.pattern.records,
+        opts.pattern.paths(),
         opts.pattern.keypoint_bytes,
         opts.pattern.ef_construction,
         opts.parallel,
