@@ -5,6 +5,7 @@ mod bench;
 mod curate;
 mod eval;
 mod index;
+mod models;
 mod train;
 mod tui;
 
@@ -62,6 +63,8 @@ enum Command {
     Attention(attention::AttentionArgs),
     /// Browse clusters, review duplicates and search by example in the terminal.
     Tui(tui::TuiArgs),
+    /// The released DINO models: which are downloaded, where, and their SHA-256.
+    Models(models::ModelsArgs),
     /// Measure speed on synthetic inputs (no photos needed).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -154,6 +157,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Eval(cmd) => eval::run(cmd, cli.workspace.as_deref()),
         Command::Attention(a) => attention::run(&a, cli.workspace.as_deref()),
         Command::Tui(a) => tui::run(&a, cli.workspace.as_deref()),
+        Command::Models(a) => models::run(&a),
         Command::Bench(cmd) => bench::run(cmd),
     }
 }

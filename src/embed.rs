@@ -19,6 +19,9 @@ use crate::{Error, Result};
 /// Exponent of the generalised-mean pooling of patch tokens (`eval_copy_detection.py`).
 const GEM_P: f64 = 4.0;
 
+/// Input side of [`Embedder::untrained_for_copies`] (the size it was measured at).
+pub const UNTRAINED_SIZE: u32 = 96;
+
 /// Which output of the backbone becomes the image's vector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Descriptor {
@@ -125,6 +128,28 @@ impl Embedder {
     ) -> Result<Self> {
         let pb = ParamBuilder::frozen(device, seed);
         Ok(Self::new(Backbone::new(&pb, &cfg.into())?, size, device))
+    }
+
+    /// The network `index` uses when no model can be had (offline, nothing cached): an
+    /// untrained ResNet-18 (seed 0) at [`UNTRAINED_SIZE`] px, average ⊕ GeM pooled, the
+    /// best descriptor for copies measured on the near-duplicate bench (AP 0.578 against
+    /// the perceptual hash's 0.512, docs/quality.md) and nothing semantic. Also returns
+    /// the BLAKE3 hash of its weights, which identifies its vectors.
+    pub fn untrained_for_copies(device: &Device) -> Result<(Self, [u8; 32])> {
+        let pb = ParamBuilder::frozen(device, 0);
+        let cfg = BackboneConfig::ResNet(crate::model::resnet::ResNetConfig::resnet18());
+        let backbone = Backbone::new(&pb, &cfg)?;
+        let mut tensors: Vec<_> = pb.store().tensors()?.into_iter().collect();
+        tensors.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut hasher = blake3::Hasher::new();
+        for (name, tensor) in tensors {
+            hasher.update(name.as_bytes());
+            for v in tensor.flatten_all()?.to_vec1::<f32>()? {
+                hasher.update(&v.to_le_bytes());
+            }
+        }
+        let embedder = Self::new(backbone, UNTRAINED_SIZE, device).with_descriptor(Descriptor::ClsGem);
+        Ok((embedder, *hasher.finalize().as_bytes()))
     }
 
     /// With `on`, a ViT's linear layers take bf16 inputs and sum in f32 where the CPU has

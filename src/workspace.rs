@@ -18,23 +18,105 @@ pub struct WorkspaceConfig {
     /// Photo folders of the collection, as given to `train` (absolute).
     #[serde(default)]
     pub roots: Vec<PathBuf>,
-    /// The run folder of the model `index` and the curation commands use.
+    /// The run folder of the last model `train` made.
     pub current_model: Option<PathBuf>,
-    /// The weights file the index was built with and its input side (so that `search`
-    /// embeds its query with the same model).
+    /// The model `index` embeds with when none is named (default: the released default).
     #[serde(default)]
+    pub model: Option<ModelChoice>,
+    /// What the index was built with (so that `search` embeds its query with the same
+    /// model).
+    #[serde(default, deserialize_with = "index_model_or_legacy")]
     pub index_model: Option<IndexModel>,
+}
+
+/// A model the user asked `index` to embed with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum ModelChoice {
+    /// A released DINO backbone, by name (`dino-vits16`).
+    Released {
+        /// Its name.
+        name: String,
+    },
+    /// The workspace's last trained model.
+    Trained,
+    /// A weights file.
+    File {
+        /// The file.
+        weights: PathBuf,
+        /// Input side in pixels.
+        size: u32,
+    },
 }
 
 /// What `index` embedded with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IndexModel {
-    /// The weights file (a run's checkpoint or an imported file).
-    pub weights: PathBuf,
-    /// Input side in pixels.
-    pub size: u32,
-    /// Whether it is a training run's checkpoint (else a plain weights file).
-    pub from_run: bool,
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum IndexModel {
+    /// A released backbone from the model cache.
+    Released {
+        /// Its name.
+        name: String,
+        /// The cached file.
+        weights: PathBuf,
+        /// Input side in pixels.
+        size: u32,
+    },
+    /// A training run's checkpoint.
+    Run {
+        /// The checkpoint.
+        weights: PathBuf,
+        /// Input side in pixels.
+        size: u32,
+    },
+    /// A weights file.
+    File {
+        /// The file.
+        weights: PathBuf,
+        /// Input side in pixels.
+        size: u32,
+    },
+    /// No model could be had (no network): an untrained network that needs no file,
+    /// good for copies and nothing semantic.
+    Untrained {
+        /// The released model that was wanted.
+        wanted: String,
+        /// Input side in pixels.
+        size: u32,
+    },
+}
+
+/// How `index_model` was written before models had kinds.
+#[derive(Debug, Deserialize)]
+struct LegacyIndexModel {
+    weights: PathBuf,
+    size: u32,
+    from_run: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum AnyIndexModel {
+    Current(IndexModel),
+    Legacy(LegacyIndexModel),
+}
+
+fn index_model_or_legacy<'de, D>(deserializer: D) -> std::result::Result<Option<IndexModel>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let any: Option<AnyIndexModel> = Option::deserialize(deserializer)?;
+    Ok(any.map(|m| match m {
+        AnyIndexModel::Current(m) => m,
+        AnyIndexModel::Legacy(LegacyIndexModel {
+            weights,
+            size,
+            from_run: true,
+        }) => IndexModel::Run { weights, size },
+        AnyIndexModel::Legacy(LegacyIndexModel { weights, size, .. }) => {
+            IndexModel::File { weights, size }
+        }
+    }))
 }
 
 /// A workspace folder.
@@ -137,14 +219,29 @@ mod tests {
         let cfg = WorkspaceConfig {
             roots: vec![PathBuf::from("/photos")],
             current_model: Some(a),
-            index_model: Some(IndexModel {
+            model: Some(ModelChoice::Trained),
+            index_model: Some(IndexModel::Released {
+                name: "dino-vits16".into(),
                 weights: PathBuf::from("/w.pth"),
                 size: 224,
-                from_run: false,
             }),
         };
         ws.save_config(&cfg)?;
         assert_eq!(ws.config()?, cfg);
+        Ok(())
+    }
+
+    #[test]
+    fn a_config_from_before_model_kinds_still_reads() -> Result<()> {
+        let text = "roots = []\n\n[index_model]\nweights = \"/run/checkpoint.safetensors\"\nsize = 96\nfrom_run = true\n";
+        let cfg: WorkspaceConfig = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        assert_eq!(
+            cfg.index_model,
+            Some(IndexModel::Run {
+                weights: PathBuf::from("/run/checkpoint.safetensors"),
+                size: 96
+            })
+        );
         Ok(())
     }
 }

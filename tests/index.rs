@@ -204,10 +204,12 @@ fn errors_without_a_model_or_a_folder_are_one_clear_line() -> TestResult {
         .arg(&ws)
         .arg("index")
         .arg(&empty)
+        .args(["--model", "trained"])
         .output()?;
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no trained model"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
     Ok(())
 }
 

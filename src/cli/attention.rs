@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
+use super::models::{default_choice, open_choice, parse_choice, Offline, TRAINED};
 use super::{device_from, DeviceArg};
 use dino_curate::attention::{
     attention_of, mask_overlay, mass_mask, overlay, write_png, DEFAULT_SIZE,
@@ -27,9 +28,10 @@ pub struct AttentionArgs {
     /// Shorter side of the model input in pixels (aspect ratio kept, cut to whole patches).
     #[arg(long, value_name = "PX", default_value_t = DEFAULT_SIZE)]
     size: u32,
-    /// A training run folder (default: the workspace's current model).
-    #[arg(long, value_name = "RUN", conflicts_with = "weights")]
-    model: Option<PathBuf>,
+    /// A released ViT (dino-vits16, dino-vits8, dino-vitb16, dino-vitb8; downloaded
+    /// once), `trained` or a training run folder (default: the model `index` uses).
+    #[arg(long, value_name = "NAME|RUN", conflicts_with = "weights")]
+    model: Option<String>,
     /// Any weights file instead (official DINO .pth, safetensors).
     #[arg(long, value_name = "FILE")]
     weights: Option<PathBuf>,
@@ -47,14 +49,15 @@ fn load(args: &AttentionArgs, workspace: Option<&Path>) -> Result<Embedder> {
     if let Some(weights) = &args.weights {
         return Ok(Embedder::from_weights(weights, args.size, &device)?);
     }
-    let run = match &args.model {
-        Some(run) => run.clone(),
-        None => match Workspace::open(workspace)?.config()?.current_model {
-            Some(run) => run,
-            None => bail!("no model: train one first, or pass --model or --weights"),
-        },
+    let ws = Workspace::open(workspace)?;
+    let choice = match args.model.as_deref() {
+        Some(name) if dino_curate::released::find(name).is_some() || name == TRAINED => {
+            parse_choice(name)?
+        }
+        Some(run) => return Ok(Embedder::from_run(Path::new(run), &device)?),
+        None => ws.config()?.model.unwrap_or_else(default_choice),
     };
-    Ok(Embedder::from_run(&run, &device)?)
+    Ok(open_choice(&ws, &choice, &device, Offline::Fail)?.embedder)
 }
 
 fn maps(args: &AttentionArgs, workspace: Option<&Path>) -> Result<()> {

@@ -467,6 +467,7 @@ pub struct ClustersArgs {
 
 pub fn clusters(args: &ClustersArgs, workspace: Option<&Path>) -> Result<()> {
     let ws = Workspace::open(workspace)?;
+    super::models::warn_if_not_semantic(&ws);
     let store = open_store(&ws)?;
     let c = Collection::load(&store)?;
     let k = args.k.unwrap_or_else(|| default_k(c.vectors.len()));
@@ -552,6 +553,7 @@ pub struct OutliersArgs {
 
 pub fn outliers(args: &OutliersArgs, workspace: Option<&Path>) -> Result<()> {
     let ws = Workspace::open(workspace)?;
+    super::models::warn_if_not_semantic(&ws);
     let mut store = open_store(&ws)?;
     let c = Collection::load(&store)?;
     let knn = store.knn_graph(GRAPH_K)?;
@@ -595,6 +597,7 @@ pub struct SelectArgs {
 
 pub fn select(args: &SelectArgs, workspace: Option<&Path>) -> Result<()> {
     let ws = Workspace::open(workspace)?;
+    super::models::warn_if_not_semantic(&ws);
     let store = open_store(&ws)?;
     let c = Collection::load(&store)?;
     let picked = c.diverse(args.n);
@@ -670,6 +673,7 @@ pub struct SearchArgs {
 
 pub fn search(args: &SearchArgs, workspace: Option<&Path>) -> Result<()> {
     let ws = Workspace::open(workspace)?;
+    super::models::warn_if_not_semantic(&ws);
     let mut store = open_store(&ws)?;
     let device = super::device_from(args.device)?;
     let embedder = super::index::indexed_model(&ws, &store, &device)?;

@@ -43,16 +43,19 @@ pub enum EvalCommand {
 /// Which features to evaluate (shared by the `eval` commands).
 #[derive(Debug, Args)]
 pub struct ModelArgs {
-    /// A training run folder (default: the workspace's current model).
-    #[arg(long, value_name = "RUN", conflicts_with_all = ["weights", "random_init"])]
-    model: Option<PathBuf>,
+    /// A released model (dino-vits16, dino-vits8, dino-vitb16, dino-vitb8, dino-resnet50;
+    /// downloaded once), `trained` or a training run folder (default: the workspace's last
+    /// trained model).
+    #[arg(long, value_name = "NAME|RUN", conflicts_with_all = ["weights", "random_init"])]
+    model: Option<String>,
     /// Any weights file instead (official DINO .pth, safetensors).
     #[arg(long, value_name = "FILE", conflicts_with = "random_init")]
     weights: Option<PathBuf>,
     /// Baseline: a randomly initialised backbone (--arch, --patch-size).
     #[arg(long)]
     random_init: bool,
-    /// Input side in pixels (default: the run's global view size; 224 for --weights;
+    /// Input side in pixels (default: the run's global view size; 224 for --weights and
+    /// the released models;
     /// 96 for --random-init; 32 for --pixels).
     #[arg(long, value_name = "PX")]
     size: Option<u32>,
@@ -238,9 +241,15 @@ fn base_embedder(
         };
         return Ok(Embedder::random(&cfg, args.size.unwrap_or(96), 0, device)?);
     }
-    let run = match &args.model {
-        Some(run) => run.clone(),
-        None => {
+    if let Some(model) = args.model.as_deref().and_then(dino_curate::released::find) {
+        let cache = dino_curate::released::ModelCache::from_env()?;
+        let path = super::models::fetch_with_progress(&cache, model)?;
+        let size = args.size.unwrap_or(dino_curate::released::RELEASED_SIZE);
+        return Ok(Embedder::from_weights(&path, size, device)?);
+    }
+    let run = match args.model.as_deref() {
+        Some(run) if run != super::models::TRAINED => PathBuf::from(run),
+        _ => {
             let ws = Workspace::open(workspace)?;
             match ws.config()?.current_model {
                 Some(run) => run,

@@ -6,6 +6,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use super::models::{default_choice, open_choice, parse_choice, reopen, Offline};
 use super::{device_from, DeviceArg};
 use dino_curate::calibrate::{
     calibrate_store, needs_calibration, Calibration, CALIBRATION_SEED, DEFAULT_PRECISION,
@@ -13,21 +14,25 @@ use dino_curate::calibrate::{
 use dino_curate::device::device_name;
 use dino_curate::embed::Embedder;
 use dino_curate::indexer::{
-    content_hash, decode_options, index, model_id, IndexEvent, IndexOptions, IndexSummary,
-    INDEX_DESCRIPTOR,
+    decode_options, index, IndexEvent, IndexOptions, IndexSummary, INDEX_DESCRIPTOR,
 };
 use dino_curate::photo::{DecodeOptions, Skipped, DEFAULT_MAX_PIXELS};
-use dino_curate::train::trainer::CHECKPOINT_FILE;
 use dino_curate::watchdog::{StallPolicy, Watchdog};
-use dino_curate::workspace::{IndexModel, Workspace};
+use dino_curate::workspace::{IndexModel, ModelChoice, Workspace};
 use dino_curate_index::Store;
 
 #[derive(Debug, Args)]
 pub struct IndexArgs {
-    /// Folders to add to the collection (default: the folders `train` recorded).
+    /// Folders to add to the collection (default: the folders recorded before).
     paths: Vec<PathBuf>,
-    /// Embed with this weights file (official DINO .pth, or ours) instead of the
-    /// workspace's trained model.
+    /// Embed with this model: a released DINO backbone (dino-vits16, dino-vits8,
+    /// dino-vitb16, dino-vitb8, dino-resnet50; downloaded once, see `dino-curate models`)
+    /// or `trained`, the workspace's last `train` run. Remembered for later runs (default:
+    /// the last one used, else dino-vits16); another model than the index's re-embeds
+    /// every photo.
+    #[arg(long, value_name = "NAME", conflicts_with = "weights")]
+    model: Option<String>,
+    /// Embed with this weights file instead (official DINO .pth, or ours); remembered too.
     #[arg(long, value_name = "FILE")]
     weights: Option<PathBuf>,
     /// Input side in pixels with --weights (the trained model uses its own).
@@ -56,20 +61,13 @@ pub fn run(args: &IndexArgs, workspace: Option<&Path>) -> Result<()> {
     }
     let roots = collection_roots(&ws, &args.paths)?;
     let device = device_from(args.device)?;
-    let (weights, size) = model_file(&ws, args)?;
-    let hash = content_hash(&weights).map_err(|s| anyhow::anyhow!("{s}"))?;
-    let embedder = match args.weights {
-        Some(_) => Embedder::from_weights(&weights, size, &device)?,
-        None => Embedder::from_run(&weights, &device)?,
-    }
-    .with_descriptor(INDEX_DESCRIPTOR);
-    let model = model_id(&hash, embedder.size());
+    let choice = model_choice(&ws, args)?;
+    let opened = open_choice(&ws, &choice, &device, Offline::UseUntrained)?;
+    let embedder = opened.embedder.with_descriptor(INDEX_DESCRIPTOR);
+    let model = opened.model_id;
     let mut cfg = ws.config()?;
-    cfg.index_model = Some(IndexModel {
-        weights: weights.clone(),
-        size: embedder.size(),
-        from_run: args.weights.is_none(),
-    });
+    cfg.model = Some(choice);
+    cfg.index_model = Some(opened.record.clone());
     ws.save_config(&cfg)?;
     eprintln!(
         "indexing {} with {} on {}",
@@ -78,7 +76,7 @@ pub fn run(args: &IndexArgs, workspace: Option<&Path>) -> Result<()> {
             .map(|r| r.display().to_string())
             .collect::<Vec<_>>()
             .join(", "),
-        weights.display(),
+        describe(&opened.record),
         device_name(&device)
     );
     let opts = IndexOptions {
@@ -175,28 +173,32 @@ fn collection_roots(ws: &Workspace, paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(cfg.roots)
 }
 
-/// The weights to embed with, and the input size (`None`: the run's own).
-fn model_file(ws: &Workspace, args: &IndexArgs) -> Result<(PathBuf, u32)> {
-    if let Some(w) = &args.weights {
-        if !w.is_file() {
-            bail!("{}: no such weights file", w.display());
+/// The model to embed with: the command line's, else the one used last, else the
+/// released default.
+fn model_choice(ws: &Workspace, args: &IndexArgs) -> Result<ModelChoice> {
+    if let Some(weights) = &args.weights {
+        let weights = std::path::absolute(weights)
+            .with_context(|| format!("{}", weights.display()))?;
+        return Ok(ModelChoice::File {
+            weights,
+            size: args.size,
+        });
+    }
+    match &args.model {
+        Some(name) => parse_choice(name),
+        None => Ok(ws.config()?.model.unwrap_or_else(default_choice)),
+    }
+}
+
+/// The model of a record, for people.
+fn describe(record: &IndexModel) -> String {
+    match record {
+        IndexModel::Released { name, size, .. } => format!("{name} at {size} px"),
+        IndexModel::Run { weights, .. } | IndexModel::File { weights, .. } => {
+            weights.display().to_string()
         }
-        return Ok((w.clone(), args.size));
+        IndexModel::Untrained { size, .. } => format!("an untrained ResNet-18 at {size} px"),
     }
-    let Some(run) = ws.config()?.current_model else {
-        bail!(
-            "no trained model in {}: run `dino-curate train PHOTOS` first, or pass --weights FILE",
-            ws.root().display()
-        );
-    };
-    let file = run.join(CHECKPOINT_FILE);
-    if !file.is_file() {
-        bail!(
-            "{}: the workspace's model has no checkpoint yet (train it, or pass --weights FILE)",
-            file.display()
-        );
-    }
-    Ok((file, args.size))
 }
 
 fn style(template: &str) -> ProgressStyle {
@@ -296,23 +298,12 @@ pub fn indexed_model(
     store: &Store,
     device: &candle_core::Device,
 ) -> Result<Embedder> {
-    let Some(m) = ws.config()?.index_model else {
+    let Some(record) = ws.config()?.index_model else {
         bail!("nothing indexed yet: run `dino-curate index` first");
     };
-    if !m.weights.is_file() {
-        bail!(
-            "{}: the model the index was built with is gone; run `dino-curate index` again",
-            m.weights.display()
-        );
-    }
-    let hash = content_hash(&m.weights).map_err(|s| anyhow::anyhow!("{s}"))?;
-    if store.meta()?.model_id.as_deref() != Some(model_id(&hash, m.size).as_str()) {
+    let opened = reopen(&record, device)?;
+    if store.meta()?.model_id.as_deref() != Some(opened.model_id.as_str()) {
         bail!("the model changed since the index was built: run `dino-curate index` again");
     }
-    let embedder = if m.from_run {
-        Embedder::from_run(&m.weights, device)?
-    } else {
-        Embedder::from_weights(&m.weights, m.size, device)?
-    };
-    Ok(embedder.with_descriptor(INDEX_DESCRIPTOR))
+    Ok(opened.embedder.with_descriptor(INDEX_DESCRIPTOR))
 }

@@ -1,6 +1,9 @@
 //! Helpers shared by the integration tests that index a folder through the binary.
 #![allow(dead_code)]
 
+pub mod mirror;
+pub mod pth;
+
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
@@ -47,10 +50,14 @@ pub fn dino(
     ws: &Path,
     args: &[&str],
 ) -> Result<(bool, String, String), Box<dyn std::error::Error>> {
+    // Never the real network: a released model is looked for in the workspace's own cache
+    // and "downloaded" from a port nobody listens on.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_dino-curate"))
         .arg("--workspace")
         .arg(ws)
         .args(args)
+        .env("DINO_CURATE_MODELS", ws.join("model-cache"))
+        .env("DINO_CURATE_DOWNLOAD_BASE", "http://127.0.0.1:9/")
         .output()?;
     Ok((
         out.status.success(),
@@ -76,4 +83,21 @@ pub fn index_at_32px(
         "cpu",
     ];
     dino(ws, &args)
+}
+
+/// A ViT-S/16 backbone (random weights, seed 7) as the official `dino_deitsmall16_pretrain.pth`
+/// is stored: the full-size fixture the download tests serve.
+pub fn vits16_pth_bytes() -> Result<Vec<u8>, Box<dyn std::error::Error>> {
+    let pb = ParamBuilder::frozen(&Device::Cpu, 7);
+    Vit::new(&pb, &VitConfig::preset(VitArch::VitSmall, 16))?;
+    let mut tensors = Vec::new();
+    for (name, t) in pb.store().tensors()? {
+        let values = t.flatten_all()?.to_vec1::<f32>()?;
+        tensors.push((name, t.dims().to_vec(), values));
+    }
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("dino_deitsmall16_pretrain.pth");
+    pth::write_pth(&path, &tensors)?;
+    Ok(std::fs::read(&path)?)
 }
