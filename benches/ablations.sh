@@ -27,7 +27,7 @@ for entry in "${variants[@]}"; do
   rm -rf "$ws"
   start=$(date +%s)
   # shellcheck disable=SC2086  # flags are words on purpose
-  "$bin" --workspace "$ws" train "$data/train" --preset cpu --epochs "$epochs" --seed 0 \
+  "$bin" --workspace "$ws" train "$data/train" --from-scratch --preset cpu --epochs "$epochs" --seed 0 \
     $flags --json >"$ws.train.json" 2>"$ws.train.log"
   train_s=$(($(date +%s) - start))
   "$bin" --workspace "$ws" eval knn "$data" --json >"$ws/knn.json" 2>"$ws.knn.log"

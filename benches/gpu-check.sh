@@ -49,7 +49,7 @@ for i in range(256):
                   fill=tuple(rng.randrange(256) for _ in range(3)))
     img.save(out / f"p{i:03d}.jpg", quality=90)
 PY
-timeout $((TRAIN_SECONDS + 240)) "$BIN" --workspace "$OUT/ws" train "$OUT/photos" --preset gpu \
+timeout $((TRAIN_SECONDS + 240)) "$BIN" --workspace "$OUT/ws" train "$OUT/photos" --from-scratch --preset gpu \
   --device cuda --batch-size 64 --epochs 100 --max-steps 100000 --checkpoint-every 100000 \
   --json >"$OUT/train.json" 2>"$OUT/train.log" &
 pid=$!

@@ -18,7 +18,7 @@ mkdir -p "$out"
 rm -rf "$ws"
 mkdir -p "$ws"
 start=$(date +%s)
-"$bin" --workspace "$ws" train "$data/train" "$@" --json >"$ws/train.json" 2>"$ws/train.log"
+"$bin" --workspace "$ws" train "$data/train" --from-scratch "$@" --json >"$ws/train.json" 2>"$ws/train.log"
 train_s=$(($(date +%s) - start))
 "$bin" --workspace "$ws" eval knn "$data" --json >"$ws/knn.json" 2>"$ws/knn.log"
 "$bin" --workspace "$ws" eval linear "$data" --json >"$ws/linear.json" 2>"$ws/linear.log"

@@ -120,6 +120,7 @@ pub fn bench_train(
         momentum: 0.996,
         teacher_temp: 0.04,
         last_layer_frozen: false,
+        backbone_frozen: false,
     };
     let total = cfg.warmup + cfg.steps;
     let mut timed = Vec::with_capacity(cfg.steps);

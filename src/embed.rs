@@ -148,7 +148,8 @@ impl Embedder {
                 hasher.update(&v.to_le_bytes());
             }
         }
-        let embedder = Self::new(backbone, UNTRAINED_SIZE, device).with_descriptor(Descriptor::ClsGem);
+        let embedder =
+            Self::new(backbone, UNTRAINED_SIZE, device).with_descriptor(Descriptor::ClsGem);
         Ok((embedder, *hasher.finalize().as_bytes()))
     }
 

@@ -397,10 +397,7 @@ fn check_record(path: &Path, record: &FileRecord) -> Result<(), ModelError> {
         reason,
     };
     if size != record.size {
-        return Err(changed(format!(
-            "{size} bytes, {} recorded",
-            record.size
-        )));
+        return Err(changed(format!("{size} bytes, {} recorded", record.size)));
     }
     let sha = sha256_hex(path)?;
     if sha != record.sha256 {

@@ -101,7 +101,9 @@ enum AnyIndexModel {
     Legacy(LegacyIndexModel),
 }
 
-fn index_model_or_legacy<'de, D>(deserializer: D) -> std::result::Result<Option<IndexModel>, D::Error>
+fn index_model_or_legacy<'de, D>(
+    deserializer: D,
+) -> std::result::Result<Option<IndexModel>, D::Error>
 where
     D: serde::Deserializer<'de>,
 {
@@ -234,7 +236,8 @@ mod tests {
     #[test]
     fn a_config_from_before_model_kinds_still_reads() -> Result<()> {
         let text = "roots = []\n\n[index_model]\nweights = \"/run/checkpoint.safetensors\"\nsize = 96\nfrom_run = true\n";
-        let cfg: WorkspaceConfig = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        let cfg: WorkspaceConfig =
+            toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
         assert_eq!(
             cfg.index_model,
             Some(IndexModel::Run {

@@ -65,7 +65,10 @@ fn a_fresh_download_is_verified_recorded_and_then_used_without_a_server() -> Tes
         path
     };
     assert_eq!(std::fs::read(&path)?, fixture());
-    assert_eq!(listing(dir.path()), vec![FILE.to_owned(), format!("{FILE}.json")]);
+    assert_eq!(
+        listing(dir.path()),
+        vec![FILE.to_owned(), format!("{FILE}.json")]
+    );
     let CacheState::Present(Some(record)) =
         ModelCache::new(dir.path().to_path_buf(), "unused".into()).state(vits16())
     else {
@@ -90,7 +93,9 @@ fn an_interrupted_download_keeps_its_part_and_resumes_with_a_range() -> TestResu
     let cache = cache_for(dir.path(), &mirror);
     let cut = 40_000_000;
     mirror.set(Behaviour::CutAfter(cut));
-    let err = cache.ensure(vits16(), &mut |_, _| {}).expect_err("cut short");
+    let err = cache
+        .ensure(vits16(), &mut |_, _| {})
+        .expect_err("cut short");
     assert!(
         matches!(
             err,
@@ -108,7 +113,10 @@ fn an_interrupted_download_keeps_its_part_and_resumes_with_a_range() -> TestResu
 
     mirror.set(Behaviour::Serve);
     let path = cache.ensure(vits16(), &mut |_, _| {})?;
-    assert_eq!(mirror.requests().last().and_then(|s| s.range_from), Some(cut));
+    assert_eq!(
+        mirror.requests().last().and_then(|s| s.range_from),
+        Some(cut)
+    );
     assert_eq!(std::fs::read(path)?, fixture());
     Ok(())
 }
@@ -122,7 +130,10 @@ fn a_server_that_ignores_ranges_means_starting_again() -> TestResult {
     assert!(cache.ensure(vits16(), &mut |_, _| {}).is_err());
     mirror.set(Behaviour::IgnoreRange);
     let path = cache.ensure(vits16(), &mut |_, _| {})?;
-    assert_eq!(mirror.requests().last().and_then(|s| s.range_from), Some(10_000_000));
+    assert_eq!(
+        mirror.requests().last().and_then(|s| s.range_from),
+        Some(10_000_000)
+    );
     assert_eq!(std::fs::read(path)?, fixture());
     Ok(())
 }
@@ -161,10 +172,15 @@ fn rejected(body: Vec<u8>) -> TestResult {
     let dir = tempfile::tempdir()?;
     let mirror = Mirror::start(FILE, body)?;
     let cache = cache_for(dir.path(), &mirror);
-    let err = cache.ensure(vits16(), &mut |_, _| {}).expect_err("not a backbone");
+    let err = cache
+        .ensure(vits16(), &mut |_, _| {})
+        .expect_err("not a backbone");
     assert!(matches!(err, ModelError::Invalid { .. }), "{err:?}");
     let message = err.to_string();
-    assert!(message.contains("not kept") && message.contains("--weights FILE"), "{message}");
+    assert!(
+        message.contains("not kept") && message.contains("--weights FILE"),
+        "{message}"
+    );
     assert!(listing(dir.path()).is_empty(), "{:?}", listing(dir.path()));
     Ok(())
 }
@@ -195,7 +211,9 @@ fn no_server_is_offline_not_a_failure() -> TestResult {
         dir.path().to_path_buf(),
         format!("http://127.0.0.1:{}/dino/", free_port()?),
     );
-    let err = cache.ensure(vits16(), &mut |_, _| {}).expect_err("no server");
+    let err = cache
+        .ensure(vits16(), &mut |_, _| {})
+        .expect_err("no server");
     assert!(matches!(err, ModelError::Offline { .. }), "{err:?}");
     assert!(listing(dir.path()).is_empty());
     Ok(())
@@ -257,7 +275,12 @@ fn index_needs_no_train_and_a_second_run_needs_no_network() -> TestResult {
     let photos_arg = photos.to_str().ok_or("path")?;
     {
         let mirror = Mirror::start(FILE, fixture().to_vec())?;
-        let (ok, out, err) = dino(&ws, &cache, &mirror.base(), &["index", photos_arg, "--json"])?;
+        let (ok, out, err) = dino(
+            &ws,
+            &cache,
+            &mirror.base(),
+            &["index", photos_arg, "--json"],
+        )?;
         assert!(ok, "{err}");
         assert!(err.contains("dino-vits16 at 224 px"), "{err}");
         let summary: serde_json::Value = serde_json::from_str(&out)?;
@@ -300,7 +323,12 @@ fn offline_index_of_the_samples_still_finds_their_copies() -> TestResult {
     let (ws, cache) = (dir.path().join("ws"), dir.path().join("cache"));
     let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/photos");
     let dead = format!("http://127.0.0.1:{}/dino/", free_port()?);
-    let (ok, _, err) = dino(&ws, &cache, &dead, &["index", samples.to_str().ok_or("path")?])?;
+    let (ok, _, err) = dino(
+        &ws,
+        &cache,
+        &dead,
+        &["index", samples.to_str().ok_or("path")?],
+    )?;
     assert!(ok, "{err}");
     let no_network: Vec<&str> = err.lines().filter(|l| l.contains("no network")).collect();
     assert_eq!(no_network.len(), 1, "{err}");
@@ -326,5 +354,84 @@ fn offline_index_of_the_samples_still_finds_their_copies() -> TestResult {
     assert_eq!(grouped, edited, "{out}");
     let (ok, _, err) = dino(&ws, &cache, &dead, &["clusters", "-k", "3"])?;
     assert!(ok && err.contains("not semantic"), "{err}");
+    Ok(())
+}
+
+/// Six small photos in `dir/photos`.
+fn small_photos(dir: &Path) -> TestResult<std::path::PathBuf> {
+    let photos = dir.join("photos");
+    std::fs::create_dir_all(&photos)?;
+    for i in 0..6 {
+        common::picture(i).save(photos.join(format!("p{i}.png")))?;
+    }
+    Ok(photos)
+}
+
+const QUICK_TRAIN: [&str; 9] = [
+    "--max-steps",
+    "2",
+    "--batch-size",
+    "4",
+    "--global-size",
+    "32",
+    "--local-size",
+    "16",
+    "--json",
+];
+
+#[test]
+fn train_adapts_the_released_model_and_index_follows_the_verdict() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let photos = small_photos(dir.path())?;
+    let (ws, cache) = (dir.path().join("ws"), dir.path().join("cache"));
+    let mirror = Mirror::start(FILE, fixture().to_vec())?;
+    let mut args = vec!["train", photos.to_str().ok_or("path")?];
+    args.extend(QUICK_TRAIN);
+    let (ok, out, err) = dino(&ws, &cache, &mirror.base(), &args)?;
+    assert!(ok, "{err}");
+    assert!(err.contains("adapting dino-vits16 to your photos"), "{err}");
+    let summary: serde_json::Value = serde_json::from_str(&out)?;
+    assert_eq!(summary["adapted_from"], "dino-vits16", "{out}");
+    let better = summary["signal"]["better"].as_bool().ok_or("a verdict")?;
+    assert!(
+        summary["signal"]["rank_me_start"].as_f64().is_some(),
+        "{out}"
+    );
+    let config = std::fs::read_to_string(ws.join("config.toml"))?;
+    if better {
+        assert!(err.contains("uses it from now on"), "{err}");
+        assert!(config.contains("kind = \"trained\""), "{config}");
+    } else {
+        assert!(err.contains("keeps dino-vits16"), "{err}");
+        assert!(!config.contains("kind = \"trained\""), "{config}");
+    }
+    let (_, _, err) = dino(
+        &ws,
+        &cache,
+        &mirror.base(),
+        &["train", "x", "--arch", "vit-tiny"],
+    )?;
+    assert!(err.contains("--from-scratch"), "{err}");
+    Ok(())
+}
+
+#[test]
+fn train_without_a_network_or_a_model_trains_from_scratch() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let photos = small_photos(dir.path())?;
+    let (ws, cache) = (dir.path().join("ws"), dir.path().join("cache"));
+    let dead = format!("http://127.0.0.1:{}/dino/", free_port()?);
+    let mut args = vec!["train", photos.to_str().ok_or("path")?];
+    args.extend(QUICK_TRAIN);
+    let (ok, out, err) = dino(&ws, &cache, &dead, &args)?;
+    assert!(ok, "{err}");
+    let fallback: Vec<&str> = err.lines().filter(|l| l.contains("no network")).collect();
+    assert_eq!(fallback.len(), 1, "{err}");
+    assert!(
+        fallback[0].contains("training from scratch instead"),
+        "{err}"
+    );
+    let summary: serde_json::Value = serde_json::from_str(&out)?;
+    assert!(summary["adapted_from"].is_null(), "{out}");
     Ok(())
 }

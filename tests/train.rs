@@ -418,3 +418,100 @@ fn a_diverging_run_stops_and_keeps_the_last_good_checkpoint() -> TestResult {
     assert!(before == after, "the good checkpoint was replaced");
     Ok(())
 }
+
+/// Tensors of a checkpoint under `prefix`, as flat vectors.
+fn tensors_under(
+    ckpt: &Path,
+    prefix: &str,
+) -> Result<std::collections::HashMap<String, Vec<f32>>, Box<dyn std::error::Error>> {
+    let mut out = std::collections::HashMap::new();
+    for (name, t) in dino_curate::model::weights::read_weights(ckpt)? {
+        if let Some(short) = name.strip_prefix(prefix) {
+            out.insert(short.to_owned(), t.flatten_all()?.to_vec1::<f32>()?);
+        }
+    }
+    Ok(out)
+}
+
+/// An adaptation's mechanics: both backbones start from the given weights; in the frozen
+/// share only the head moves; afterwards only the last `train_blocks` blocks and the final
+/// norm do, the patch embedding and earlier blocks never.
+#[test]
+fn adaptation_freezes_the_backbone_first_then_trains_only_the_last_blocks() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let photos = tmp.path().join("photos");
+    photo_folder(&photos, 8)?;
+    let config = TrainConfig {
+        max_steps: 4,
+        freeze_backbone_share: 0.5,
+        train_blocks: 1,
+        ..tiny_config()
+    };
+    let start = {
+        let pb = dino_curate::model::ParamBuilder::frozen(&Device::Cpu, 99);
+        dino_curate::model::Backbone::new(&pb, &config.backbone(false))?;
+        let path = tmp.path().join("start.safetensors");
+        dino_curate::model::weights::save_safetensors(&pb.store().tensors()?, &path)?;
+        path
+    };
+    let init: std::collections::HashMap<String, Vec<f32>> = tensors_under(&start, "")?;
+    let run_dir = tmp.path().join("run");
+    let session = |stop_after: Option<u64>, resume: bool| TrainOptions {
+        init: Some(start.clone()),
+        stop_after,
+        ..options(
+            config.clone(),
+            vec![photos.clone()],
+            run_dir.clone(),
+            resume,
+        )
+    };
+    let head_before: std::collections::HashMap<String, Vec<f32>> = {
+        let state = dino_curate::train::step::DinoState::new(&config, &Device::Cpu)?;
+        let mut out = std::collections::HashMap::new();
+        for (name, t) in state.student.params().tensors()? {
+            if let Some(short) = name.strip_prefix("head.") {
+                out.insert(short.to_owned(), t.flatten_all()?.to_vec1::<f32>()?);
+            }
+        }
+        out
+    };
+    let summary = run(&session(Some(2), false))?;
+    let student = tensors_under(&summary.checkpoint, "student.backbone.")?;
+    let teacher = tensors_under(&summary.checkpoint, "teacher.backbone.")?;
+    assert_eq!(student.len(), init.len());
+    for (name, values) in &init {
+        assert_eq!(
+            &student[name], values,
+            "{name} moved while the backbone was frozen"
+        );
+        let drift = teacher[name]
+            .iter()
+            .zip(values)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(drift < 1e-5, "teacher {name} drifted by {drift}");
+    }
+    let head = tensors_under(&summary.checkpoint, "student.head.")?;
+    assert_eq!(head.len(), head_before.len());
+    assert!(
+        head.iter().any(|(name, v)| head_before[name] != *v),
+        "the head did not train"
+    );
+
+    let summary = run(&session(None, true))?;
+    assert_eq!(summary.steps, 4);
+    let student = tensors_under(&summary.checkpoint, "student.backbone.")?;
+    for (name, values) in &init {
+        let trains = name.starts_with("blocks.1.") || name.starts_with("norm.");
+        let moved = &student[name] != values;
+        let bias_or_weight = name.ends_with("weight");
+        if trains && bias_or_weight {
+            assert!(moved, "{name} should train");
+        }
+        if !trains {
+            assert!(!moved, "{name} should stay frozen");
+        }
+    }
+    Ok(())
+}

@@ -177,8 +177,8 @@ fn collection_roots(ws: &Workspace, paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
 /// released default.
 fn model_choice(ws: &Workspace, args: &IndexArgs) -> Result<ModelChoice> {
     if let Some(weights) = &args.weights {
-        let weights = std::path::absolute(weights)
-            .with_context(|| format!("{}", weights.display()))?;
+        let weights =
+            std::path::absolute(weights).with_context(|| format!("{}", weights.display()))?;
         return Ok(ModelChoice::File {
             weights,
             size: args.size,

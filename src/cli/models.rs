@@ -10,8 +10,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use dino_curate::embed::Embedder;
 use dino_curate::indexer::{content_hash, model_id};
 use dino_curate::released::{
-    self, CacheState, ModelCache, ModelError, ReleasedModel, DEFAULT_MODEL, RELEASED,
-    RELEASED_SIZE,
+    self, CacheState, ModelCache, ModelError, ReleasedModel, DEFAULT_MODEL, RELEASED, RELEASED_SIZE,
 };
 use dino_curate::train::trainer::CHECKPOINT_FILE;
 use dino_curate::workspace::{IndexModel, ModelChoice, Workspace};
@@ -36,7 +35,11 @@ pub fn run(args: &ModelsArgs) -> Result<()> {
     }
     println!("models cached in {}", cache.dir().display());
     for (m, row) in RELEASED.iter().zip(&rows) {
-        let default = if m.name == DEFAULT_MODEL { " (default)" } else { "" };
+        let default = if m.name == DEFAULT_MODEL {
+            " (default)"
+        } else {
+            ""
+        };
         let sha = row["sha256"].as_str().unwrap_or("-");
         println!(
             "{:<14} {:<9} {:>4} MB  {:<22} ImageNet k-NN {:.1} %{default}\n    {}\n    sha256 {sha}",
@@ -271,7 +274,11 @@ pub fn reopen(record: &IndexModel, device: &candle_core::Device) -> Result<Opene
         }
         IndexModel::Run { weights, .. } => {
             gone_check(weights)?;
-            opened(Embedder::from_run(weights, device)?, weights, record.clone())
+            opened(
+                Embedder::from_run(weights, device)?,
+                weights,
+                record.clone(),
+            )
         }
         IndexModel::File { weights, size } => {
             gone_check(weights)?;

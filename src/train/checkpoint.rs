@@ -37,6 +37,9 @@ pub struct Progress {
     /// The learned-signal check's agreement before the first step ([`crate::train::signal`]).
     #[serde(default)]
     pub start_agreement: Option<f64>,
+    /// The check's RankMe before the first step.
+    #[serde(default)]
+    pub start_rank_me: Option<f64>,
 }
 
 /// What the metadata block holds.

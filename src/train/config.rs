@@ -128,6 +128,15 @@ pub struct TrainConfig {
     pub clip_grad: f64,
     /// Epochs with the head's last layer frozen.
     pub freeze_last_layer: usize,
+    /// Share of the run's first steps in which the backbone does not train (only the head
+    /// and the centre move), so that a fresh head settles on a released backbone before
+    /// its gradients reach it.
+    #[serde(default)]
+    pub freeze_backbone_share: f64,
+    /// Train only the backbone's last N transformer blocks and its final norm (0: all; ViT
+    /// only).
+    #[serde(default)]
+    pub train_blocks: usize,
     /// Student stochastic depth.
     pub drop_path: f64,
     /// Seed of every random choice (init, data order, augmentations, stochastic depth).
@@ -148,6 +157,9 @@ pub struct TrainConfig {
     /// BatchNorm in the head's hidden layers (official `--use_bn_in_head`).
     #[serde(default)]
     pub head_bn: bool,
+    /// The released model this run adapts (both backbones start from it), if any.
+    #[serde(default)]
+    pub adapted_from: Option<String>,
 }
 
 fn default_true() -> bool {
@@ -232,6 +244,8 @@ impl TrainConfig {
             warmup_teacher_temp_epochs: 0,
             clip_grad: 3.0,
             freeze_last_layer: 1,
+            freeze_backbone_share: 0.0,
+            train_blocks: 0,
             drop_path: 0.1,
             seed: 0,
             checkpoint_every: 500,
@@ -241,6 +255,34 @@ impl TrainConfig {
             loss: LossKind::Ce,
             predictor: false,
             head_bn: false,
+            adapted_from: None,
+        }
+    }
+
+    /// Adapting a released backbone (`../shared/reference/pretrained-start.md`, 3.3): its
+    /// architecture at 224/96 px, a fresh head that trains alone for the first tenth of
+    /// the steps, a tenth of the from-scratch learning rate, teacher momentum 0.9995 → 1,
+    /// and the head's last layer never frozen (LightlyTrain's advice from a pretrained
+    /// start). On the CPU: 2 local crops and batch 16, to fit a 2-core machine.
+    pub fn adapt(released: &str, backbone: &BackboneConfig, cpu: bool) -> Self {
+        let (arch, patch_size) = match backbone {
+            BackboneConfig::Vit(v) if v.embed_dim >= 768 => (Arch::VitBase, v.patch_size),
+            BackboneConfig::Vit(v) => (Arch::VitSmall, v.patch_size),
+            BackboneConfig::ResNet(_) => (Arch::Resnet50, 16),
+        };
+        Self {
+            arch,
+            patch_size,
+            local_crops: if cpu { 2 } else { 8 },
+            batch_size: if cpu { 16 } else { 64 },
+            epochs: 10,
+            lr: 5e-5,
+            warmup_epochs: 0,
+            momentum_teacher: 0.9995,
+            freeze_last_layer: 0,
+            freeze_backbone_share: 0.1,
+            adapted_from: Some(released.to_owned()),
+            ..Self::official()
         }
     }
 
@@ -329,6 +371,19 @@ impl TrainConfig {
         let scale_ok = |(a, b): (f32, f32)| a > 0.0 && a <= b && b <= 1.0;
         if !scale_ok(self.global_scale) || !scale_ok(self.local_scale) {
             return fail("crop scales must satisfy 0 < min <= max <= 1".into());
+        }
+        if !(0.0..=1.0).contains(&self.freeze_backbone_share) {
+            return fail(format!(
+                "the frozen-backbone share must lie in [0, 1], not {}",
+                self.freeze_backbone_share
+            ));
+        }
+        if self.train_blocks > 0 && (self.arch.resnet().is_some() || self.train_blocks > self.depth)
+        {
+            return fail(format!(
+                "--train-blocks {} needs a ViT of at least that many blocks",
+                self.train_blocks
+            ));
         }
         let (m0, m1) = (self.momentum_teacher, self.momentum_teacher_end);
         if !((0.0..=1.0).contains(&m0) && (0.0..=1.0).contains(&m1)) {

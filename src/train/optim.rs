@@ -62,6 +62,56 @@ pub fn cancel_last_layer(grads: &mut [Option<Tensor>], params: &[Param]) {
     }
 }
 
+/// Which backbone parameters train in a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrainedBackbone {
+    /// None of them (the start of an adaptation: only the head and the centre move).
+    pub frozen: bool,
+    /// Only the blocks from this one on and the final norm (`None`: all of them).
+    pub first_block: Option<usize>,
+}
+
+impl TrainedBackbone {
+    /// Whether the student parameter `name` stays as it is.
+    pub fn holds(&self, name: &str) -> bool {
+        let Some(rest) = name.strip_prefix("backbone.") else {
+            return false;
+        };
+        if self.frozen {
+            return true;
+        }
+        let Some(first) = self.first_block else {
+            return false;
+        };
+        let block = rest
+            .strip_prefix("blocks.")
+            .and_then(|r| r.split('.').next())
+            .and_then(|i| i.parse::<usize>().ok());
+        match block {
+            Some(i) => i < first,
+            None => !rest.starts_with("norm."),
+        }
+    }
+}
+
+/// Drops the gradients of the backbone parameters that do not train in this step, so the
+/// optimizer leaves them (and their weight decay) alone, and the teacher's EMA of them
+/// stays where it started.
+pub fn cancel_frozen_backbone(
+    grads: &mut [Option<Tensor>],
+    params: &[Param],
+    trained: TrainedBackbone,
+) {
+    if !trained.frozen && trained.first_block.is_none() {
+        return;
+    }
+    for (grad, param) in grads.iter_mut().zip(params) {
+        if trained.holds(&param.name) {
+            *grad = None;
+        }
+    }
+}
+
 /// Optimizer state of one parameter.
 #[derive(Debug, Clone)]
 pub struct Moments {

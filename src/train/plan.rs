@@ -154,12 +154,19 @@ pub struct Schedules {
     momentum: Vec<f64>,
     teacher_temp: Vec<f64>,
     frozen_steps: u64,
+    /// Steps at the start in which the backbone does not train.
+    backbone_frozen_steps: u64,
     offset: u64,
     steps_per_epoch: u64,
     calibration: StepSchedule,
 }
 
 /// `part / whole` of `steps`, rounded.
+/// `fraction` of `steps`, rounded.
+fn share_of_steps(fraction: f64, steps: usize) -> u64 {
+    (fraction.clamp(0.0, 1.0) * steps as f64).round() as u64
+}
+
 fn share(part: usize, whole: usize, steps: usize) -> usize {
     if whole == 0 {
         return 0;
@@ -213,6 +220,7 @@ impl Schedules {
                 .flat_map(|&t| std::iter::repeat_n(t, spe))
                 .collect(),
             frozen_steps: (cfg.freeze_last_layer * spe) as u64,
+            backbone_frozen_steps: share_of_steps(cfg.freeze_backbone_share, epochs * spe),
             offset: 0,
             steps_per_epoch: spe as u64,
             calibration: Self::calibration(cfg, 0, spe as u64),
@@ -242,6 +250,7 @@ impl Schedules {
             ),
             teacher_temp,
             frozen_steps: share(cfg.freeze_last_layer, cfg.epochs, steps) as u64,
+            backbone_frozen_steps: share_of_steps(cfg.freeze_backbone_share, steps),
             offset: 0,
             steps_per_epoch: 1,
             calibration: Self::calibration(cfg, 0, 1),
@@ -264,6 +273,7 @@ impl Schedules {
             },
             teacher_temp: cfg.warmup_teacher_temp,
             last_layer_frozen: cfg.freeze_last_layer > 0,
+            backbone_frozen: cfg.freeze_backbone_share > 0.0,
         }
     }
 
@@ -289,6 +299,7 @@ impl Schedules {
             momentum: pick(&self.momentum, 1.0),
             teacher_temp: pick(&self.teacher_temp, 0.04),
             last_layer_frozen: i < self.frozen_steps,
+            backbone_frozen: i < self.backbone_frozen_steps,
         }
     }
 

@@ -134,13 +134,22 @@ impl CheckViews {
     /// The share of photos whose two views find each other as nearest neighbours under
     /// `net`'s backbone (mean of both directions); chance is `1 / photos`.
     pub fn agreement(&self, net: &DinoNet) -> Result<f64> {
+        Ok(self.measure(net)?.agreement)
+    }
+
+    /// The view agreement and the RankMe of the first views' features under `net`.
+    pub fn measure(&self, net: &DinoNet) -> Result<CheckMeasures> {
         let (mut first, mut second) = (Vec::new(), Vec::new());
         for (chunk, images) in self.images.chunks(CHUNK).enumerate() {
             let (a, b) = self.views(net, chunk * CHUNK, images)?;
             first.push(a);
             second.push(b);
         }
-        mutual_agreement(&Tensor::cat(&first, 0)?, &Tensor::cat(&second, 0)?)
+        let first = Tensor::cat(&first, 0)?;
+        Ok(CheckMeasures {
+            agreement: mutual_agreement(&first, &Tensor::cat(&second, 0)?)?,
+            rank_me: rank_me(&first)?,
+        })
     }
 
     /// L2-normalised backbone features `[n, D]` of the first and second views of
@@ -168,6 +177,51 @@ impl CheckViews {
         let embed = |x: &Tensor| l2_rows(&net.backbone.forward(x, None, false)?);
         Ok((embed(&a)?, embed(&b)?))
     }
+}
+
+/// The label-free measures of one network on the check's photos.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CheckMeasures {
+    /// Share of photos whose two views find each other ([`CheckViews::agreement`]).
+    pub agreement: f64,
+    /// Effective rank of the features ([`rank_me`]).
+    pub rank_me: f64,
+}
+
+/// RankMe (Garrido et al., ICML 2023): the exponential of the entropy of the normalised
+/// singular values of the features `[n, D]`, the number of directions they really use
+/// (1 for collapsed features, up to min(n, D)). A drop means features that lost
+/// dimensions; it tracks downstream accuracy across SSL runs in the paper.
+pub fn rank_me(features: &Tensor) -> Result<f64> {
+    let rows = features
+        .to_dtype(candle_core::DType::F32)?
+        .to_vec2::<f32>()?;
+    let (n, d) = (rows.len(), rows.first().map_or(0, Vec::len));
+    if n == 0 || d == 0 {
+        return Ok(0.0);
+    }
+    let x = nalgebra::DMatrix::from_fn(n, d, |i, j| f64::from(rows[i][j]));
+    // The singular values are the square roots of the eigenvalues of the smaller Gram.
+    let gram = if n <= d {
+        &x * x.transpose()
+    } else {
+        x.transpose() * &x
+    };
+    let singular: Vec<f64> = nalgebra::SymmetricEigen::new(gram)
+        .eigenvalues
+        .iter()
+        .map(|&l| l.max(0.0).sqrt())
+        .collect();
+    let total: f64 = singular.iter().sum();
+    if total <= 0.0 {
+        return Ok(0.0);
+    }
+    let entropy: f64 = singular
+        .iter()
+        .map(|s| s / total + 1e-7)
+        .map(|p| -p * p.ln())
+        .sum();
+    Ok(entropy.exp())
 }
 
 /// The share of rows `i` of `first` whose most similar row of `second` is row `i`, and
@@ -201,7 +255,20 @@ pub struct LearnedSignal {
     pub trained: f64,
     /// Whether the trained teacher beats the start by more than the check's noise.
     pub learned: bool,
+    /// RankMe of the start's features.
+    #[serde(default)]
+    pub rank_me_start: Option<f64>,
+    /// RankMe of the trained teacher's features.
+    #[serde(default)]
+    pub rank_me_trained: Option<f64>,
+    /// The verdict: the trained teacher is better than the start on both measures (views
+    /// agree more, beyond the noise, and the features kept their dimensions).
+    #[serde(default)]
+    pub better: bool,
 }
+
+/// The largest relative drop of RankMe that still counts as keeping the dimensions.
+pub const RANK_ME_TOLERANCE: f64 = 0.05;
 
 impl LearnedSignal {
     /// Compares two agreements measured on `photos` photos: the gain counts when it exceeds
@@ -210,12 +277,36 @@ impl LearnedSignal {
         let n = photos.max(1) as f64;
         let var = |p: f64| p * (1.0 - p) / n;
         let noise = 2.0 * (var(start) + var(trained)).sqrt().max(1.0 / n);
+        let learned = trained - start > noise;
         Self {
             photos,
             held_out,
             start,
             trained,
-            learned: trained - start > noise,
+            learned,
+            rank_me_start: None,
+            rank_me_trained: None,
+            better: learned,
+        }
+    }
+
+    /// Adds the RankMe of the start and of the trained teacher, and decides the verdict
+    /// with them: no verdict of "better" when the features lost dimensions.
+    pub fn with_rank_me(self, start: Option<f64>, trained: f64) -> Self {
+        let kept = start.is_none_or(|s| trained >= s * (1.0 - RANK_ME_TOLERANCE));
+        Self {
+            rank_me_start: start,
+            rank_me_trained: Some(trained),
+            better: self.learned && kept,
+            ..self
+        }
+    }
+
+    /// The RankMe figures, for people ("" when not measured).
+    pub fn rank_me_line(&self) -> String {
+        match (self.rank_me_start, self.rank_me_trained) {
+            (Some(s), Some(t)) => format!("; effective rank {t:.1}, {s:.1} at the start"),
+            _ => String::new(),
         }
     }
 
@@ -227,9 +318,10 @@ impl LearnedSignal {
             format!("{} training photos", self.photos)
         };
         let figures = format!(
-            "two views of a photo match {:.0} % of the time, {:.0} % at the start ({sample})",
+            "two views of a photo match {:.0} % of the time, {:.0} % at the start{} ({sample})",
             self.trained * 100.0,
-            self.start * 100.0
+            self.start * 100.0,
+            self.rank_me_line()
         );
         if self.learned {
             format!("learned: {figures}")
@@ -301,6 +393,34 @@ mod tests {
         let shifted = Tensor::cat(&[x.narrow(0, 1, 5)?, x.narrow(0, 0, 1)?], 0)?;
         assert_eq!(mutual_agreement(&features, &embed(&shifted)?)?, 0.0);
         Ok(())
+    }
+
+    #[test]
+    fn rank_me_counts_the_directions_used() -> Result<()> {
+        let device = Device::Cpu;
+        // 5 orthonormal rows in 8 dimensions: 5 equal singular values.
+        let eye = Tensor::eye(8, candle_core::DType::F32, &device)?.narrow(0, 0, 5)?;
+        assert!((rank_me(&eye)? - 5.0).abs() < 1e-3);
+        // Every row the same: one direction.
+        let same = Tensor::ones((6, 8), candle_core::DType::F32, &device)?;
+        assert!((rank_me(&same)? - 1.0).abs() < 1e-3);
+        // More rows than dimensions goes through the other Gram matrix.
+        let tall = Tensor::eye(8, candle_core::DType::F32, &device)?.repeat((3, 1))?;
+        assert!((rank_me(&tall)? - 8.0).abs() < 1e-3);
+        Ok(())
+    }
+
+    #[test]
+    fn the_verdict_needs_more_agreement_and_no_lost_dimensions() {
+        let learned = LearnedSignal::new(256, true, 0.40, 0.60);
+        assert!(learned.with_rank_me(Some(100.0), 97.0).better);
+        assert!(!learned.with_rank_me(Some(100.0), 90.0).better);
+        let flat = LearnedSignal::new(256, true, 0.90, 0.91);
+        assert!(!flat.with_rank_me(Some(100.0), 120.0).better);
+        assert!(LearnedSignal::new(256, true, 0.40, 0.60)
+            .with_rank_me(Some(100.0), 120.0)
+            .describe()
+            .contains("effective rank 120.0, 100.0 at the start"));
     }
 
     #[test]

@@ -10,7 +10,10 @@ use rand::rngs::StdRng;
 use super::config::TrainConfig;
 use super::ema::ema_update;
 use super::loss::{koleo, DinoLoss};
-use super::optim::{cancel_last_layer, clip_gradients, collect_gradients, Optimizer};
+use super::optim::{
+    cancel_frozen_backbone, cancel_last_layer, clip_gradients, collect_gradients, Optimizer,
+    TrainedBackbone,
+};
 use crate::model::{DinoNet, ParamBuilder};
 use crate::{Error, Result};
 
@@ -26,6 +29,8 @@ pub struct StepConfig {
     pub clip_grad: f64,
     /// Weight of the KoLeo regulariser on the student's global-view features (0: off).
     pub koleo: f64,
+    /// The first backbone block that trains (`--train-blocks`); `None`: all of them.
+    pub first_trained_block: Option<usize>,
 }
 
 /// Scheduled values for one step (see [`crate::train::plan::Schedules`]).
@@ -43,6 +48,8 @@ pub struct StepSchedule {
     pub teacher_temp: f64,
     /// Whether the head's last layer is left untrained in this step.
     pub last_layer_frozen: bool,
+    /// Whether the whole backbone is left untrained in this step.
+    pub backbone_frozen: bool,
 }
 
 /// Wall-clock seconds of each phase of a step (the device is synchronised between them).
@@ -155,6 +162,8 @@ impl DinoState {
                 n_global: 2,
                 clip_grad: cfg.clip_grad,
                 koleo: cfg.koleo,
+                first_trained_block: (cfg.train_blocks > 0)
+                    .then(|| cfg.depth.saturating_sub(cfg.train_blocks)),
             },
         })
     }
@@ -194,15 +203,20 @@ impl DinoState {
     pub fn gradients(
         &self,
         loss: &Tensor,
-        last_layer_frozen: bool,
+        sched: &StepSchedule,
     ) -> Result<(Gradients, Vec<Option<f64>>)> {
         let grad_store = loss.backward()?;
         let params = self.student.params();
         let mut grads = collect_gradients(params, &grad_store);
         let norms = clip_gradients(&mut grads, self.cfg.clip_grad)?;
-        if last_layer_frozen {
+        if sched.last_layer_frozen {
             cancel_last_layer(&mut grads, params.params());
         }
+        let trained = TrainedBackbone {
+            frozen: sched.backbone_frozen,
+            first_block: self.cfg.first_trained_block,
+        };
+        cancel_frozen_backbone(&mut grads, params.params(), trained);
         Ok((grads, norms))
     }
 
@@ -234,7 +248,7 @@ impl DinoState {
             )));
         }
         times.student_s = lap(&mut clock, &device)?;
-        let (grads, grad_norms) = self.gradients(&loss, sched.last_layer_frozen)?;
+        let (grads, grad_norms) = self.gradients(&loss, &sched)?;
         times.backward_s = lap(&mut clock, &device)?;
         self.optimizer.step(
             self.student.params().params(),

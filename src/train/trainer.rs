@@ -154,6 +154,8 @@ pub struct TrainSummary {
     pub budget: Budget,
     /// Whether the features moved from the run's start ([`crate::train::signal`]).
     pub signal: Option<LearnedSignal>,
+    /// The released model the run adapted, if it did.
+    pub adapted_from: Option<String>,
 }
 
 /// A left-out file in the summary.
@@ -393,6 +395,7 @@ fn run_loop(
         epoch: 0,
         last_loss: None,
         start_agreement: None,
+        start_rank_me: None,
     };
     match &resumed {
         Some(ckpt) => {
@@ -404,7 +407,9 @@ fn run_loop(
                 init_backbones(&state, init)?;
             }
             if let Some(check) = &session.check {
-                progress.start_agreement = Some(check.agreement(&state.teacher)?);
+                let start = check.measure(&state.teacher)?;
+                progress.start_agreement = Some(start.agreement);
+                progress.start_rank_me = Some(start.rank_me);
             }
         }
     }
@@ -527,6 +532,7 @@ fn run_loop(
         planned_steps: course.plan.total_steps,
         budget: Budget::of(&course.cfg),
         signal,
+        adapted_from: course.cfg.adapted_from.clone(),
     })
 }
 
@@ -540,8 +546,9 @@ fn learned_signal(
     let (Some(check), Some(start)) = (&session.check, progress.start_agreement) else {
         return Ok(None);
     };
-    let trained = check.agreement(&state.teacher)?;
-    let signal = LearnedSignal::new(check.photos, check.held_out, start, trained);
+    let trained = check.measure(&state.teacher)?;
+    let signal = LearnedSignal::new(check.photos, check.held_out, start, trained.agreement)
+        .with_rank_me(progress.start_rank_me, trained.rank_me);
     let path = session.opts.run_dir.join(SIGNAL_FILE);
     let json = serde_json::to_vec_pretty(&signal).map_err(|e| Error::Config(e.to_string()))?;
     write_atomically(&path, |tmp| {

@@ -135,7 +135,10 @@ fn answer(
             range_from,
         });
     }
-    let mut behaviour = behaviour.lock().map(|b| b.clone()).unwrap_or(Behaviour::NotFound);
+    let mut behaviour = behaviour
+        .lock()
+        .map(|b| b.clone())
+        .unwrap_or(Behaviour::NotFound);
     if !path.ends_with(&format!("/{file_name}")) {
         behaviour = Behaviour::NotFound;
     }
