@@ -193,7 +193,8 @@ pub enum ModelError {
 
 fn offline_message(model: &str, url: &str, path: &Path) -> String {
     format!(
-        "no network: cannot download {model} from {url}, and it is not at {}",
+        "no network: cannot download {model} from {url}, and it is not at {} (a copy put \
+         there by hand will do, as will --weights FILE)",
         path.display()
     )
 }

@@ -44,8 +44,8 @@ pub enum EvalCommand {
 #[derive(Debug, Args)]
 pub struct ModelArgs {
     /// A released model (dino-vits16, dino-vits8, dino-vitb16, dino-vitb8, dino-resnet50;
-    /// downloaded once), `trained` or a training run folder (default: the workspace's last
-    /// trained model).
+    /// downloaded once), `trained` (the workspace's last trained model) or a training run
+    /// folder (default: the model `index` uses, dino-vits16 unless another was chosen).
     #[arg(long, value_name = "NAME|RUN", conflicts_with_all = ["weights", "random_init"])]
     model: Option<String>,
     /// Any weights file instead (official DINO .pth, safetensors).
@@ -249,12 +249,23 @@ fn base_embedder(
     }
     let run = match args.model.as_deref() {
         Some(run) if run != super::models::TRAINED => PathBuf::from(run),
-        _ => {
+        Some(_) => match Workspace::open(workspace)?.config()?.current_model {
+            Some(run) => run,
+            None => bail!("no trained model: run `dino-curate train PHOTOS` first"),
+        },
+        None => {
+            // The model `index` uses: the one chosen last, else the released default.
             let ws = Workspace::open(workspace)?;
-            match ws.config()?.current_model {
-                Some(run) => run,
-                None => bail!("no model: train one first, or pass --model, --weights, --random-init or --pixels"),
-            }
+            let choice = ws
+                .config()?
+                .model
+                .unwrap_or_else(super::models::default_choice);
+            let opened =
+                super::models::open_choice(&ws, &choice, device, super::models::Offline::Fail)?;
+            return Ok(match args.size {
+                Some(size) => opened.embedder.with_size(size),
+                None => opened.embedder,
+            });
         }
     };
     let mut e = Embedder::from_run(&run, device)?;

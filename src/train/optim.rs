@@ -409,6 +409,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn which_backbone_parameters_hold_still() {
+        let all = TrainedBackbone {
+            frozen: false,
+            first_block: None,
+        };
+        let frozen = TrainedBackbone {
+            frozen: true,
+            ..all
+        };
+        let last_two = TrainedBackbone {
+            first_block: Some(10),
+            ..all
+        };
+        for name in ["backbone.blocks.3.attn.qkv.weight", "backbone.cls_token"] {
+            assert!(!all.holds(name) && frozen.holds(name) && last_two.holds(name));
+        }
+        assert!(!last_two.holds("backbone.blocks.10.mlp.fc1.bias"));
+        assert!(!last_two.holds("backbone.norm.weight"));
+        assert!(last_two.holds("backbone.patch_embed.proj.weight"));
+        assert!(last_two.holds("backbone.blocks.9.norm1.weight"));
+        for trained in [all, frozen, last_two] {
+            assert!(!trained.holds("head.last_layer.weight_v"));
+        }
+    }
+
+    #[test]
     fn in_place_and_tensor_updates_agree() -> Result<()> {
         let dev = candle_core::Device::Cpu;
         let init = Tensor::randn(0f32, 1., (7, 5), &dev)?;

@@ -413,7 +413,7 @@ mod tests {
     #[test]
     fn the_verdict_needs_more_agreement_and_no_lost_dimensions() {
         let learned = LearnedSignal::new(256, true, 0.40, 0.60);
-        assert!(learned.with_rank_me(Some(100.0), 97.0).better);
+        assert!(learned.clone().with_rank_me(Some(100.0), 97.0).better);
         assert!(!learned.with_rank_me(Some(100.0), 90.0).better);
         let flat = LearnedSignal::new(256, true, 0.90, 0.91);
         assert!(!flat.with_rank_me(Some(100.0), 120.0).better);
