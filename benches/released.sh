@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The released weights on labelled data, before and after a 30-minute adaptation (issue 25).
-# Needs a network (the build machines have none to these hosts, so its rows in docs/quality.md
-# are still to be filled in by whoever has one).
+# Needs a network, curl, and python3 (with Pillow for the near-duplicate bench). The build
+# machines reach none of these hosts, so its rows in docs/quality.md are still to be filled
+# in by whoever has one.
 #
 #   bash benches/released.sh BIN OUT [MODEL] [ADAPT_TIME]
 #     BIN         the dino-curate binary
@@ -92,6 +93,23 @@ evaluate() { # NAME MODEL_ARGS...
 
 "$bin" models --json >"$out/models-before.json"
 evaluate "$model" --model "$model"
+
+# The default input of `index` (official resize 256 + centre crop 224) against the whole
+# photo and DINO's copy-detection size, on a near-duplicate bench built from BSDS500 (when
+# ../shared is there; the descriptor is the index's, CLS + GeM).
+tools=$here/../../shared/tools bsds=$here/../../shared/data/photos/bsds500
+if [ -f "$tools/make_neardup_bench.py" ] && [ -d "$bsds" ]; then
+  [ -d "$out/neardup" ] || python3 "$tools/make_neardup_bench.py" --sources "$bsds/train" "$bsds/val" \
+    --distractors "$bsds/test" --out "$out/neardup" --seed 1 >/dev/null
+  for framing in crop whole; do
+    for size in 224 320; do
+      "$bin" eval neardup "$out/neardup" --model "$model" --descriptor cls-gem --framing "$framing" \
+        --size "$size" --json >"$out/neardup-$framing-$size.json" 2>/dev/null
+      python3 -c 'import json,sys; r=json.load(open(sys.argv[3])); print(json.dumps({"row": "neardup", "framing": sys.argv[1], "size": int(sys.argv[2]), "result": {k: v for k, v in r.items() if not isinstance(v, (list, dict))}}))' \
+        "$framing" "$size" "$out/neardup-$framing-$size.json" | tee -a "$results"
+    done
+  done
+fi
 "$bin" models --json >"$out/models.json"   # the file's size and SHA-256, recorded at download
 "$bin" --workspace "$out/ws" train "$out/eurosat/train" --model "$model" --time "$budget" --json \
   >"$out/adapt.json" 2>"$out/adapt.log"

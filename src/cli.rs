@@ -17,7 +17,8 @@ use clap::{Parser, Subcommand};
 use dino_curate::device::DeviceChoice;
 use dino_curate::model::Arch;
 
-/// Learn image features with DINO on your own photos, then curate the collection.
+/// Curate an unlabelled photo collection with DINO features: near-duplicates, themes,
+/// "more like this", outliers and diverse subsets.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 pub struct Cli {
@@ -36,9 +37,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Train a DINO model on a folder of photos (the collection is recorded in the workspace).
+    /// Adapt the released DINO model to your photos, or train one from scratch.
     Train(Box<train::TrainArgs>),
-    /// Embed new and changed photos into the index, follow moved ones, drop removed ones.
+    /// Embed a photo collection (the released DINO model by default; downloaded once), then
+    /// keep it up to date: new and changed photos, moved ones, removed ones.
     Index(index::IndexArgs),
     /// Nearest photos to any image file.
     Search(curate::SearchArgs),
