@@ -435,3 +435,32 @@ fn train_without_a_network_or_a_model_trains_from_scratch() -> TestResult {
     assert!(summary["adapted_from"].is_null(), "{out}");
     Ok(())
 }
+
+#[test]
+fn a_tls_failure_is_an_error_not_offline() -> TestResult {
+    // A plain-HTTP server behind an https:// address: the TLS handshake fails on its answer,
+    // as it does on a proxy's certificate that no trusted authority signed.
+    let dir = tempfile::tempdir()?;
+    let mirror = Mirror::start(FILE, fixture().to_vec())?;
+    mirror.set(Behaviour::PlainHttpAtOnce);
+    let cache = ModelCache::new(
+        dir.path().to_path_buf(),
+        format!("https://127.0.0.1:{}/dino/", mirror.port),
+    );
+    let err = cache
+        .ensure(vits16(), &mut |_, _| {})
+        .expect_err("no TLS there");
+    assert!(
+        matches!(
+            err,
+            ModelError::Download {
+                source: DownloadError::Tls { .. },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("--weights FILE"), "{err}");
+    assert!(listing(dir.path()).is_empty());
+    Ok(())
+}

@@ -18,6 +18,9 @@ pub enum Behaviour {
     CutAfter(usize),
     /// 404 for everything.
     NotFound,
+    /// Answers plain HTTP as soon as a client connects, before reading anything (what a TLS
+    /// client meets on a plain-HTTP port).
+    PlainHttpAtOnce,
 }
 
 /// What the server saw of one request.
@@ -110,6 +113,18 @@ fn answer(
     behaviour: &Mutex<Behaviour>,
     seen: &Mutex<Vec<Seen>>,
 ) -> std::io::Result<()> {
+    if behaviour
+        .lock()
+        .is_ok_and(|b| *b == Behaviour::PlainHttpAtOnce)
+    {
+        let mut stream = stream;
+        write!(
+            stream,
+            "HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n"
+        )?;
+        stream.flush()?;
+        return Ok(());
+    }
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
@@ -145,7 +160,7 @@ fn answer(
     let body = body.lock().map(|b| b.clone()).unwrap_or_default();
     let mut stream = stream;
     match behaviour {
-        Behaviour::NotFound => write!(
+        Behaviour::NotFound | Behaviour::PlainHttpAtOnce => write!(
             stream,
             "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
         )?,
