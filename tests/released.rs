@@ -309,6 +309,36 @@ fn index_needs_no_train_and_a_second_run_needs_no_network() -> TestResult {
         serde_json::from_str::<serde_json::Value>(&out)
             .map_err(|e| format!("{args:?} printed no JSON ({e}): {out}"))?;
     }
+    // `eval` names the released model too, from the cache.
+    let labelled = dir.path().join("labelled");
+    for (split, class, i) in [
+        ("train", "a", 0),
+        ("train", "b", 1),
+        ("test", "a", 2),
+        ("test", "b", 3),
+    ] {
+        std::fs::create_dir_all(labelled.join(split).join(class))?;
+        common::picture(i).save(labelled.join(split).join(class).join(format!("{i}.png")))?;
+    }
+    let labelled_arg = labelled.to_str().ok_or("path")?;
+    let (ok, out, err) = dino(
+        &ws,
+        &cache,
+        &dead,
+        &[
+            "eval",
+            "knn",
+            labelled_arg,
+            "--model",
+            "dino-vits16",
+            "--json",
+        ],
+    )?;
+    assert!(ok, "{err}");
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&out)?["top1"].is_number(),
+        "{out}"
+    );
     let (_, out, _) = dino(&ws, &cache, &dead, &["models", "--json"])?;
     let models: serde_json::Value = serde_json::from_str(&out)?;
     assert_eq!(models[0]["name"], "dino-vits16");
