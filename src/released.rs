@@ -49,6 +49,17 @@ pub struct ReleasedModel {
     pub imagenet_knn_linear: (f32, f32),
     /// About how many bytes the file has (mirrors of the same tensors; no official figure).
     pub approx_bytes: u64,
+    /// The network the file fits.
+    pub shape: ReleasedShape,
+}
+
+/// The architecture of a released file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReleasedShape {
+    /// A ViT of this size and patch side.
+    Vit(VitArch, usize),
+    /// torchvision's ResNet-50.
+    ResNet50,
 }
 
 /// Every released backbone that our code runs (the XCiT ones need a model we lack).
@@ -59,6 +70,7 @@ pub const RELEASED: [ReleasedModel; 5] = [
         arch: "ViT-S/16",
         imagenet_knn_linear: (74.5, 77.0),
         approx_bytes: 86_700_000,
+        shape: ReleasedShape::Vit(VitArch::VitSmall, 16),
     },
     ReleasedModel {
         name: "dino-vits8",
@@ -66,6 +78,7 @@ pub const RELEASED: [ReleasedModel; 5] = [
         arch: "ViT-S/8",
         imagenet_knn_linear: (78.3, 79.7),
         approx_bytes: 86_700_000,
+        shape: ReleasedShape::Vit(VitArch::VitSmall, 8),
     },
     ReleasedModel {
         name: "dino-vitb16",
@@ -73,6 +86,7 @@ pub const RELEASED: [ReleasedModel; 5] = [
         arch: "ViT-B/16",
         imagenet_knn_linear: (76.1, 78.2),
         approx_bytes: 343_000_000,
+        shape: ReleasedShape::Vit(VitArch::VitBase, 16),
     },
     ReleasedModel {
         name: "dino-vitb8",
@@ -80,6 +94,7 @@ pub const RELEASED: [ReleasedModel; 5] = [
         arch: "ViT-B/8",
         imagenet_knn_linear: (77.4, 80.1),
         approx_bytes: 343_000_000,
+        shape: ReleasedShape::Vit(VitArch::VitBase, 8),
     },
     ReleasedModel {
         name: "dino-resnet50",
@@ -87,6 +102,7 @@ pub const RELEASED: [ReleasedModel; 5] = [
         arch: "ResNet-50",
         imagenet_knn_linear: (67.5, 75.3),
         approx_bytes: 94_000_000,
+        shape: ReleasedShape::ResNet50,
     },
 ];
 
@@ -103,18 +119,12 @@ pub fn names() -> String {
 impl ReleasedModel {
     /// The architecture the file must fit.
     pub fn backbone_config(&self) -> BackboneConfig {
-        let vit = |arch, patch| {
-            BackboneConfig::Vit(VitConfig {
+        match self.shape {
+            ReleasedShape::Vit(arch, patch) => BackboneConfig::Vit(VitConfig {
                 img_size: RELEASED_SIZE as usize,
                 ..VitConfig::preset(arch, patch)
-            })
-        };
-        match self.name {
-            "dino-vits8" => vit(VitArch::VitSmall, 8),
-            "dino-vitb16" => vit(VitArch::VitBase, 16),
-            "dino-vitb8" => vit(VitArch::VitBase, 8),
-            "dino-resnet50" => BackboneConfig::ResNet(ResNetConfig::resnet50()),
-            _ => vit(VitArch::VitSmall, 16),
+            }),
+            ReleasedShape::ResNet50 => BackboneConfig::ResNet(ResNetConfig::resnet50()),
         }
     }
 
