@@ -7,6 +7,7 @@ mod common;
 use std::path::Path;
 use std::sync::OnceLock;
 
+use common::dino_with_models as dino;
 use common::mirror::{Behaviour, Mirror};
 use dino_curate::download::DownloadError;
 use dino_curate::released::{self, CacheState, ModelCache, ModelError, DEFAULT_MODEL};
@@ -245,22 +246,6 @@ fn a_file_placed_by_hand_is_verified_and_recorded() -> TestResult {
     };
     assert_eq!(record.source, "placed by hand");
     Ok(())
-}
-
-/// Runs the binary with the model cache and download base given.
-fn dino(ws: &Path, cache: &Path, base: &str, args: &[&str]) -> TestResult<(bool, String, String)> {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dino-curate"))
-        .arg("--workspace")
-        .arg(ws)
-        .args(args)
-        .env("DINO_CURATE_MODELS", cache)
-        .env("DINO_CURATE_DOWNLOAD_BASE", base)
-        .output()?;
-    Ok((
-        out.status.success(),
-        String::from_utf8(out.stdout)?,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    ))
 }
 
 #[test]

@@ -5,14 +5,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use super::models::{default_choice, open_choice, parse_choice, Offline, TRAINED};
+use super::models::open_named;
 use super::{device_from, DeviceArg};
 use dino_curate::attention::{
     attention_of, mask_overlay, mass_mask, overlay, write_png, DEFAULT_SIZE,
 };
 use dino_curate::embed::Embedder;
 use dino_curate::photo::{self, DecodeOptions, Skipped, DEFAULT_MAX_PIXELS};
-use dino_curate::workspace::Workspace;
 
 #[derive(Debug, Args)]
 pub struct AttentionArgs {
@@ -49,15 +48,7 @@ fn load(args: &AttentionArgs, workspace: Option<&Path>) -> Result<Embedder> {
     if let Some(weights) = &args.weights {
         return Ok(Embedder::from_weights(weights, args.size, &device)?);
     }
-    let ws = Workspace::open(workspace)?;
-    let choice = match args.model.as_deref() {
-        Some(name) if dino_curate::released::find(name).is_some() || name == TRAINED => {
-            parse_choice(name)?
-        }
-        Some(run) => return Ok(Embedder::from_run(Path::new(run), &device)?),
-        None => ws.config()?.model.unwrap_or_else(default_choice),
-    };
-    Ok(open_choice(&ws, &choice, &device, Offline::Fail)?.embedder)
+    open_named(args.model.as_deref(), workspace, &device)
 }
 
 fn maps(args: &AttentionArgs, workspace: Option<&Path>) -> Result<()> {

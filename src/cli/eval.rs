@@ -26,7 +26,6 @@ use dino_curate::phash::{self, DihedralHash, PerceptualHash};
 use dino_curate::verify::{keypoints_of, Keypoints};
 
 type HashFn = fn(&image::RgbImage) -> PerceptualHash;
-use dino_curate::workspace::Workspace;
 
 #[derive(Debug, Subcommand)]
 pub enum EvalCommand {
@@ -241,38 +240,11 @@ fn base_embedder(
         };
         return Ok(Embedder::random(&cfg, args.size.unwrap_or(96), 0, device)?);
     }
-    if let Some(model) = args.model.as_deref().and_then(dino_curate::released::find) {
-        let cache = dino_curate::released::ModelCache::from_env()?;
-        let path = super::models::fetch_with_progress(&cache, model)?;
-        let size = args.size.unwrap_or(dino_curate::released::RELEASED_SIZE);
-        return Ok(Embedder::from_weights(&path, size, device)?);
-    }
-    let run = match args.model.as_deref() {
-        Some(run) if run != super::models::TRAINED => PathBuf::from(run),
-        Some(_) => match Workspace::open(workspace)?.config()?.current_model {
-            Some(run) => run,
-            None => bail!("no trained model: run `dino-curate train PHOTOS` first"),
-        },
-        None => {
-            // The model `index` uses: the one chosen last, else the released default.
-            let ws = Workspace::open(workspace)?;
-            let choice = ws
-                .config()?
-                .model
-                .unwrap_or_else(super::models::default_choice);
-            let opened =
-                super::models::open_choice(&ws, &choice, device, super::models::Offline::Fail)?;
-            return Ok(match args.size {
-                Some(size) => opened.embedder.with_size(size),
-                None => opened.embedder,
-            });
-        }
-    };
-    let mut e = Embedder::from_run(&run, device)?;
-    if let Some(size) = args.size {
-        e = e.with_size(size);
-    }
-    Ok(e)
+    let embedder = super::models::open_named(args.model.as_deref(), workspace, device)?;
+    Ok(match args.size {
+        Some(size) => embedder.with_size(size),
+        None => embedder,
+    })
 }
 
 fn progress_bar() -> ProgressBar {

@@ -142,14 +142,44 @@ pub fn open_choice(
             if !weights.is_file() {
                 bail!("{}: no such weights file", weights.display());
             }
-            let embedder = Embedder::from_weights(weights, *size, device)?;
-            let record = IndexModel::File {
-                weights: weights.clone(),
-                size: *size,
-            };
-            opened(embedder, weights, record)
+            file_opened(weights, *size, device)
         }
     }
+}
+
+/// A released model's cached file, opened.
+fn released_opened(
+    model: &ReleasedModel,
+    path: PathBuf,
+    device: &candle_core::Device,
+) -> Result<Opened> {
+    let embedder = Embedder::from_weights(&path, RELEASED_SIZE, device)?;
+    let record = IndexModel::Released {
+        name: model.name.to_owned(),
+        weights: path.clone(),
+        size: RELEASED_SIZE,
+    };
+    opened(embedder, &path, record)
+}
+
+/// A training run's checkpoint, opened at the run's own input size.
+fn run_opened(file: &Path, device: &candle_core::Device) -> Result<Opened> {
+    let embedder = Embedder::from_run(file, device)?;
+    let record = IndexModel::Run {
+        weights: file.to_path_buf(),
+        size: embedder.size(),
+    };
+    opened(embedder, file, record)
+}
+
+/// Any weights file, opened at `size`.
+fn file_opened(weights: &Path, size: u32, device: &candle_core::Device) -> Result<Opened> {
+    let embedder = Embedder::from_weights(weights, size, device)?;
+    let record = IndexModel::File {
+        weights: weights.to_path_buf(),
+        size,
+    };
+    opened(embedder, weights, record)
 }
 
 fn opened(embedder: Embedder, weights: &Path, record: IndexModel) -> Result<Opened> {
@@ -177,12 +207,7 @@ fn open_trained(ws: &Workspace, device: &candle_core::Device) -> Result<Opened> 
             file.display()
         );
     }
-    let embedder = Embedder::from_run(&file, device)?;
-    let record = IndexModel::Run {
-        weights: file.clone(),
-        size: embedder.size(),
-    };
-    opened(embedder, &file, record)
+    run_opened(&file, device)
 }
 
 fn open_released(name: &str, device: &candle_core::Device, offline: Offline) -> Result<Opened> {
@@ -190,15 +215,7 @@ fn open_released(name: &str, device: &candle_core::Device, offline: Offline) -> 
         .with_context(|| format!("no released model {name} (known: {})", released::names()))?;
     let cache = ModelCache::from_env()?;
     match fetch_with_progress(&cache, model) {
-        Ok(path) => {
-            let embedder = Embedder::from_weights(&path, RELEASED_SIZE, device)?;
-            let record = IndexModel::Released {
-                name: model.name.to_owned(),
-                weights: path.clone(),
-                size: RELEASED_SIZE,
-            };
-            opened(embedder, &path, record)
-        }
+        Ok(path) => released_opened(model, path, device),
         Err(e @ ModelError::Offline { .. }) if offline == Offline::UseUntrained => {
             eprintln!(
                 "{e}: indexing without it (file hash, keypoints and an untrained network, \
@@ -209,6 +226,25 @@ fn open_released(name: &str, device: &candle_core::Device, offline: Offline) -> 
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// The embedder `eval` and `attention` use: `--model` as a released name, `trained` or a
+/// run folder; without it, the model `index` uses. A released model is downloaded if
+/// needed; no network means an error here, not the untrained fallback.
+pub fn open_named(
+    model: Option<&str>,
+    workspace: Option<&Path>,
+    device: &candle_core::Device,
+) -> Result<Embedder> {
+    if let Some(run) = model.filter(|m| released::find(m).is_none() && *m != TRAINED) {
+        return Ok(Embedder::from_run(Path::new(run), device)?);
+    }
+    let ws = Workspace::open(workspace)?;
+    let choice = match model {
+        Some(name) => parse_choice(name)?,
+        None => ws.config()?.model.unwrap_or_else(default_choice),
+    };
+    Ok(open_choice(&ws, &choice, device, Offline::Fail)?.embedder)
 }
 
 /// The network `index` falls back on without a model (no file, no network).
@@ -269,21 +305,15 @@ pub fn reopen(record: &IndexModel, device: &candle_core::Device) -> Result<Opene
                     cache.path(model).display()
                 );
             };
-            let embedder = Embedder::from_weights(&path, RELEASED_SIZE, device)?;
-            opened(embedder, &path, record.clone())
+            released_opened(model, path, device)
         }
         IndexModel::Run { weights, .. } => {
             gone_check(weights)?;
-            opened(
-                Embedder::from_run(weights, device)?,
-                weights,
-                record.clone(),
-            )
+            run_opened(weights, device)
         }
         IndexModel::File { weights, size } => {
             gone_check(weights)?;
-            let embedder = Embedder::from_weights(weights, *size, device)?;
-            opened(embedder, weights, record.clone())
+            file_opened(weights, *size, device)
         }
         IndexModel::Untrained { wanted, .. } => open_untrained(wanted, device),
     }

@@ -52,12 +52,22 @@ pub fn dino(
 ) -> Result<(bool, String, String), Box<dyn std::error::Error>> {
     // Never the real network: a released model is looked for in the workspace's own cache
     // and "downloaded" from a port nobody listens on.
+    dino_with_models(ws, &ws.join("model-cache"), "http://127.0.0.1:9/", args)
+}
+
+/// [`dino`] with the model cache `cache` and the download base `base`.
+pub fn dino_with_models(
+    ws: &Path,
+    cache: &Path,
+    base: &str,
+    args: &[&str],
+) -> Result<(bool, String, String), Box<dyn std::error::Error>> {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_dino-curate"))
         .arg("--workspace")
         .arg(ws)
         .args(args)
-        .env("DINO_CURATE_MODELS", ws.join("model-cache"))
-        .env("DINO_CURATE_DOWNLOAD_BASE", "http://127.0.0.1:9/")
+        .env("DINO_CURATE_MODELS", cache)
+        .env("DINO_CURATE_DOWNLOAD_BASE", base)
         .output()?;
     Ok((
         out.status.success(),
