@@ -166,6 +166,7 @@ pub fn map_photos(
     let decode = DecodeOptions {
         max_pixels: DEFAULT_MAX_PIXELS,
         target_short_side: Some(size.saturating_mul(2)),
+        ..DecodeOptions::default()
     };
     let mut parts = Vec::new();
     for (i, chunk) in paths.chunks(BATCH).enumerate() {

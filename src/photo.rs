@@ -14,9 +14,13 @@ mod format;
 #[cfg(feature = "heic")]
 mod heic;
 mod jpeg;
+mod jpeg_layout;
+mod libjpeg;
+mod raw;
 mod scan;
 
-pub use decode::{decode, DecodeOptions, Photo, DEFAULT_MAX_PIXELS};
+pub use decode::{decode, DecodeOptions, JpegDecoder, Photo, DEFAULT_MAX_PIXELS};
 pub use error::{PhotoError, ScanError, Skipped};
 pub use format::PhotoFormat;
+pub use raw::{has_raw_extension, RAW_EXTENSIONS};
 pub use scan::{has_image_extension, scan, FoundFile, ScanReport, IMAGE_EXTENSIONS};

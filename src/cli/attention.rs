@@ -59,6 +59,7 @@ fn maps(args: &AttentionArgs, workspace: Option<&Path>) -> Result<()> {
     let decode = DecodeOptions {
         max_pixels: DEFAULT_MAX_PIXELS,
         target_short_side: Some(args.size),
+        ..DecodeOptions::default()
     };
     let photo = photo::decode(&args.image, &decode).map_err(Skipped::from)?;
     let (shown, maps) = attention_of(&model, &photo.image, args.size)?;

@@ -2,6 +2,7 @@
 //! the store, and the results of the curation functions named by photo.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 use dino_curate_index::{PhotoId, PhotoRecord, Store};
@@ -17,6 +18,7 @@ use super::select::{diverse_subset, outliers};
 use super::vectors::{dot, normalize, Vectors};
 use super::Neighbours;
 use crate::phash::DihedralHash;
+use crate::photo::has_raw_extension;
 use crate::verify::Keypoints;
 use crate::{Error, Result};
 
@@ -163,7 +165,8 @@ impl Collection {
         Keypoints::from_bytes(&bytes)
     }
 
-    /// Groups of photos with the same content hash.
+    /// Groups of photos with the same content: the same content hash, or a camera RAW
+    /// file and the JPEG (or HEIC) the camera wrote beside it (same folder, same name).
     pub fn exact_copies(&self) -> Vec<Vec<PhotoId>> {
         let mut by_hash: HashMap<[u8; 32], Vec<PhotoId>> = HashMap::new();
         for (&id, r) in &self.records {
@@ -171,6 +174,7 @@ impl Collection {
         }
         let mut groups: Vec<Vec<PhotoId>> = by_hash
             .into_values()
+            .chain(self.raw_twins())
             .filter(|g| g.len() > 1)
             .map(|mut g| {
                 g.sort_unstable();
@@ -179,6 +183,27 @@ impl Collection {
             .collect();
         groups.sort_unstable();
         groups
+    }
+
+    /// RAW files with the other files of the same name in the same folder (IMG_1.CR2 and
+    /// IMG_1.JPG): the camera's two records of one shot.
+    fn raw_twins(&self) -> Vec<Vec<PhotoId>> {
+        let mut by_shot: HashMap<(&Path, String), (Vec<PhotoId>, bool)> = HashMap::new();
+        for (&id, r) in &self.records {
+            let (Some(folder), Some(stem)) = (r.path.parent(), r.path.file_stem()) else {
+                continue;
+            };
+            let shot = by_shot
+                .entry((folder, stem.to_string_lossy().to_lowercase()))
+                .or_default();
+            shot.0.push(id);
+            shot.1 |= has_raw_extension(&r.path);
+        }
+        by_shot
+            .into_values()
+            .filter(|(ids, has_raw)| *has_raw && ids.len() > 1)
+            .map(|(ids, _)| ids)
+            .collect()
     }
 
     /// `dups` as the CLI and the TUI run it: near-duplicate groups from the store's k-NN
@@ -332,5 +357,49 @@ impl Collection {
             .into_iter()
             .map(|(r, s)| (self.vectors.id(r), s))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::path::PathBuf;
+
+    use dino_curate_index::PhotoRecord;
+
+    use super::Collection;
+    use crate::curate::vectors::Vectors;
+
+    fn record(path: &str, hash: u8) -> PhotoRecord {
+        PhotoRecord {
+            path: PathBuf::from(path),
+            size: 1,
+            mtime_ns: 0,
+            blake3: [hash; 32],
+            width: 10,
+            height: 10,
+            taken_at: None,
+            stats: None,
+            perceptual_hash: None,
+        }
+    }
+
+    #[test]
+    fn raw_twins_and_same_content_are_exact_copies() {
+        let records: HashMap<u64, PhotoRecord> = [
+            (1, record("/p/IMG_1.CR2", 1)),
+            (2, record("/p/IMG_1.jpg", 2)),
+            (3, record("/p/IMG_2.jpg", 3)),
+            (4, record("/p/IMG_2.png", 4)), // same name, no RAW: not a twin
+            (5, record("/q/IMG_1.jpg", 5)), // another folder
+            (6, record("/q/copy.jpg", 3)),  // IMG_2.jpg's content
+        ]
+        .into_iter()
+        .collect();
+        let collection = Collection {
+            vectors: Vectors::new(4),
+            records,
+        };
+        assert_eq!(collection.exact_copies(), vec![vec![1, 2], vec![3, 6]]);
     }
 }

@@ -370,6 +370,7 @@ pub fn each_image<T: Send>(
     let decode = DecodeOptions {
         max_pixels: DEFAULT_MAX_PIXELS,
         target_short_side: Some(256),
+        ..DecodeOptions::default()
     };
     let done = std::sync::atomic::AtomicUsize::new(0);
     set.paths

@@ -1,7 +1,7 @@
 //! Decoding one photo into an upright, optionally downscaled, 8-bit RGB image.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Seek};
+use std::io::{BufRead, BufReader, Cursor, Read, Seek};
 use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
 
@@ -14,6 +14,8 @@ use super::format::{self, PhotoFormat};
 #[cfg(feature = "heic")]
 use super::heic;
 use super::jpeg;
+use super::libjpeg;
+use super::raw;
 
 /// Default [`DecodeOptions::max_pixels`]: 100 megapixels.
 pub const DEFAULT_MAX_PIXELS: u64 = 100_000_000;
@@ -29,6 +31,8 @@ pub struct DecodeOptions {
     /// When set, a photo whose shorter side is longer is downscaled so that its shorter side
     /// is exactly this many pixels, keeping the aspect ratio. `Some(0)` means no downscaling.
     pub target_short_side: Option<u32>,
+    /// The JPEG decoder to use.
+    pub jpeg: JpegDecoder,
 }
 
 impl Default for DecodeOptions {
@@ -36,8 +40,21 @@ impl Default for DecodeOptions {
         Self {
             max_pixels: DEFAULT_MAX_PIXELS,
             target_short_side: None,
+            jpeg: JpegDecoder::Libjpeg,
         }
     }
+}
+
+/// Which decoder reads JPEG files first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum JpegDecoder {
+    /// libjpeg-turbo (built into the `mozjpeg` crate): the fastest; jpeg-decoder, then
+    /// `image`, take what it refuses.
+    #[default]
+    Libjpeg,
+    /// jpeg-decoder (pure Rust), then `image`: the decoder before libjpeg-turbo, kept to
+    /// compare with (`bench read --jpeg jpeg-decoder`).
+    JpegDecoder,
 }
 
 /// A decoded photo.
@@ -55,6 +72,7 @@ pub struct Photo {
 }
 
 /// What a format-specific decoder hands back before the common finishing steps.
+#[derive(Debug)]
 pub(super) struct Decoded {
     /// RGB pixels, not yet oriented, possibly already reduced (JPEG DCT scaling).
     pub image: RgbImage,
@@ -89,6 +107,9 @@ const SUPPORTED_FORMATS: [ImageFormat; 6] = [
 /// Safe to call from many threads at once; never panics on bad input (a decoder panic is
 /// caught and reported as a corrupt image).
 pub fn decode(path: &Path, opts: &DecodeOptions) -> Result<Photo, PhotoError> {
+    if raw::has_raw_extension(path) {
+        return decode_raw(path, opts);
+    }
     let mut file = BufReader::new(open(path)?);
     let header = file
         .fill_buf()
@@ -118,6 +139,16 @@ pub fn decode(path: &Path, opts: &DecodeOptions) -> Result<Photo, PhotoError> {
         _ => decode_generic(path, reader, opts),
     })?;
     finish(path, decoded, opts, format.into())
+}
+
+/// A camera RAW file, through its embedded JPEG preview.
+fn decode_raw(path: &Path, opts: &DecodeOptions) -> Result<Photo, PhotoError> {
+    let mut bytes = Vec::new();
+    open(path)?
+        .read_to_end(&mut bytes)
+        .map_err(|err| PhotoError::from_io(path, err))?;
+    let decoded = catch_panics(path, || raw::decode(path, &bytes, opts))?;
+    finish(path, decoded, opts, PhotoFormat::Raw)
 }
 
 /// A HEIF photo, through libheif, which applies the rotation and mirroring in the file itself.
@@ -160,31 +191,38 @@ fn open(path: &Path) -> Result<File, PhotoError> {
     Ok(file)
 }
 
-/// JPEG through jpeg-decoder (for DCT scaling); what it does not support goes to `image`.
+/// JPEG through libjpeg-turbo (the fast path), then jpeg-decoder, then `image`: each one
+/// takes over what the one before calls unsupported (CMYK, arithmetic coding, 12-bit...).
 fn decode_jpeg(
     path: &Path,
     mut reader: BufReader<File>,
     opts: &DecodeOptions,
 ) -> Result<Decoded, PhotoError> {
-    match jpeg::decode(path, &mut reader, opts) {
-        Err(PhotoError::Unsupported { .. }) => {
-            reader
-                .rewind()
-                .map_err(|err| PhotoError::from_io(path, err))?;
-            decode_generic(
-                path,
-                ImageReader::with_format(reader, ImageFormat::Jpeg),
-                opts,
-            )
+    let mut bytes = Vec::new();
+    reader
+        .rewind()
+        .and_then(|()| reader.read_to_end(&mut bytes))
+        .map_err(|err| PhotoError::from_io(path, err))?;
+    if opts.jpeg == JpegDecoder::Libjpeg {
+        match libjpeg::decode(path, &bytes, opts) {
+            Err(PhotoError::Unsupported { .. }) => {}
+            result => return result.map(|(decoded, _)| decoded),
         }
+    }
+    match jpeg::decode(path, Cursor::new(&bytes), opts) {
+        Err(PhotoError::Unsupported { .. }) => decode_generic(
+            path,
+            ImageReader::with_format(Cursor::new(bytes), ImageFormat::Jpeg),
+            opts,
+        ),
         result => result,
     }
 }
 
 /// Any format through the `image` crate's decoders, with allocation limits.
-fn decode_generic(
+fn decode_generic<R: BufRead + Seek>(
     path: &Path,
-    mut reader: ImageReader<BufReader<File>>,
+    mut reader: ImageReader<R>,
     opts: &DecodeOptions,
 ) -> Result<Decoded, PhotoError> {
     reader.limits(limits(opts));

@@ -12,6 +12,8 @@ pub enum PhotoFormat {
     Image(ImageFormat),
     /// A HEIF container (HEIC photos from phones), decoded by libheif (feature `heic`).
     Heif,
+    /// A camera RAW file, read through its embedded JPEG preview.
+    Raw,
 }
 
 impl From<ImageFormat> for PhotoFormat {

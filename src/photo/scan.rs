@@ -37,15 +37,19 @@ pub struct ScanReport {
     /// Folders and files that could not be walked or inspected (unreadable folders, symbolic
     /// link loops, broken links), sorted by path.
     pub skipped: Vec<Skipped>,
+    /// Files left out for their extension (not a format read as a photo: videos, sidecars,
+    /// documents...), sorted by path, each with the reason.
+    pub ignored: Vec<Skipped>,
 }
 
-/// Whether `path` has one of the [`IMAGE_EXTENSIONS`], in any case.
+/// Whether `path` has one of the [`IMAGE_EXTENSIONS`] or a camera RAW extension
+/// ([`super::RAW_EXTENSIONS`]), in any case.
 pub fn has_image_extension(path: &Path) -> bool {
     path.extension().is_some_and(|ext| {
         IMAGE_EXTENSIONS
             .iter()
             .any(|known| ext.eq_ignore_ascii_case(known))
-    })
+    }) || super::has_raw_extension(path)
 }
 
 /// Lists the image files under `roots`, recursively.
@@ -57,19 +61,27 @@ pub fn has_image_extension(path: &Path) -> bool {
 /// hard links) is listed once, under its first path in sorted order.
 ///
 /// Fails only when a root does not exist or is neither a folder nor a file; anything wrong
-/// below a root is recorded in [`ScanReport::skipped`] and the walk carries on.
+/// below a root is recorded in [`ScanReport::skipped`] and the walk carries on. Files with
+/// another extension are listed in [`ScanReport::ignored`].
 pub fn scan<P: AsRef<Path>>(roots: &[P]) -> Result<ScanReport, ScanError> {
     let roots = resolve_roots(roots)?;
-    let mut found = BTreeMap::new();
-    let mut skipped = Vec::new();
+    let mut walked = Walked::default();
     for root in &roots {
-        walk(root, &mut found, &mut skipped);
+        walk(root, &mut walked);
     }
-    skipped.sort_by(|a: &Skipped, b| a.path.cmp(&b.path));
-    skipped.dedup();
+    let Walked {
+        found,
+        mut skipped,
+        mut ignored,
+    } = walked;
+    for list in [&mut skipped, &mut ignored] {
+        list.sort_by(|a: &Skipped, b| a.path.cmp(&b.path));
+        list.dedup();
+    }
     Ok(ScanReport {
         files: distinct_files(found),
         skipped,
+        ignored,
     })
 }
 
@@ -117,21 +129,33 @@ struct Candidate {
     id: Option<(u64, u64)>,
 }
 
-fn walk(root: &Path, found: &mut BTreeMap<PathBuf, Candidate>, skipped: &mut Vec<Skipped>) {
+/// What a walk collects.
+#[derive(Default)]
+struct Walked {
+    found: BTreeMap<PathBuf, Candidate>,
+    skipped: Vec<Skipped>,
+    ignored: Vec<Skipped>,
+}
+
+fn walk(root: &Path, walked: &mut Walked) {
     let entries = WalkDir::new(root)
         .follow_links(true)
         .into_iter()
         .filter_entry(|entry| !is_hidden(entry));
     for entry in entries {
         match entry {
-            Ok(entry) => visit(entry, found, skipped),
-            Err(err) => skipped.push(walk_error(root, &err)),
+            Ok(entry) => visit(entry, walked),
+            Err(err) => walked.skipped.push(walk_error(root, &err)),
         }
     }
 }
 
-fn visit(entry: DirEntry, found: &mut BTreeMap<PathBuf, Candidate>, skipped: &mut Vec<Skipped>) {
-    if !entry.file_type().is_file() || !has_image_extension(entry.path()) {
+fn visit(entry: DirEntry, walked: &mut Walked) {
+    if !entry.file_type().is_file() {
+        return;
+    }
+    if !has_image_extension(entry.path()) {
+        walked.ignored.push(ignored_file(entry.into_path()));
         return;
     }
     match entry.metadata() {
@@ -144,10 +168,22 @@ fn visit(entry: DirEntry, found: &mut BTreeMap<PathBuf, Candidate>, skipped: &mu
                     path: entry.into_path(),
                 },
             };
-            found.insert(candidate.file.path.clone(), candidate);
+            walked.found.insert(candidate.file.path.clone(), candidate);
         }
-        Err(err) => skipped.push(walk_error(entry.path(), &err)),
+        Err(err) => walked.skipped.push(walk_error(entry.path(), &err)),
     }
+}
+
+/// A file whose extension is not a photo format's, with the reason.
+fn ignored_file(path: PathBuf) -> Skipped {
+    let kind = match path.extension() {
+        Some(ext) => format!(".{} files", ext.to_string_lossy()),
+        None => "files without an extension".to_owned(),
+    };
+    Skipped::new(
+        path,
+        format!("not read: {kind} are not a photo format dino-curate reads"),
+    )
 }
 
 /// Hidden: a name starting with `.`, below the root (a root is scanned even if hidden).

@@ -261,6 +261,7 @@ pub fn train(
     let decode = DecodeOptions {
         max_pixels: DEFAULT_MAX_PIXELS,
         target_short_side: Some(cfg.global_size.saturating_mul(2)),
+        ..DecodeOptions::default()
     };
     let mut collection = Collection::open(&opts.roots, decode, opts.cache_bytes, reading)?;
     let (training, held_out) = split_held_out(std::mem::take(&mut collection.samples), cfg.seed);

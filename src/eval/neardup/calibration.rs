@@ -32,6 +32,7 @@ pub fn calibrate_on_clean_photos(
     let decode = DecodeOptions {
         max_pixels: DEFAULT_MAX_PIXELS,
         target_short_side: Some(256),
+        ..DecodeOptions::default()
     };
     let order = sample_order(clean.len(), seed);
     let load = |i: usize| {

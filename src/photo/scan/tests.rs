@@ -53,12 +53,25 @@ fn keeps_images_skips_hidden_and_sorts() -> TestResult {
         touch(&root.join(name))?;
     }
     let report = scan(&[&root])?;
-    let expected: Vec<PathBuf> = ["a.jpeg", "b/A.JPG", "b/z.png", "c/d/e.TiFf", "c/x.webp"]
-        .iter()
-        .map(PathBuf::from)
-        .collect();
+    let expected: Vec<PathBuf> = [
+        "a.jpeg",
+        "b/A.JPG",
+        "b/z.png",
+        "c/d/e.TiFf",
+        "c/x.webp",
+        "raw.cr2",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .collect();
     assert_eq!(relative(&report, &root), expected);
     assert!(report.skipped.is_empty(), "{:?}", report.skipped);
+    // the other files are listed with why, hidden ones are not
+    let ignored: Vec<&Path> = report.ignored.iter().map(|s| s.path.as_path()).collect();
+    assert_eq!(ignored, [root.join("noext"), root.join("notes.txt")]);
+    assert!(report.ignored[1]
+        .reason
+        .contains(".txt files are not a photo format"));
     assert!(report
         .files
         .iter()
