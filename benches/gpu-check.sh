@@ -6,7 +6,8 @@
 #     CARGO_TARGET_DIR=target-cuda cargo build --release --features cuda
 # then run with carry ["target-cuda/release/dino-curate"] and command `bash benches/gpu-check.sh`.
 # Writes JSON and logs to $OUT (default ./gpu-check-out) and prints a table:
-# model-only img/s, end-to-end img/s on phone-sized JPEGs, loader wait.
+# model-only img/s, end-to-end img/s on phone-sized JPEGs, loader wait, and `index` photos/s
+# with the share of time the model waited.
 set -uo pipefail
 BIN=${BIN:-target-cuda/release/dino-curate}
 OUT=${OUT:-gpu-check-out}
@@ -56,6 +57,14 @@ pid=$!
 sleep "$TRAIN_SECONDS"; kill -INT $pid 2>/dev/null; wait $pid 2>/dev/null
 metrics=$(ls "$OUT"/ws/models/*/metrics.jsonl 2>/dev/null | head -1)
 
+# index on the GPU with the ViT-S/16 just trained (same cost as the released dino-vits16),
+# decoding on every core; then the model alone at the same size and batch, to compare.
+timeout 300 "$BIN" --workspace "$OUT/ws" index "$OUT/photos" --model trained --device cuda \
+  --batch-size 64 --profile --json >"$OUT/index.json" 2>"$OUT/index.log"
+echo "rc=$? index $(cat "$OUT/index.json")" >&2
+timeout 120 "$BIN" bench embed --device cuda --batch-size 64 --json >"$OUT/embed.json" 2>"$OUT/embed.log"
+echo "rc=$? embed $(cat "$OUT/embed.json")" >&2
+
 python3 - "$OUT" "$metrics" <<'PY'
 import json, sys, pathlib, statistics
 out, metrics = pathlib.Path(sys.argv[1]), sys.argv[2]
@@ -74,4 +83,16 @@ if metrics:
         print(f"| end to end, gpu preset, 12 MP JPEGs | {e2e:.1f} | median loader wait {wait*1e3:.0f} ms over {len(rows)} steps |")
 else:
     print("| end to end | - | no metrics (see train.log) |")
+try:
+    p = json.loads((out / "index.json").read_text())["profile"]
+    stages = {s["stage"]: s["ms_per_photo"] for s in p["stages"]}
+    print(f"| index end to end, 12 MP JPEGs | {p['photos_per_s']:.1f} | model waited "
+          f"{p['model_wait_share']*100:.0f} %; decode {stages.get('decode', 0):.0f} ms/photo (core time) |")
+except Exception as e:
+    print(f"| index end to end | - | failed: {e} (see index.log) |")
+try:
+    r = json.loads((out / "embed.json").read_text())
+    print(f"| model only, embed 224 b64 | {r['img_per_s']:.1f} | |")
+except Exception as e:
+    print(f"| model only, embed | - | failed: {e} |")
 PY

@@ -11,6 +11,7 @@
 mod identify;
 mod pipeline;
 mod plan;
+mod profile;
 mod stats;
 
 use std::collections::HashSet;
@@ -27,6 +28,7 @@ use crate::{Error, Result};
 use pipeline::{decode_candidate, Prepared, ReadContext, Reader};
 
 pub use identify::{content_hash, mtime_ns};
+pub use profile::{Stage, StageClock, StageProfile, StageTime};
 
 /// How `index` decodes photos for a model that looks at `view_size` pixels: what calibrating
 /// `dups` must decode the same way.
@@ -44,6 +46,8 @@ pub struct IndexOptions {
     pub batch_size: usize,
     /// Largest photo accepted, in pixels.
     pub max_pixels: u64,
+    /// Where the time of the run goes, per stage (read it after the run).
+    pub clock: Arc<StageClock>,
 }
 
 /// What a run did, as `index --json` prints it.
@@ -61,6 +65,12 @@ pub struct IndexSummary {
     pub removed: usize,
     /// Files that could not be indexed (listed by `index --failures`).
     pub failed: usize,
+    /// Files left out for their extension: not a photo format (listed by
+    /// `index --failures` too).
+    pub ignored: usize,
+    /// Wall time of reading and embedding the photos, for [`StageClock::report`].
+    #[serde(skip)]
+    pub reading_wall: std::time::Duration,
 }
 
 /// Progress of a run, for a progress bar.
@@ -197,11 +207,15 @@ impl Run<'_> {
             views.push(view);
             keypoints.push(points);
         }
-        let vectors = self.embedder.embed_rows(views)?;
-        for ((record, vector), points) in records.iter().zip(&vectors).zip(&keypoints) {
-            self.store.put(record, vector)?;
-            self.store.put_keypoints(&record.blake3, points)?;
-        }
+        let clock = Arc::clone(&self.ctx.clock);
+        let vectors = clock.time(Stage::Model, || self.embedder.embed_rows(views))?;
+        clock.time(Stage::StoreWrite, || -> Result<()> {
+            for ((record, vector), points) in records.iter().zip(&vectors).zip(&keypoints) {
+                self.store.put(record, vector)?;
+                self.store.put_keypoints(&record.blake3, points)?;
+            }
+            Ok(())
+        })?;
         self.summary.embedded += records.len();
         Ok(())
     }
@@ -233,6 +247,7 @@ pub fn index(
         decode: ReadContext::decode_options(embedder.size(), opts.max_pixels),
         view_size: embedder.size(),
         missing_by_hash: Arc::new(plan.missing_by_hash),
+        clock: Arc::clone(&opts.clock),
     };
     let vanished_without_vector = plan.vanished_without_vector;
     let candidates = plan.candidates;
@@ -253,8 +268,15 @@ pub fn index(
     for skipped in report.skipped {
         run.fail(skipped, events)?;
     }
+    for ignored in report.ignored {
+        run.store.record_failure(&ignored.path, &ignored.reason)?;
+        run.failed_paths.insert(ignored.path);
+        run.summary.ignored += 1;
+    }
     events(IndexEvent::Stage("reading and embedding photos"));
+    let reading = std::time::Instant::now();
     read_and_embed(&mut run, candidates, events)?;
+    run.summary.reading_wall = reading.elapsed();
     events(IndexEvent::Stage("forgetting removed photos"));
     remove_vanished(&mut run, &ctx, &vanished_without_vector)?;
     clear_old_failures(&run, &opts.roots)?;
@@ -278,7 +300,8 @@ fn read_and_embed(
     let mut reader = Reader::start(candidates, run.ctx.clone(), run.batch_size, 2)
         .map_err(|e| Error::Config(format!("cannot start the reader thread: {e}")))?;
     let mut done = 0;
-    while let Some(chunk) = reader.next_chunk() {
+    let clock = Arc::clone(&run.ctx.clock);
+    while let Some(chunk) = clock.time(Stage::ModelWait, || reader.next_chunk()) {
         for prepared in chunk {
             run.handle(prepared, events)?;
             done += 1;
@@ -287,6 +310,68 @@ fn read_and_embed(
         events(IndexEvent::Progress { done });
     }
     Ok(())
+}
+
+/// How much of `index`'s reading [`read_without_model`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadStages {
+    /// Decoding to pixels only.
+    Decode,
+    /// Everything `index` does before the model: hash, decode, view, statistics,
+    /// perceptual hash, keypoints and EXIF date.
+    AllButModel,
+}
+
+/// Photos read by [`read_without_model`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ReadTally {
+    /// Photos read.
+    pub photos: usize,
+    /// Files that failed.
+    pub failed: usize,
+}
+
+/// Reads the photos under `roots` as `index` would for a model of `view_size` pixels,
+/// without the model and the store, on the threads of the current rayon pool: what
+/// `bench read` times. The time per stage goes to `clock`.
+pub fn read_without_model(
+    roots: &[PathBuf],
+    view_size: u32,
+    stages: ReadStages,
+    jpeg: photo::JpegDecoder,
+    clock: &Arc<StageClock>,
+) -> Result<ReadTally> {
+    use rayon::prelude::*;
+    let report = photo::scan(roots).map_err(|e| Error::Config(e.to_string()))?;
+    let ctx = ReadContext {
+        decode: photo::DecodeOptions {
+            jpeg,
+            ..ReadContext::decode_options(view_size, photo::DEFAULT_MAX_PIXELS)
+        },
+        view_size,
+        missing_by_hash: Arc::default(),
+        clock: Arc::clone(clock),
+    };
+    let read_one = |file: photo::FoundFile| match stages {
+        ReadStages::Decode => clock
+            .time(Stage::Decode, || photo::decode(&file.path, &ctx.decode))
+            .is_ok(),
+        ReadStages::AllButModel => {
+            let candidate = plan::Candidate {
+                file,
+                known: None,
+                needs_vector: true,
+                has_keypoints: false,
+            };
+            matches!(pipeline::prepare(candidate, &ctx), Prepared::Decoded { .. })
+        }
+    };
+    let read: Vec<bool> = report.files.into_par_iter().map(read_one).collect();
+    let photos = read.iter().filter(|&&ok| ok).count();
+    Ok(ReadTally {
+        photos,
+        failed: read.len() - photos,
+    })
 }
 
 /// Removes the records whose file is gone and that no new path claimed.

@@ -168,6 +168,61 @@ fn incremental_runs_follow_changes_and_report_bad_files() -> TestResult {
     Ok(())
 }
 
+/// RAW files made by packages (tests/fixtures/raw/make.py): one with a JPEG preview is
+/// indexed through it, upright; one without is a failure saying why; a video is left out,
+/// counted and listed.
+#[test]
+fn raw_previews_are_indexed_and_other_files_listed() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (ws, photos) = (dir.path().join("ws"), dir.path().join("photos"));
+    photo_folder(&photos, 3)?;
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/raw");
+    for name in ["tifffile-preview.dng", "pidng-no-preview.dng"] {
+        std::fs::copy(fixtures.join(name), photos.join(name))?;
+    }
+    std::fs::write(photos.join("clip.mp4"), b"\0\0\0\x18ftypmp42")?;
+    let weights = weights_file(dir.path())?;
+    let first = run_index(
+        &ws,
+        &weights,
+        &[photos.to_str().ok_or("path")?, "--profile"],
+    )?;
+    assert_eq!(counts(&first), [5, 4, 0, 0, 0, 1], "{first}");
+    assert_eq!(first["ignored"], 1, "{first}");
+    assert!(
+        first["profile"]["photos_per_s"].as_f64() > Some(0.0),
+        "{first}"
+    );
+
+    let store = Store::open(&ws)?;
+    let dng = store
+        .photos()
+        .filter_map(Result::ok)
+        .find(|(_, r)| r.path.ends_with("tifffile-preview.dng"))
+        .ok_or("the DNG is not indexed")?;
+    // the 481x320 preview, turned upright by IFD0's orientation 6
+    assert_eq!((dng.1.width, dng.1.height), (320, 481));
+    drop(store);
+
+    let out = index_command(&ws, &weights, &["--failures", "--json"]).output()?;
+    let failures: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let reason_of = |name: &str| {
+        failures.as_array().and_then(|list| {
+            list.iter()
+                .find(|f| f["path"].as_str().is_some_and(|p| p.ends_with(name)))
+                .and_then(|f| f["reason"].as_str().map(str::to_owned))
+        })
+    };
+    let no_preview = reason_of("pidng-no-preview.dng").ok_or("DNG failure not listed")?;
+    assert!(no_preview.contains("preview"), "{no_preview}");
+    let video = reason_of("clip.mp4").ok_or("video not listed")?;
+    assert!(
+        video.contains(".mp4 files are not a photo format"),
+        "{video}"
+    );
+    Ok(())
+}
+
 #[test]
 fn a_new_model_embeds_everything_again() -> TestResult {
     let dir = tempfile::tempdir()?;

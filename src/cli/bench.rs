@@ -1,11 +1,17 @@
 //! `dino-curate bench …`
 
 use anyhow::Result;
-use clap::{Args, Subcommand};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::{Args, Subcommand, ValueEnum};
 
 use super::{device_from, ArchArg, DeviceArg};
 use dino_curate::bench::{bench_embed, bench_train, EmbedBenchConfig, TrainBenchConfig};
 use dino_curate::device::device_name;
+use dino_curate::indexer::{read_without_model, ReadStages, StageClock};
+use dino_curate::photo::JpegDecoder;
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
@@ -15,6 +21,36 @@ pub enum BenchCommand {
     Embed(BenchEmbedArgs),
     /// Time the terminal UI's first frame and key redraws on a synthetic collection.
     Tui(super::tui::BenchTuiArgs),
+    /// Time what `index` does to photos before the model (or only the decoding), on
+    /// every core: photos/s and seconds per stage.
+    Read(BenchReadArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchReadArgs {
+    /// Photo folders to read (nothing is written).
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// The model's input side the photos are decoded for.
+    #[arg(long, default_value_t = 224)]
+    size: u32,
+    /// Decode only, instead of every stage before the model (hash, decode, view,
+    /// statistics, perceptual hash, keypoints, EXIF date).
+    #[arg(long)]
+    decode_only: bool,
+    /// JPEG decoder: libjpeg-turbo (what `index` uses) or jpeg-decoder (pure Rust, the
+    /// one before it).
+    #[arg(long, value_enum, default_value = "libjpeg")]
+    jpeg: JpegArg,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum JpegArg {
+    Libjpeg,
+    JpegDecoder,
 }
 
 #[derive(Debug, Args)]
@@ -90,7 +126,39 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Train(args) => bench_train_command(args),
         BenchCommand::Embed(args) => bench_embed_command(args),
         BenchCommand::Tui(args) => super::tui::bench(&args),
+        BenchCommand::Read(args) => bench_read_command(&args),
     }
+}
+
+fn bench_read_command(args: &BenchReadArgs) -> Result<()> {
+    let stages = match args.decode_only {
+        true => ReadStages::Decode,
+        false => ReadStages::AllButModel,
+    };
+    let jpeg = match args.jpeg {
+        JpegArg::Libjpeg => JpegDecoder::Libjpeg,
+        JpegArg::JpegDecoder => JpegDecoder::JpegDecoder,
+    };
+    let clock = Arc::new(StageClock::default());
+    let start = Instant::now();
+    let tally = super::on_compute_pool(|| {
+        read_without_model(&args.paths, args.size, stages, jpeg, &clock)
+    })??;
+    let profile = clock.report(tally.photos, start.elapsed());
+    if args.json {
+        let mut value = serde_json::to_value(&profile)?;
+        if let Some(object) = value.as_object_mut() {
+            object.insert("failed".into(), tally.failed.into());
+            object.insert("threads".into(), rayon::current_num_threads().into());
+        }
+        println!("{value}");
+    } else {
+        print!("{profile}");
+        if tally.failed > 0 {
+            println!("{} files could not be read", tally.failed);
+        }
+    }
+    Ok(())
 }
 
 fn bench_train_command(args: BenchTrainArgs) -> Result<()> {

@@ -1,6 +1,7 @@
 //! `dino-curate index`
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -14,7 +15,8 @@ use dino_curate::calibrate::{
 use dino_curate::device::device_name;
 use dino_curate::embed::Embedder;
 use dino_curate::indexer::{
-    decode_options, index, IndexEvent, IndexOptions, IndexSummary, INDEX_DESCRIPTOR,
+    decode_options, index, IndexEvent, IndexOptions, IndexSummary, StageClock, StageProfile,
+    INDEX_DESCRIPTOR,
 };
 use dino_curate::photo::{DecodeOptions, Skipped, DEFAULT_MAX_PIXELS};
 use dino_curate::watchdog::{StallPolicy, Watchdog};
@@ -50,6 +52,10 @@ pub struct IndexArgs {
     /// Print the summary (or the failures) as JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// Also report where the time went: seconds per stage (hash, decode, model, the
+    /// model's wait for photos...), on stderr, or under "profile" with --json.
+    #[arg(long)]
+    profile: bool,
 }
 
 pub fn run(args: &IndexArgs, workspace: Option<&Path>) -> Result<()> {
@@ -83,13 +89,18 @@ pub fn run(args: &IndexArgs, workspace: Option<&Path>) -> Result<()> {
         roots,
         batch_size: args.batch_size,
         max_pixels: DEFAULT_MAX_PIXELS,
+        clock: Arc::new(StageClock::default()),
     };
     let watchdog = Watchdog::start("index", StallPolicy::from_env())
         .context("cannot start the watchdog thread")?;
     let (summary, failures) = super::on_compute_pool(|| {
         index_with_progress(&mut store, &embedder, &model, &opts, &watchdog)
     })??;
-    report(&summary, &failures, args.json)?;
+    let profile = args.profile.then(|| {
+        let photos = summary.embedded + summary.failed + summary.moved + summary.unchanged;
+        opts.clock.report(photos, summary.reading_wall)
+    });
+    report(&summary, &failures, profile.as_ref(), args.json)?;
     let decode = decode_options(embedder.size(), DEFAULT_MAX_PIXELS);
     watchdog.stage("calibrating dups");
     super::on_compute_pool(|| calibrate_dups(&ws, &mut store, &decode, &watchdog))?
@@ -246,7 +257,12 @@ fn index_with_progress(
     Ok((summary?, failures))
 }
 
-fn report(summary: &IndexSummary, failures: &[Skipped], json: bool) -> Result<()> {
+fn report(
+    summary: &IndexSummary,
+    failures: &[Skipped],
+    profile: Option<&StageProfile>,
+    json: bool,
+) -> Result<()> {
     const SHOWN: usize = 10;
     for skipped in failures.iter().take(SHOWN) {
         eprintln!("skipped {skipped}");
@@ -262,8 +278,21 @@ fn report(summary: &IndexSummary, failures: &[Skipped], json: bool) -> Result<()
         "{} scanned: {} embedded, {} unchanged, {} moved, {} removed, {} failed",
         s.scanned, s.embedded, s.unchanged, s.moved, s.removed, s.failed
     );
+    if s.ignored > 0 {
+        eprintln!(
+            "{} other files are not photos and were left out (dino-curate index --failures lists them)",
+            s.ignored
+        );
+    }
+    if let Some(profile) = profile {
+        eprint!("{profile}");
+    }
     if json {
-        println!("{}", serde_json::to_string(summary)?);
+        let mut value = serde_json::to_value(summary)?;
+        if let (Some(profile), Some(object)) = (profile, value.as_object_mut()) {
+            object.insert("profile".into(), serde_json::to_value(profile)?);
+        }
+        println!("{value}");
     }
     Ok(())
 }

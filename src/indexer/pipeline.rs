@@ -13,6 +13,7 @@ use rayon::prelude::*;
 
 use super::identify::{content_hash, mtime_ns, taken_at};
 use super::plan::Candidate;
+use super::profile::{Stage, StageClock};
 use super::stats::{image_stats, STATS_SHORT_SIDE};
 use crate::phash::perceptual_hash;
 use crate::photo::{self, DecodeOptions, Skipped};
@@ -66,6 +67,8 @@ pub struct ReadContext {
     pub view_size: u32,
     /// Content hashes of records whose file is gone.
     pub missing_by_hash: Arc<HashMap<[u8; 32], Vec<PhotoId>>>,
+    /// Where the time goes.
+    pub clock: Arc<StageClock>,
 }
 
 impl ReadContext {
@@ -75,6 +78,7 @@ impl ReadContext {
         DecodeOptions {
             max_pixels,
             target_short_side: Some(view_short.max(STATS_SHORT_SIDE)),
+            ..DecodeOptions::default()
         }
     }
 }
@@ -118,7 +122,8 @@ fn stats_of(img: &RgbImage) -> dino_curate_index::ImageStats {
 pub fn decode_candidate(candidate: Candidate, blake3: [u8; 32], ctx: &ReadContext) -> Prepared {
     let path = &candidate.file.path;
     let replaces = candidate.known.as_ref().map(|(id, _)| *id);
-    let photo = match photo::decode(path, &ctx.decode) {
+    let clock = &ctx.clock;
+    let photo = match clock.time(Stage::Decode, || photo::decode(path, &ctx.decode)) {
         Ok(p) => p,
         Err(err) => {
             return Prepared::Failed {
@@ -127,7 +132,7 @@ pub fn decode_candidate(candidate: Candidate, blake3: [u8; 32], ctx: &ReadContex
             }
         }
     };
-    let view = match eval_view(&photo.image, ctx.view_size) {
+    let view = match clock.time(Stage::View, || eval_view(&photo.image, ctx.view_size)) {
         Ok(v) => v,
         Err(err) => {
             return Prepared::Failed {
@@ -139,21 +144,25 @@ pub fn decode_candidate(candidate: Candidate, blake3: [u8; 32], ctx: &ReadContex
     let record = PhotoRecord {
         width: photo.original_width,
         height: photo.original_height,
-        taken_at: taken_at(path),
-        stats: Some(stats_of(&photo.image)),
-        perceptual_hash: Some(perceptual_hash(&photo.image)),
+        taken_at: clock.time(Stage::ExifDate, || taken_at(path)),
+        stats: Some(clock.time(Stage::Stats, || stats_of(&photo.image))),
+        perceptual_hash: Some(clock.time(Stage::PerceptualHash, || perceptual_hash(&photo.image))),
         ..base_record(&candidate, blake3)
     };
+    let keypoints = clock.time(Stage::Keypoints, || keypoints_of(&photo.image).to_bytes());
     Prepared::Decoded {
         record,
         view,
-        keypoints: keypoints_of(&photo.image).to_bytes(),
+        keypoints,
     }
 }
 
 /// Hashes a candidate and decides what it is; decodes it only when its content is new.
 pub fn prepare(candidate: Candidate, ctx: &ReadContext) -> Prepared {
-    let blake3 = match content_hash(&candidate.file.path) {
+    let blake3 = match ctx
+        .clock
+        .time(Stage::Hash, || content_hash(&candidate.file.path))
+    {
         Ok(h) => h,
         Err(skipped) => {
             let stale = candidate.known.as_ref().map(|(id, _)| *id);
