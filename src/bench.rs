@@ -56,6 +56,8 @@ pub struct TrainBenchReport {
     pub device: String,
     /// Whether the ViT's linear layers ran in bf16 on AMX.
     pub bf16: bool,
+    /// The instruction set our CPU kernels use (`DINO_CURATE_ISA` caps it).
+    pub isa: &'static str,
 }
 
 /// The median of `values` (sorted in place; the mean of the middle two for an even count,
@@ -148,6 +150,7 @@ pub fn bench_train(
         threads: candle_core::utils::get_num_threads(),
         device: crate::device::device_name(device),
         bf16,
+        isa: crate::model::isa::in_use().name(),
     })
 }
 
@@ -186,6 +189,8 @@ pub struct EmbedBenchReport {
     pub device: String,
     /// Whether the linear layers ran in bf16 on AMX.
     pub bf16: bool,
+    /// The instruction set our CPU kernels use (`DINO_CURATE_ISA` caps it).
+    pub isa: &'static str,
 }
 
 /// Runs `warmup + batches` forwards of a randomly initialised backbone; `progress(i,
@@ -232,5 +237,6 @@ pub fn bench_embed(
         threads: candle_core::utils::get_num_threads(),
         device: crate::device::device_name(device),
         bf16,
+        isa: crate::model::isa::in_use().name(),
     })
 }

@@ -144,6 +144,7 @@ pub fn on_compute_pool<T: Send>(f: impl FnOnce() -> T + Send) -> Result<T> {
 
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> Result<()> {
+    dino_curate::model::isa::cap_from_env().map_err(anyhow::Error::msg)?;
     dino_curate::model::set_bf16_default(!cli.f32);
     match cli.command {
         Command::Train(args) => train::run(&args, cli.workspace.as_deref()),

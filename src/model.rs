@@ -3,6 +3,7 @@
 
 pub mod head;
 pub mod interp;
+pub mod isa;
 pub mod layers;
 pub mod ops;
 pub mod params;

@@ -6,14 +6,16 @@
 //! compute the same functions; the tests below hold them together.
 
 /// Defines `fn NAME(ARGS)` that runs its body compiled for AVX-512 where the CPU has it
-/// (16 lanes instead of the baseline's SSE2 4) and as is elsewhere. Bodies must not depend
-/// on the vector width for their results (fixed-lane reductions only).
+/// (16 lanes), else for AVX2 + FMA (8 lanes), else as is (SSE2's 4), within the cap of
+/// `DINO_CURATE_ISA` ([`super::isa`]). Bodies must not depend on the vector width for their
+/// results (fixed-lane reductions only); Rust does not contract a multiply and an add into
+/// an FMA on its own, so enabling FMA changes no result.
 macro_rules! with_avx512 {
     ($(#[$meta:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
         $(#[$meta])*
         fn $name($($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
-            if std::is_x86_feature_detected!("avx512f") {
+            if $crate::model::isa::allows($crate::model::isa::Isa::Avx512) {
                 /// # Safety
                 /// The CPU must have AVX-512 F.
                 #[target_feature(enable = "avx512f")]
@@ -23,6 +25,20 @@ macro_rules! with_avx512 {
                 #[allow(unsafe_code)]
                 unsafe {
                     wide($($arg),*)
+                };
+                return;
+            }
+            #[cfg(target_arch = "x86_64")]
+            if $crate::model::isa::allows($crate::model::isa::Isa::Avx2) {
+                /// # Safety
+                /// The CPU must have AVX2 and FMA.
+                #[target_feature(enable = "avx2,fma")]
+                #[allow(unsafe_code)]
+                unsafe fn mid($($arg: $ty),*) $body
+                // SAFETY: the CPU has AVX2 and FMA (checked just above).
+                #[allow(unsafe_code)]
+                unsafe {
+                    mid($($arg),*)
                 };
                 return;
             }

@@ -38,6 +38,9 @@ pub fn available() -> bool {
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 fn detect() -> bool {
     use std::arch::x86_64::__cpuid_count;
+    if !crate::model::isa::allows(crate::model::isa::Isa::Amx) {
+        return false;
+    }
     let leaf7 = __cpuid_count(7, 0);
     let amx_bf16 = leaf7.edx & (1 << 22) != 0;
     let amx_tile = leaf7.edx & (1 << 24) != 0;
