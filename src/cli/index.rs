@@ -43,7 +43,8 @@ pub struct IndexArgs {
     /// Images per model batch.
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
-    /// List the files that could not be indexed (and why), then exit.
+    /// List the files that could not be indexed or were left out as not photos (and why),
+    /// then exit.
     #[arg(long)]
     failures: bool,
     /// Where to compute.
@@ -279,8 +280,12 @@ fn report(
         s.scanned, s.embedded, s.unchanged, s.moved, s.removed, s.failed
     );
     if s.ignored > 0 {
+        let (what, are) = match s.ignored {
+            1 => ("file is not a photo and was", "it"),
+            _ => ("files are not photos and were", "them"),
+        };
         eprintln!(
-            "{} other files are not photos and were left out (dino-curate index --failures lists them)",
+            "{} other {what} left out (dino-curate index --failures lists {are})",
             s.ignored
         );
     }
