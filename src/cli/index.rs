@@ -280,12 +280,12 @@ fn report(
         s.scanned, s.embedded, s.unchanged, s.moved, s.removed, s.failed
     );
     if s.ignored > 0 {
-        let (what, are) = match s.ignored {
+        let (what, pronoun) = match s.ignored {
             1 => ("file is not a photo and was", "it"),
             _ => ("files are not photos and were", "them"),
         };
         eprintln!(
-            "{} other {what} left out (dino-curate index --failures lists {are})",
+            "{} other {what} left out (dino-curate index --failures lists {pronoun})",
             s.ignored
         );
     }
