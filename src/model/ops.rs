@@ -11,37 +11,27 @@
 /// results (fixed-lane reductions only); Rust does not contract a multiply and an add into
 /// an FMA on its own, so enabling FMA changes no result.
 macro_rules! with_avx512 {
+    (@compiled_for $isa:ident, $features:literal, ($($arg:ident: $ty:ty),*) $body:block) => {
+        #[cfg(target_arch = "x86_64")]
+        if $crate::model::isa::allows($crate::model::isa::Isa::$isa) {
+            /// # Safety
+            /// The CPU must have the features enabled here.
+            #[target_feature(enable = $features)]
+            #[allow(unsafe_code)]
+            unsafe fn compiled($($arg: $ty),*) $body
+            // SAFETY: the CPU has these features (`isa::allows` checked them just above).
+            #[allow(unsafe_code)]
+            unsafe {
+                compiled($($arg),*)
+            };
+            return;
+        }
+    };
     ($(#[$meta:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
         $(#[$meta])*
         fn $name($($arg: $ty),*) {
-            #[cfg(target_arch = "x86_64")]
-            if $crate::model::isa::allows($crate::model::isa::Isa::Avx512) {
-                /// # Safety
-                /// The CPU must have AVX-512 F.
-                #[target_feature(enable = "avx512f")]
-                #[allow(unsafe_code)]
-                unsafe fn wide($($arg: $ty),*) $body
-                // SAFETY: the CPU has AVX-512 F (checked just above).
-                #[allow(unsafe_code)]
-                unsafe {
-                    wide($($arg),*)
-                };
-                return;
-            }
-            #[cfg(target_arch = "x86_64")]
-            if $crate::model::isa::allows($crate::model::isa::Isa::Avx2) {
-                /// # Safety
-                /// The CPU must have AVX2 and FMA.
-                #[target_feature(enable = "avx2,fma")]
-                #[allow(unsafe_code)]
-                unsafe fn mid($($arg: $ty),*) $body
-                // SAFETY: the CPU has AVX2 and FMA (checked just above).
-                #[allow(unsafe_code)]
-                unsafe {
-                    mid($($arg),*)
-                };
-                return;
-            }
+            with_avx512!(@compiled_for Avx512, "avx512f", ($($arg: $ty),*) $body);
+            with_avx512!(@compiled_for Avx2, "avx2,fma", ($($arg: $ty),*) $body);
             $body
         }
     };
