@@ -26,11 +26,7 @@ pub const RAW_EXTENSIONS: [&str; 11] = [
 
 /// Whether `path` has a RAW extension, in any case.
 pub fn has_raw_extension(path: &Path) -> bool {
-    path.extension().is_some_and(|ext| {
-        RAW_EXTENSIONS
-            .iter()
-            .any(|known| ext.eq_ignore_ascii_case(known))
-    })
+    super::scan::has_extension(path, &RAW_EXTENSIONS)
 }
 
 /// TIFF tags the walk reads.

@@ -45,11 +45,13 @@ pub struct ScanReport {
 /// Whether `path` has one of the [`IMAGE_EXTENSIONS`] or a camera RAW extension
 /// ([`super::RAW_EXTENSIONS`]), in any case.
 pub fn has_image_extension(path: &Path) -> bool {
-    path.extension().is_some_and(|ext| {
-        IMAGE_EXTENSIONS
-            .iter()
-            .any(|known| ext.eq_ignore_ascii_case(known))
-    }) || super::has_raw_extension(path)
+    has_extension(path, &IMAGE_EXTENSIONS) || super::has_raw_extension(path)
+}
+
+/// Whether `path`'s extension is one of `known` (lower case), in any case.
+pub(super) fn has_extension(path: &Path, known: &[&str]) -> bool {
+    path.extension()
+        .is_some_and(|ext| known.iter().any(|k| ext.eq_ignore_ascii_case(k)))
 }
 
 /// Lists the image files under `roots`, recursively.
