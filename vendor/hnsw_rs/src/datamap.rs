@@ -5,7 +5,7 @@
 //!   - a Hashmap from DataId to address  
 //!   - an interface for retrieving just data vectors loaded in the hnsw structure.
 
-use std::io::BufReader;
+use std::io::{BufReader, Read, Seek};
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -51,11 +51,11 @@ impl DataMap {
         filename.push_str(".hnsw.graph");
         graphpath.push(filename);
         let graphfileres = OpenOptions::new().read(true).open(&graphpath);
-        if graphfileres.is_err() {
-            println!("DataMap: could not open file {:?}", graphpath.as_os_str());
-            std::process::exit(1);
-        }
-        let graphfile = graphfileres.unwrap();
+        // fork: errors are returned (upstream exited the process)
+        let Ok(graphfile) = graphfileres else {
+            error!("DataMap: could not open file {:?}", graphpath.as_os_str());
+            return Err(String::from("could not open the graph file"));
+        };
         let mut graph_in = BufReader::new(graphfile);
         // we need to call load_description first to get distance name
         let hnsw_description = hnswio::load_description(&mut graph_in).unwrap();
@@ -93,28 +93,30 @@ impl DataMap {
         datapath.push(filename);
         //
         let meta = std::fs::metadata(&datapath);
-        if meta.is_err() {
+        // fork: errors are returned (upstream exited the process)
+        let Ok(meta) = meta else {
             error!("Could not open file : {:?}", &datapath);
-            std::process::exit(1);
-        }
-        let fsize = meta.unwrap().len().try_into().unwrap();
+            return Err(String::from("could not read the data file's size"));
+        };
+        let Ok(fsize) = meta.len().try_into() else {
+            return Err(String::from("data file too large to map"));
+        };
         //
         let file_res = File::open(&datapath);
-        if file_res.is_err() {
+        let Ok(file) = file_res else {
             error!("Could not open file : {:?}", &datapath);
-            std::process::exit(1);
-        }
-        let file = file_res.unwrap();
+            return Err(String::from("could not open the data file"));
+        };
         let offset = 0;
         //
-        let mmap_opt = MmapOptions::new(fsize).unwrap();
+        let Ok(mmap_opt) = MmapOptions::new(fsize) else {
+            return Err(String::from("could not map the data file"));
+        };
         let mmap_opt = unsafe { mmap_opt.with_file(&file, offset) };
-        let mapping_res = mmap_opt.map();
-        if mapping_res.is_err() {
+        let Ok(mmap) = mmap_opt.map() else {
             error!("Could not memory map : {:?}", &datapath);
-            std::process::exit(1);
-        }
-        let mmap = mapping_res.unwrap();
+            return Err(String::from("could not map the data file"));
+        };
         //
         info!("Mmap done on file : {:?}", &datapath);
         //
@@ -168,53 +170,50 @@ impl DataMap {
         debug!("Record size : {}, nb_record : {}", record_size, nb_record);
         // allocate hmap with correct capacity
         let mut hmap = IndexMap::<DataId, usize>::with_capacity(nb_record);
-        // fill hmap to have address of each data point in file
-        let mut u64_slice = [0u8; std::mem::size_of::<u64>()];
         //
         // now we loop on records
         //
-        for i in 0..nb_record {
-            debug!("Record i : {}, addr : {}", i, current_mmap_addr);
+        // fork: the records' headers are read through the file, not through the map, so that
+        // loading does not fault every page of the vectors into the process (upstream also
+        // copied each vector into a scratch buffer). Only the pages searches touch are mapped.
+        let mut reader = std::io::BufReader::with_capacity(1 << 16, &file);
+        if reader
+            .seek(std::io::SeekFrom::Start(current_mmap_addr as u64))
+            .is_err()
+        {
+            return Err(String::from("could not seek in the data file"));
+        }
+        let mut u64_slice = [0u8; std::mem::size_of::<u64>()];
+        for _ in 0..nb_record {
             // decode Magic
-            u32_slice.copy_from_slice(
-                &mapped_slice[current_mmap_addr..current_mmap_addr + std::mem::size_of::<u32>()],
-            );
+            if reader.read_exact(&mut u32_slice).is_err() {
+                return Err(String::from("truncated data file"));
+            }
+            if u32::from_ne_bytes(u32_slice) != MAGICDATAP {
+                return Err(String::from("magic not equal to MAGICDATAP in data file"));
+            }
             current_mmap_addr += std::mem::size_of::<u32>();
-            let magic = u32::from_ne_bytes(u32_slice);
-            assert_eq!(magic, MAGICDATAP, "magic not equal to MAGICDATAP in mmap");
             // decode DataId
-            u64_slice.copy_from_slice(
-                &mapped_slice[current_mmap_addr..current_mmap_addr + std::mem::size_of::<u64>()],
-            );
+            if reader.read_exact(&mut u64_slice).is_err() {
+                return Err(String::from("truncated data file"));
+            }
             current_mmap_addr += std::mem::size_of::<u64>();
             let data_id = u64::from_ne_bytes(u64_slice) as usize;
-            debug!(
-                "Inserting in hmap : got dataid : {:?} current map address : {:?}",
-                data_id, current_mmap_addr
-            );
             // Note we store address where we have to decode dimension*size_of::<T>  and full bson encoded vector
             hmap.insert(data_id, current_mmap_addr);
-            // now read serialized length
-            u64_slice.copy_from_slice(
-                &mapped_slice[current_mmap_addr..current_mmap_addr + std::mem::size_of::<u64>()],
-            );
+            // now read serialized length, and skip the vector
+            if reader.read_exact(&mut u64_slice).is_err() {
+                return Err(String::from("truncated data file"));
+            }
             current_mmap_addr += std::mem::size_of::<u64>();
             let serialized_len = u64::from_ne_bytes(u64_slice) as usize;
-            if i == 0 {
-                debug!("serialized bytes len to reload {:?}", serialized_len);
+            if serialized_len != dimension * std::mem::size_of::<T>()
+                || current_mmap_addr + serialized_len > mapped_slice.len()
+                || reader.seek_relative(serialized_len as i64).is_err()
+            {
+                return Err(String::from("bad record length in data file"));
             }
-            let mut v_serialized = vec![0; serialized_len];
-            v_serialized.copy_from_slice(
-                &mapped_slice[current_mmap_addr..current_mmap_addr + serialized_len],
-            );
             current_mmap_addr += serialized_len;
-            let slice_t =
-                unsafe { std::slice::from_raw_parts(v_serialized.as_ptr() as *const T, dimension) };
-            trace!(
-                "Deserialized v : {:?} address : {:?} ",
-                slice_t,
-                v_serialized.as_ptr() as *const T
-            );
         } // end of for on record
         //
         debug!("End of DataMap::from_hnsw.");
@@ -278,15 +277,13 @@ impl DataMap {
         trace!("In DataMap::get_data, dataid : {:?}", dataid);
         let address = self.hmap.get(dataid)?;
         debug!("Address for id : {}, address : {:?}", dataid, address);
-        let mut current_mmap_addr = *address;
+        // fork: the length before the vector is not read (it would fault the vector's page
+        // in while the graph loads); building the map checked that it is the dimension's.
+        let current_mmap_addr = *address + std::mem::size_of::<u64>();
         let mapped_slice = self.mmap.as_slice();
-        let mut u64_slice = [0u8; std::mem::size_of::<u64>()];
-        u64_slice.copy_from_slice(
-            &mapped_slice[current_mmap_addr..current_mmap_addr + std::mem::size_of::<u64>()],
-        );
-        let serialized_len = u64::from_ne_bytes(u64_slice) as usize;
-        current_mmap_addr += std::mem::size_of::<u64>();
-        trace!("Serialized bytes len to reload {:?}", serialized_len);
+        if current_mmap_addr + self.dimension * std::mem::size_of::<T>() > mapped_slice.len() {
+            return None;
+        }
         let slice_t = unsafe {
             std::slice::from_raw_parts(
                 mapped_slice[current_mmap_addr..].as_ptr() as *const T,

@@ -30,7 +30,6 @@ use std::path::{Path, PathBuf};
 use parking_lot::RwLock;
 use std::sync::Arc;
 
-use std::collections::HashMap;
 
 use anyhow::*;
 use std::any::type_name;
@@ -638,7 +637,10 @@ impl HnswIo {
         //
         let mut points_by_layer: Vec<Vec<Arc<Point<T>>>> =
             Vec::with_capacity(NB_LAYER_MAX as usize);
-        let mut neighbourhood_map: HashMap<PointId, Vec<Vec<Neighbour>>> = HashMap::new();
+        // fork: every point's links go into one flat buffer until all points exist (upstream
+        // kept a HashMap of per-point Vec<Vec<Neighbour>>, ~1.2 KB a point in small
+        // allocations interleaved with the points', which stayed resident after the load).
+        let mut links = LoadedLinks::default();
         // load max layer
         let mut it_slice = [0u8; ::std::mem::size_of::<u8>()];
         graph_in.read_exact(&mut it_slice)?;
@@ -706,7 +708,7 @@ impl HnswIo {
                 }
                 assert_eq!(r, p_id.1 as usize);
                 // store neoghbour info of this point
-                neighbourhood_map.insert(p_id, load_point_res.1);
+                links.push(p_id, load_point_res.1);
                 vlayer.push(point);
                 nb_points_loaded += 1;
                 nb_still_to_load -= 1;
@@ -715,25 +717,22 @@ impl HnswIo {
             points_by_layer.push(vlayer);
         }
         // at this step all points are loaded , but without their neighbours fileds are not yet initialized
-        let mut nbp: usize = 0;
-        for (p_id, neighbours) in &neighbourhood_map {
+        for (p_id, l, neighbours) in links.iter() {
             let point = &points_by_layer[p_id.0 as usize][p_id.1 as usize];
-            for (l, neighbours) in neighbours.iter().enumerate() {
-                for n in neighbours {
-                    let n_point = &points_by_layer[n.p_id.0 as usize][n.p_id.1 as usize];
-                    // now n_point is the Arc<Point> corresponding to neighbour n of point,
-                    // construct a corresponding PointWithOrder
-                    let n_pwo = PointWithOrder::<T>::new(n_point, n.distance);
-                    point.neighbours.write()[l].push(n_pwo);
-                } // end of for n
-                //  must sort
-                point.neighbours.write()[l].sort_unstable();
-            } // end of for l
-            nbp += 1;
-            if nbp.is_multiple_of(500_000) {
-                debug!("reloading nb_points neighbourhood completed : {}", nbp);
+            let mut lists = point.neighbours.write();
+            let list = &mut lists[l];
+            // fork: exactly as long as the dump's list (upstream grew it by doubling)
+            list.reserve_exact(neighbours.len());
+            for (n_id, distance) in neighbours {
+                let n_point = &points_by_layer[n_id.0 as usize][n_id.1 as usize];
+                // now n_point is the Arc<Point> corresponding to neighbour n of point,
+                // construct a corresponding PointWithOrder
+                list.push(PointWithOrder::<T>::new(n_point, *distance));
             }
-        } // end loop in neighbourhood_map
+            //  must sort
+            list.sort_unstable();
+        }
+        drop(links);
         //
         // get id of entry_point
         // load entry point
@@ -1251,7 +1250,7 @@ fn load_point_graph(graph_in: &mut dyn Read, descr: &Description) -> Result<Poin
     //
     // Now  for each layer , read neighbours
     let nb_layer = descr.nb_layer;
-    let mut neighborhood = Vec::<Vec<Neighbour>>::with_capacity(NB_LAYER_MAX as usize);
+    let mut neighborhood = Vec::<Vec<Neighbour>>::with_capacity(descr.nb_layer as usize);
     for _l in 0..nb_layer {
         let mut neighbour: Neighbour = Default::default();
         // read nb_neighbour as usize!!! CAUTION, then nb_neighbours times identity(depends on Full or Light) distance : f32
@@ -1280,9 +1279,6 @@ fn load_point_graph(graph_in: &mut dyn Read, descr: &Description) -> Result<Poin
             neighborhood_l.push(neighbour);
         }
         neighborhood.push(neighborhood_l);
-    }
-    for _l in nb_layer..NB_LAYER_MAX {
-        neighborhood.push(Vec::<Neighbour>::new());
     }
     //
     let point_grap_info = (origin_id, p_id, neighborhood);
@@ -1682,3 +1678,31 @@ mod tests {
         Ok(())
     }
 } // end module tests
+
+/// fork: the links of every point read from a dump, in one buffer of `(neighbour, distance)`
+/// (12 bytes a link, against 24 for a `Neighbour`): each non-empty layer of each point is a
+/// `(point, layer, start, length)` span into `neighbours`.
+#[derive(Default)]
+struct LoadedLinks {
+    neighbours: Vec<(PointId, f32)>,
+    spans: Vec<(PointId, u8, usize, u32)>,
+}
+
+impl LoadedLinks {
+    fn push(&mut self, p_id: PointId, layers: Vec<Vec<Neighbour>>) {
+        for (l, list) in layers.into_iter().enumerate() {
+            if !list.is_empty() {
+                let start = self.neighbours.len();
+                self.spans.push((p_id, l as u8, start, list.len() as u32));
+                self.neighbours
+                    .extend(list.into_iter().map(|n| (n.p_id, n.distance)));
+            }
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (PointId, usize, &[(PointId, f32)])> + '_ {
+        self.spans.iter().map(|&(p_id, l, start, len)| {
+            (p_id, l as usize, &self.neighbours[start..start + len as usize])
+        })
+    }
+}
