@@ -6,12 +6,14 @@
 
 use std::fs::File;
 use std::io::Read;
+use std::mem::ManuallyDrop;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
 
 use hnsw_rs::api::AnnT;
 use hnsw_rs::hnsw::{Hnsw, Neighbour, Point};
-use hnsw_rs::hnswio::HnswIo;
+use hnsw_rs::hnswio::{HnswIo, ReloadOptions};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -80,9 +82,39 @@ fn files_of(dir: &Path, basename: &str) -> [PathBuf; 2] {
 pub(crate) type GraphPoint = std::sync::Arc<Point<'static, f32>>;
 
 /// The HNSW graph.
+///
+/// A graph loaded from a dump does not copy its vectors into memory: its points borrow them
+/// from a read-only memory map of the dump's data file, held by the loader. The pages a
+/// search touches come from the page cache, and the kernel can drop them again, so the
+/// process holds only the graph's links (about 0.6× the vectors) instead of a second copy
+/// of the vectors beside them.
 pub(crate) struct Ann {
-    hnsw: Hnsw<'static, f32, DistUnitDot>,
+    hnsw: ManuallyDrop<Hnsw<'static, f32, DistUnitDot>>,
+    /// The loader of a graph read from a dump, owned here (from `Box::into_raw`) and freed
+    /// in `drop`, after the graph whose points borrow its memory map.
+    loader: Option<NonNull<HnswIo>>,
 }
+
+#[allow(unsafe_code)]
+impl Drop for Ann {
+    fn drop(&mut self) {
+        // SAFETY: `hnsw` is dropped exactly once, here, and before the loader it borrows;
+        // `loader` came from `Box::into_raw` and nothing else frees it.
+        unsafe {
+            ManuallyDrop::drop(&mut self.hnsw);
+            if let Some(loader) = self.loader.take() {
+                drop(Box::from_raw(loader.as_ptr()));
+            }
+        }
+    }
+}
+
+// SAFETY: the loader is only touched by `drop`, which has `&mut self`; everything shared
+// goes through the graph, which is itself `Send + Sync` (its mapped vectors are read-only).
+#[allow(unsafe_code)]
+unsafe impl Send for Ann {}
+#[allow(unsafe_code)]
+unsafe impl Sync for Ann {}
 
 impl std::fmt::Debug for Ann {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -101,7 +133,10 @@ impl Ann {
             params.ef_construction,
             DistUnitDot::new(),
         );
-        Ann { hnsw }
+        Ann {
+            hnsw: ManuallyDrop::new(hnsw),
+            loader: None,
+        }
     }
 
     /// Number of points, dead ones included.
@@ -194,6 +229,7 @@ impl Ann {
     /// (hnsw_rs's loader panics or exits the process on malformed files, so it is only
     /// handed files that are byte for byte what it wrote). `None` when the dump is missing,
     /// damaged or does not match the record.
+    #[allow(unsafe_code)]
     pub fn load(dir: &Path, record: &DumpRecord) -> Option<Ann> {
         let [graph, data] = record.files(dir);
         if checksum(&graph, false).ok()? != record.graph
@@ -201,16 +237,31 @@ impl Ann {
         {
             return None;
         }
-        // The loaded graph borrows its loader for its whole life (mmap support). Without
-        // mmap the loader holds only a path and a name; leaking it (~100 bytes per load)
-        // gives the graph a 'static lifetime instead of a self-referential struct.
-        let io: &'static mut HnswIo = Box::leak(Box::new(HnswIo::new(dir, &record.basename)));
-        let mut slot = Some(io);
+        // The loaded graph borrows its loader (which maps the data file) for its whole life:
+        // the loader goes on the heap and `Ann` frees it after the graph.
+        let options = ReloadOptions::default().set_mmap(true);
+        let loader = NonNull::from(Box::leak(Box::new(HnswIo::new_with_options(
+            dir,
+            &record.basename,
+            options,
+        ))));
         let loaded = catch_unwind(AssertUnwindSafe(|| {
-            slot.take().map(|io| io.load_hnsw::<f32, DistUnitDot>())
+            // SAFETY: the loader lives until `Ann::drop` frees it, after the graph.
+            let io: &'static mut HnswIo = unsafe { &mut *loader.as_ptr() };
+            io.load_hnsw::<f32, DistUnitDot>()
         }));
-        let hnsw = loaded.ok()??.ok()?;
-        let ann = Ann { hnsw };
+        let hnsw = match loaded {
+            Ok(Ok(hnsw)) => hnsw,
+            _ => {
+                // SAFETY: no graph borrows the loader when loading failed.
+                drop(unsafe { Box::from_raw(loader.as_ptr()) });
+                return None;
+            }
+        };
+        let ann = Ann {
+            hnsw: ManuallyDrop::new(hnsw),
+            loader: Some(loader),
+        };
         let dim_ok = ann
             .points()
             .first()
@@ -220,7 +271,7 @@ impl Ann {
 }
 
 /// Length and CRC-32 of a file; with `sync`, fsyncs it first.
-fn checksum(path: &Path, sync: bool) -> Result<(u64, u32), IndexError> {
+pub(crate) fn checksum(path: &Path, sync: bool) -> Result<(u64, u32), IndexError> {
     let mut file = File::open(path).map_err(|e| IndexError::io(path, e))?;
     if sync {
         file.sync_all().map_err(|e| IndexError::io(path, e))?;
@@ -239,7 +290,7 @@ fn checksum(path: &Path, sync: bool) -> Result<(u64, u32), IndexError> {
     Ok((len, hasher.finalize()))
 }
 
-/// Removes every dump file in `dir` except those of `keep`.
+/// Removes every dump file in `dir` (graph, data and links) except those of `keep`.
 pub(crate) fn remove_other_dumps(dir: &Path, keep: Option<&str>) -> Result<(), IndexError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
@@ -250,9 +301,9 @@ pub(crate) fn remove_other_dumps(dir: &Path, keep: Option<&str>) -> Result<(), I
         let entry = entry.map_err(|e| IndexError::io(dir, e))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        let base = name
-            .strip_suffix(".hnsw.graph")
-            .or_else(|| name.strip_suffix(".hnsw.data"));
+        let base = [".hnsw.graph", ".hnsw.data", ".hnsw.links"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix));
         if let Some(base) = base {
             if Some(base) != keep {
                 let path = entry.path();

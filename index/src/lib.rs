@@ -7,6 +7,7 @@
 mod ann;
 mod dist;
 mod error;
+mod links;
 mod record;
 mod store;
 mod topk;

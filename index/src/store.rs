@@ -101,11 +101,22 @@ impl std::fmt::Debug for Store {
 /// releases it only when sled's flusher thread ends.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// sled's page cache. Its default, 1 GiB, fills up when `dups` or `clusters` read every
+/// vector of a large collection, beside the copy they keep; sled overshoots its cap about
+/// 2.5×, so at a million photos 1 GiB cost 0.92× the vectors' memory, 128 MiB 0.2× and 32 MiB
+/// 0.07×. `index` writes single records, at the same rate with 32 MiB as with 1 GiB
+/// (docs/benchmarks.md, "Curation at scale").
+const CACHE_BYTES: u64 = 32 << 20;
+
 /// Opens the sled database at `path`, waiting up to [`LOCK_WAIT`] for its lock.
 fn open_db(path: &Path) -> Result<sled::Db, IndexError> {
     let start = std::time::Instant::now();
     loop {
-        match sled::Config::new().path(path).open() {
+        match sled::Config::new()
+            .path(path)
+            .cache_capacity(CACHE_BYTES)
+            .open()
+        {
             // sled reports a held lock as an `Other` I/O error with this text
             Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
                 if start.elapsed() >= LOCK_WAIT {

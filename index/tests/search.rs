@@ -211,7 +211,12 @@ fn dump_is_reloaded_topped_up_or_rebuilt() -> R {
         f.sort();
         f
     };
-    assert_eq!(files().len(), 2, "old dumps are deleted: {:?}", files());
+    assert_eq!(
+        files().len(),
+        3,
+        "graph, data and links of one dump; old dumps are deleted: {:?}",
+        files()
+    );
     type Damage<'a> = &'a dyn Fn(&Path) -> std::io::Result<()>;
     let damage: [Damage; 3] = [
         &|p| {
@@ -322,7 +327,68 @@ fn linked_graph_holds_each_photos_nearest_and_no_dead_points() -> R {
     assert_eq!(
         s.linked_graph(8)?,
         linked,
-        "the graph reloads from its dump"
+        "the links are read back from the dump's links file"
     );
+    let st = s.ann_status();
+    assert_eq!((st.link_reads, st.loads, st.points), (1, 0, 0), "{st:?}");
+    Ok(())
+}
+
+#[test]
+fn links_file_answers_like_the_graph_until_photos_are_added() -> R {
+    let dir = tempfile::tempdir()?;
+    let data = clustered(900, DIM, 12, 8);
+    let (mut s, mut ids) = fill(dir.path(), &data[..800], true)?;
+    s.sync_ann()?;
+    let from_graph = s.linked_graph(6)?;
+    assert_eq!(s.ann_status().link_reads, 0, "the graph in memory answers");
+    drop(s);
+
+    // A new process reads the file; the graph is not loaded.
+    let mut s = Store::open(dir.path())?;
+    forced(&mut s)?;
+    assert_eq!(s.linked_graph(6)?, from_graph);
+    // A removal is applied to the file's links like to the graph's.
+    s.remove(ids[5])?;
+    let from_file = s.linked_graph(6)?;
+    let st = s.ann_status();
+    assert_eq!((st.link_reads, st.loads, st.rebuilds), (2, 0, 0), "{st:?}");
+    assert_eq!(from_file.len(), 799);
+    assert!(from_file
+        .iter()
+        .all(|(id, nb)| *id != ids[5] && nb.iter().all(|(n, _)| *n != ids[5])));
+    let from_graph = s.knn_graph(1).and_then(|_| s.linked_graph(6))?;
+    assert_eq!(from_file, from_graph, "file and loaded graph agree");
+    s.release_ann();
+
+    // A photo embedded since the dump is not in the file: the graph is loaded and topped up.
+    ids.push(s.put(&record("/p/800.jpg", 800), &data[800])?);
+    let topped = s.linked_graph(6)?;
+    assert!(topped.iter().any(|(id, _)| *id == ids[800]));
+    assert_eq!(s.ann_status().link_reads, 2);
+    drop(s);
+    let mut s = Store::open(dir.path())?;
+    forced(&mut s)?;
+    assert_eq!(s.linked_graph(6)?, topped, "dumped again with its links");
+    assert_eq!(s.ann_status().link_reads, 1);
+    drop(s);
+
+    // A missing links file (a store dumped before links files): read from the graph, and
+    // written again for the next time.
+    let links: Vec<_> = std::fs::read_dir(dir.path().join("ann"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().ends_with(".hnsw.links"))
+        .collect();
+    assert_eq!(links.len(), 1);
+    std::fs::remove_file(&links[0])?;
+    let mut s = Store::open(dir.path())?;
+    forced(&mut s)?;
+    assert_eq!(s.linked_graph(6)?, topped);
+    assert_eq!((s.ann_status().link_reads, s.ann_status().loads), (0, 1));
+    drop(s);
+    let mut s = Store::open(dir.path())?;
+    forced(&mut s)?;
+    assert_eq!(s.linked_graph(6)?, topped);
+    assert_eq!((s.ann_status().link_reads, s.ann_status().loads), (1, 0));
     Ok(())
 }

@@ -28,6 +28,8 @@ pub(crate) const EMB_COUNT: &[u8] = b"embedding_count";
 pub(crate) const PURGE_PENDING: &[u8] = b"purge_pending";
 /// bincode of the [`crate::ann::DumpRecord`] of the current HNSW dump.
 pub(crate) const ANN_DUMP: &[u8] = b"ann_dump";
+/// bincode of the [`crate::links::LinksRecord`] of the current dump's links file.
+pub(crate) const ANN_LINKS: &[u8] = b"ann_links";
 
 pub(crate) fn decode_u64(bytes: &[u8], key: &[u8]) -> Result<u64, IndexError> {
     let arr: [u8; 8] = bytes.try_into().map_err(|_| {

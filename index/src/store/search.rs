@@ -18,6 +18,7 @@ use super::write::check_vector;
 use super::Store;
 use crate::ann::{remove_other_dumps, sync_dir, Ann, DumpRecord};
 use crate::dist::{similarity, similarity_from_distance};
+use crate::links::{links_path, read_links, write_links, LinksRecord};
 use crate::record::{
     codec, decode_embedding, decode_u64_be, embedding_vector_into, id_key, KnnGraph,
 };
@@ -42,6 +43,8 @@ pub struct AnnStatus {
     pub top_ups: u64,
     /// Dumps written.
     pub dumps: u64,
+    /// Neighbour lists read from a dump's links file, without loading its graph.
+    pub link_reads: u64,
 }
 
 pub(super) struct AnnState {
@@ -76,15 +79,7 @@ impl AnnState {
             .into_par_iter()
             .filter_map(|(seq, links)| {
                 let id = *self.live.get(&seq)?;
-                let mut hits: Vec<(PhotoId, f32)> = links
-                    .into_iter()
-                    .filter_map(|(s, d)| Some((*self.live.get(&s)?, similarity_from_distance(d))))
-                    .filter(|(other, _)| *other != id)
-                    .collect();
-                hits.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-                hits.dedup_by_key(|h| h.0);
-                hits.truncate(k);
-                Some((id, hits))
+                Some((id, nearest_live_links(id, &links, &self.live, k)))
             })
             .collect()
     }
@@ -118,6 +113,27 @@ impl AnnState {
         let alive = |seq: &usize| self.live.contains_key(seq);
         collect(self.ann.search(query, ef, 2 * ef, Some(&alive)))
     }
+}
+
+/// The `k` nearest live photos among `links` (sequence number, distance) of photo `id`, as
+/// `(photo, similarity)`, best first.
+fn nearest_live_links(
+    id: PhotoId,
+    links: &[(usize, f32)],
+    live: &HashMap<usize, PhotoId>,
+    k: usize,
+) -> Vec<(PhotoId, f32)> {
+    let mut hits: Vec<(PhotoId, f32)> = links
+        .iter()
+        .filter_map(|(s, d)| Some((*live.get(s)?, similarity_from_distance(*d))))
+        .filter(|(other, _)| *other != id)
+        .collect();
+    hits.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    hits.dedup_by_key(|h| h.0);
+    hits.truncate(k);
+    // a million lists of up to 2 × M links each: keep only what is returned
+    hits.shrink_to_fit();
+    hits
 }
 
 impl Store {
@@ -181,7 +197,8 @@ impl Store {
             return Ok(());
         }
         self.ensure_ann()?;
-        self.dump_ann()
+        self.dump_ann()?;
+        self.ensure_links()
     }
 
     /// The `k` nearest neighbours of every photo with an embedding, excluding the photo
@@ -198,8 +215,82 @@ impl Store {
     /// so they can differ from the true k nearest, but a photo's nearest neighbour (a near
     /// copy) is always among them. Exact below [`SearchOptions::exact_below`] photos, as
     /// `knn_graph`.
+    ///
+    /// When no graph is in memory and the dump is current, the links are read from the file
+    /// written beside the dump, and the graph is not loaded at all (it holds a second copy of
+    /// the vectors and its own neighbour structures: about 3× the vectors' memory).
     pub fn linked_graph(&mut self, k: usize) -> Result<KnnGraph, IndexError> {
-        self.neighbour_lists(k, |st| st.linked_lists(k))
+        if self.ann.is_none() && self.embedding_count()? >= self.opts.exact_below.max(1) {
+            if let Some(graph) = self.stored_links(k)? {
+                self.status.link_reads += 1;
+                return Ok(graph);
+            }
+        }
+        let graph = self.neighbour_lists(k, |st| st.linked_lists(k))?;
+        self.ensure_links()?;
+        Ok(graph)
+    }
+
+    /// Every live photo's `k` nearest among its links, read from the current dump's links
+    /// file; `None` when there is no such file, it is damaged, or photos were embedded
+    /// since the dump.
+    fn stored_links(&self, k: usize) -> Result<Option<KnnGraph>, IndexError> {
+        let generation = get_u64(&self.t.meta, keys::GENERATION)?;
+        let seq = get_u64(&self.t.meta, keys::EMB_SEQ)?;
+        let (Some(dump), Some(links)) = (self.dump_record(), self.links_record()) else {
+            return Ok(None);
+        };
+        if dump.generation != generation || dump.seq != seq || links.basename != dump.basename {
+            return Ok(None);
+        }
+        let live = self.read_live()?;
+        let mut graph = Vec::with_capacity(live.len());
+        let complete = read_links(&self.ann_dir, &links, |seq, point_links| {
+            if let Some(&id) = live.get(&seq) {
+                graph.push((id, nearest_live_links(id, point_links, &live, k)));
+            }
+        })?;
+        if !complete || graph.len() != live.len() {
+            return Ok(None);
+        }
+        graph.sort_unstable_by_key(|(id, _)| *id);
+        Ok(Some(graph))
+    }
+
+    /// Writes the links file of the current dump when the graph in memory is that dump and
+    /// its links are not on disk yet (a store dumped by an older version).
+    fn ensure_links(&mut self) -> Result<(), IndexError> {
+        let Some(st) = &self.ann else {
+            return Ok(());
+        };
+        let Some(dump) = self.dump_record() else {
+            return Ok(());
+        };
+        let path = links_path(&self.ann_dir, &dump.basename);
+        let on_disk = std::fs::metadata(&path).map_or(0, |m| m.len());
+        let current = self
+            .links_record()
+            .is_some_and(|l| l.basename == dump.basename && l.file.0 == on_disk);
+        if !st.dumped || current {
+            return Ok(());
+        }
+        let links = write_links(&st.ann, &self.ann_dir, &dump.basename)?;
+        sync_dir(&self.ann_dir)?;
+        self.t.meta.insert(keys::ANN_LINKS, encode(&links)?)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// The record of the current dump, if any can be decoded.
+    fn dump_record(&self) -> Option<DumpRecord> {
+        let bytes = self.t.meta.get(keys::ANN_DUMP).ok()??;
+        codec().deserialize(&bytes).ok()
+    }
+
+    /// The record of the current dump's links file, if any can be decoded.
+    fn links_record(&self) -> Option<LinksRecord> {
+        let bytes = self.t.meta.get(keys::ANN_LINKS).ok()??;
+        codec().deserialize(&bytes).ok()
     }
 
     /// Every photo's `k` neighbours: exact below `exact_below` embeddings, else `from_graph`
@@ -306,8 +397,7 @@ impl Store {
 
     /// The dumped graph, if it exists, matches the store and its files are intact.
     fn load_dump(&mut self, generation: u64, seq: u64) -> Option<AnnState> {
-        let bytes = self.t.meta.get(keys::ANN_DUMP).ok()??;
-        let rec: DumpRecord = codec().deserialize(&bytes).ok()?;
+        let rec = self.dump_record()?;
         let dim = self.dim().ok()??;
         if rec.generation != generation || rec.seq > seq || rec.dim != dim as u64 {
             return None;
@@ -384,6 +474,7 @@ impl Store {
         }
         let keep = if st.ann.len() == 0 {
             self.t.meta.remove(keys::ANN_DUMP)?;
+            self.t.meta.remove(keys::ANN_LINKS)?;
             self.db.flush()?;
             None
         } else {
@@ -396,11 +487,10 @@ impl Store {
                 n += 1;
             };
             let rec = st.ann.dump(&self.ann_dir, &base, st.generation, st.seq)?;
+            let links = write_links(&st.ann, &self.ann_dir, &rec.basename)?;
             sync_dir(&self.ann_dir)?;
-            let bytes = codec()
-                .serialize(&rec)
-                .map_err(|e| IndexError::Ann(e.to_string()))?;
-            self.t.meta.insert(keys::ANN_DUMP, bytes)?;
+            self.t.meta.insert(keys::ANN_DUMP, encode(&rec)?)?;
+            self.t.meta.insert(keys::ANN_LINKS, encode(&links)?)?;
             self.db.flush()?;
             self.status.dumps += 1;
             Some(rec.basename)
@@ -409,4 +499,11 @@ impl Store {
         remove_other_dumps(&self.ann_dir, keep.as_deref())?;
         sync_dir(&self.ann_dir)
     }
+}
+
+/// bincode of a meta record.
+fn encode(value: &impl serde::Serialize) -> Result<Vec<u8>, IndexError> {
+    codec()
+        .serialize(value)
+        .map_err(|e| IndexError::Ann(e.to_string()))
 }
