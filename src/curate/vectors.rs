@@ -21,6 +21,16 @@ impl Vectors {
         }
     }
 
+    /// An empty matrix of vectors of width `dim` with room for `rows` vectors, so that
+    /// filling it never holds two copies while growing.
+    pub fn with_capacity(dim: usize, rows: usize) -> Self {
+        Self {
+            ids: Vec::with_capacity(rows),
+            data: Vec::with_capacity(rows.saturating_mul(dim)),
+            dim,
+        }
+    }
+
     /// Appends one vector; vectors of the wrong width are refused (returns false).
     pub fn push(&mut self, id: PhotoId, vector: &[f32]) -> bool {
         if vector.len() != self.dim {
