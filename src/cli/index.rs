@@ -9,9 +9,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::models::{default_choice, open_choice, parse_choice, reopen, Offline};
 use super::{device_from, DeviceArg};
-use dino_curate::calibrate::{
-    calibrate_store, needs_calibration, Calibration, CALIBRATION_SEED, DEFAULT_PRECISION,
-};
+use dino_curate::calibrate::{calibrate_store, needs_calibration, Calibration, CALIBRATION_SEED};
 use dino_curate::device::device_name;
 use dino_curate::embed::Embedder;
 use dino_curate::indexer::{
@@ -140,23 +138,12 @@ fn calibrate_dups(
         .and_then(|c| c.save(ws.root()).map(|()| c));
     bar.finish_and_clear();
     match result {
-        Ok(c) => match c.point_for(DEFAULT_PRECISION) {
-            Some(p) => eprintln!(
-                "dups calibrated on {} edited copies of {} of your photos: for precision \
-                 {DEFAULT_PRECISION}, hash agreement {:.2} and {} keypoint inliers (found {:.0} % \
-                 of the copies)",
-                c.copies,
-                c.originals,
-                p.hash_agreement,
-                p.min_inliers,
-                100.0 * p.recall
-            ),
-            None => eprintln!(
-                "dups calibrated on {} edited copies of {} of your photos: no rule reaches \
-                 precision {DEFAULT_PRECISION} there, so dups takes the strictest one",
-                c.copies, c.originals
-            ),
-        },
+        // The rule itself is said once, by `dups` (issue 27: both printed it).
+        Ok(c) => eprintln!(
+            "dups calibrated on {} edited copies of {} of your photos; `dino-curate dups` \
+             says the rule it takes",
+            c.copies, c.originals
+        ),
         Err(e) => eprintln!("dups keeps its previous rule: calibrating failed: {e}"),
     }
     Ok(())
