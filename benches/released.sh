@@ -16,9 +16,10 @@
 #     the released weights.
 #   - eurosat: Sentinel-2 RGB tiles of 10 land-use classes (not ImageNet-like at all), 200
 #     train and 100 test per class of EuroSAT_RGB.zip.
-# Steps: `eval knn` and `eval linear` of MODEL on both; `train` adapting MODEL to the eurosat
-# train photos (no labels used) for ADAPT_TIME; the same evaluations of the adapted model,
-# and the run's own verdict. The URLs can be overridden (IMAGENETTE_URL, EUROSAT_URL,
+# Steps: `eval knn` and `eval linear` of MODEL on both; `eval neardup` and `eval knn` at
+# input sides 112, 160, 224 and 320 (what a faster, smaller input would cost); `train`
+# adapting MODEL to the eurosat train photos (no labels used) for ADAPT_TIME; the same
+# evaluations of the adapted model, and the run's own verdict. The URLs can be overridden (IMAGENETTE_URL, EUROSAT_URL,
 # DINO_CURATE_DOWNLOAD_BASE) for mirrors and dry runs against a local server.
 set -euo pipefail
 bin=$(realpath "$1") out=$2 model=${3:-dino-vits16} budget=${4:-30m}
@@ -102,7 +103,7 @@ if [ -f "$tools/make_neardup_bench.py" ] && [ -d "$bsds" ]; then
   [ -d "$out/neardup" ] || python3 "$tools/make_neardup_bench.py" --sources "$bsds/train" "$bsds/val" \
     --distractors "$bsds/test" --out "$out/neardup" --seed 1 >/dev/null
   for framing in crop whole; do
-    for size in 224 320; do
+    for size in 112 160 224 320; do
       "$bin" eval neardup "$out/neardup" --model "$model" --descriptor cls-gem --framing "$framing" \
         --size "$size" --json >"$out/neardup-$framing-$size.json" 2>/dev/null
       python3 -c 'import json,sys; r=json.load(open(sys.argv[3])); print(json.dumps({"row": "neardup", "framing": sys.argv[1], "size": int(sys.argv[2]), "result": {k: v for k, v in r.items() if not isinstance(v, (list, dict))}}))' \
@@ -110,6 +111,17 @@ if [ -f "$tools/make_neardup_bench.py" ] && [ -d "$bsds" ]; then
     done
   done
 fi
+# What a smaller input side costs the features (issue 26): `index` at 160 or 112 px would
+# embed 2–4× faster; k-NN on both sets at those sides, beside the 224 rows above.
+for size in 112 160; do
+  for s in "${sets[@]}"; do
+    set=${s%%=*} dir=${s#*=}
+    "$bin" --workspace "$out/ws" eval knn "$dir" --model "$model" --size "$size" --json \
+      >"$out/size$size-$set-knn.json" 2>/dev/null
+    python3 -c 'import json,sys; r=json.load(open(sys.argv[3])); print(json.dumps({"row": "input-side", "size": int(sys.argv[1]), "set": sys.argv[2], "result": r}))' \
+      "$size" "$set" "$out/size$size-$set-knn.json" | tee -a "$results"
+  done
+done
 "$bin" models --json >"$out/models.json"   # the file's size and SHA-256, recorded at download
 "$bin" --workspace "$out/ws" train "$out/eurosat/train" --model "$model" --time "$budget" --json \
   >"$out/adapt.json" 2>"$out/adapt.log"
