@@ -1,6 +1,7 @@
 //! Every view of the terminal UI drawn into ratatui's `TestBackend` from fixed in-memory
 //! states and compared with the committed snapshots in `tests/snapshots/`.
 
+use dino_curate::curate::dups::Evidence;
 use dino_curate::tui::app::{App, View};
 use dino_curate::tui::fixture;
 use dino_curate::tui::job::{Reply, Snapshot};
@@ -41,6 +42,26 @@ fn duplicates_with_a_mark() {
         Action::ToggleMark,
     ]);
     insta::assert_snapshot!(screen(&mut app));
+}
+
+/// The issue-27 report: "verified 154" was cut to "verified 1" in a 160-column terminal.
+#[test]
+fn duplicates_keep_three_digit_inlier_counts_whole() {
+    let mut snapshot = fixture::small();
+    let counts = [154, 1203];
+    for (group, inliers) in snapshot.dups.iter_mut().zip(counts) {
+        let member = group.members.first_mut().expect("a member");
+        member.evidence = Evidence::Verified;
+        member.inliers = inliers;
+    }
+    let mut app = App::new(snapshot, Previews::disabled());
+    app.apply(Action::Show(View::Duplicates));
+    let mut terminal = Terminal::new(TestBackend::new(160, 30)).expect("test backend");
+    terminal.draw(|f| render::draw(f, &mut app)).expect("draw");
+    let screen = terminal.backend().to_string();
+    assert!(screen.contains("verified 154"), "{screen}");
+    assert!(screen.contains("verified 1203"), "{screen}");
+    insta::assert_snapshot!(screen);
 }
 
 #[test]

@@ -63,7 +63,7 @@ fn header(app: &App) -> (Vec<&'static str>, Vec<Constraint>) {
             vec![
                 Constraint::Length(3),
                 Constraint::Length(9),
-                Constraint::Length(10),
+                Constraint::Length(why_width(app)),
                 Constraint::Length(9),
                 Constraint::Length(7),
                 Constraint::Length(10),
@@ -203,6 +203,18 @@ fn group_cell(app: &App, g: usize, keeper: bool) -> String {
         Some(group) if keeper => format!("{g} {}", group.kind.name()),
         _ => g.to_string(),
     }
+}
+
+/// Width of the duplicates' "why" column: the widest of "desc 0.993" and "verified N" for
+/// the most inliers of any group, so that the count is never cut.
+fn why_width(app: &App) -> u16 {
+    let most_inliers = (app.data.dups.iter())
+        .flat_map(|group| &group.members)
+        .filter(|m| m.evidence == Evidence::Verified)
+        .map(|m| m.inliers)
+        .max();
+    let verified = most_inliers.map_or(0, |n| "verified ".len() + n.to_string().len());
+    u16::try_from(verified.max("desc 0.993".len())).unwrap_or(u16::MAX)
 }
 
 /// Why a member is in its group: "hash .81", "desc .993", "exact", "verified 42".
