@@ -72,13 +72,13 @@ fn args() -> Args {
     a
 }
 
-/// `(VmRSS, VmHWM)` of this process in bytes.
 /// The process's private (anonymous) resident memory, in bytes: what it holds beyond
 /// file pages the kernel can drop and read again (the graph's memory-mapped vectors).
 fn anonymous_memory() -> u64 {
     status_field("RssAnon:")
 }
 
+/// A memory field of /proc/self/status (`VmRSS:`, …) in bytes, 0 when unreadable.
 fn status_field(name: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
@@ -124,17 +124,9 @@ fn search(a: &Args) {
     );
 }
 
+/// `(VmRSS, VmHWM)` of this process in bytes.
 fn memory() -> (u64, u64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|kb| kb.parse::<u64>().ok())
-            .map_or(0, |kb| kb * 1024)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
+    (status_field("VmRSS:"), status_field("VmHWM:"))
 }
 
 /// Resets VmHWM to the current RSS (Linux ≥ 4.0), so that each phase's peak is its own.

@@ -182,17 +182,7 @@ impl Ann {
     pub fn bottom_links(&self) -> Vec<(usize, Vec<(usize, f32)>)> {
         self.points()
             .par_iter()
-            .map(|p| {
-                let links = p
-                    .get_neighborhood_id()
-                    .into_iter()
-                    .next()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|n| (n.d_id, n.distance))
-                    .collect();
-                (p.get_origin_id(), links)
-            })
+            .map(|p| (p.get_origin_id(), bottom_links_of(p)))
             .collect()
     }
 
@@ -268,6 +258,18 @@ impl Ann {
             .is_none_or(|p| p.get_v().len() as u64 == record.dim);
         (ann.len() as u64 == record.points && dim_ok).then_some(ann)
     }
+}
+
+/// A point's links on the bottom layer as `(key, distance)`.
+pub(crate) fn bottom_links_of(point: &GraphPoint) -> Vec<(usize, f32)> {
+    point
+        .get_neighborhood_id()
+        .into_iter()
+        .next()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|n| (n.d_id, n.distance))
+        .collect()
 }
 
 /// Length and CRC-32 of a file; with `sync`, fsyncs it first.

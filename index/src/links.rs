@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::ann::{checksum, Ann};
+use crate::ann::{bottom_links_of, checksum, Ann};
 use crate::IndexError;
 
 const MAGIC: &[u8; 8] = b"DCLINKS1";
@@ -37,7 +37,8 @@ pub(crate) fn links_path(dir: &Path, basename: &str) -> PathBuf {
 }
 
 /// Writes the bottom-layer links of every point of `ann`, nearest first, fsynced, and
-/// describes the file.
+/// describes the file. Point by point: collecting a million points' links first would hold
+/// about a third of the vectors' memory while `index` dumps.
 pub(crate) fn write_links(
     ann: &Ann,
     dir: &Path,
@@ -47,7 +48,8 @@ pub(crate) fn write_links(
     let io = |e| IndexError::io(&path, e);
     let mut out = BufWriter::with_capacity(1 << 20, File::create(&path).map_err(io)?);
     out.write_all(MAGIC).map_err(io)?;
-    for (seq, mut links) in ann.bottom_links() {
+    for point in ann.points() {
+        let (seq, mut links) = (point.get_origin_id(), bottom_links_of(&point));
         links.sort_unstable_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
         out.write_all(&(seq as u64).to_le_bytes()).map_err(io)?;
         out.write_all(&(links.len() as u32).to_le_bytes())
@@ -67,6 +69,11 @@ pub(crate) fn write_links(
     })
 }
 
+/// Whether the links file `record` describes is there, with the recorded length and CRC-32.
+pub(crate) fn links_file_is_intact(dir: &Path, record: &LinksRecord) -> bool {
+    checksum(&links_path(dir, &record.basename), false).is_ok_and(|found| found == record.file)
+}
+
 /// Calls `visit(seq, links)` for each point of the links file `record` describes, after
 /// checking its length and checksum. `Ok(false)` when the file is missing, does not match
 /// the record or is malformed (the caller then reads the graph itself).
@@ -75,11 +82,10 @@ pub(crate) fn read_links(
     record: &LinksRecord,
     mut visit: impl FnMut(usize, &[(usize, f32)]),
 ) -> Result<bool, IndexError> {
-    let path = links_path(dir, &record.basename);
-    match checksum(&path, false) {
-        Ok(found) if found == record.file => {}
-        _ => return Ok(false),
+    if !links_file_is_intact(dir, record) {
+        return Ok(false);
     }
+    let path = links_path(dir, &record.basename);
     let file = File::open(&path).map_err(|e| IndexError::io(&path, e))?;
     let mut input = BufReader::with_capacity(1 << 20, file);
     let mut magic = [0u8; 8];

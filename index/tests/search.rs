@@ -390,5 +390,21 @@ fn links_file_answers_like_the_graph_until_photos_are_added() -> R {
     forced(&mut s)?;
     assert_eq!(s.linked_graph(6)?, topped);
     assert_eq!((s.ann_status().link_reads, s.ann_status().loads), (1, 0));
+    drop(s);
+
+    // A damaged file of the right length: refused, read from the graph, and written again.
+    let mut bytes = std::fs::read(&links[0])?;
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&links[0], &bytes)?;
+    let mut s = Store::open(dir.path())?;
+    forced(&mut s)?;
+    assert_eq!(s.linked_graph(6)?, topped);
+    assert_eq!((s.ann_status().link_reads, s.ann_status().loads), (0, 1));
+    drop(s);
+    let mut s = Store::open(dir.path())?;
+    forced(&mut s)?;
+    assert_eq!(s.linked_graph(6)?, topped);
+    assert_eq!((s.ann_status().link_reads, s.ann_status().loads), (1, 0));
     Ok(())
 }

@@ -18,7 +18,7 @@ use super::write::check_vector;
 use super::Store;
 use crate::ann::{remove_other_dumps, sync_dir, Ann, DumpRecord};
 use crate::dist::{similarity, similarity_from_distance};
-use crate::links::{links_path, read_links, write_links, LinksRecord};
+use crate::links::{links_file_is_intact, read_links, write_links, LinksRecord};
 use crate::record::{
     codec, decode_embedding, decode_u64_be, embedding_vector_into, id_key, KnnGraph,
 };
@@ -197,8 +197,7 @@ impl Store {
             return Ok(());
         }
         self.ensure_ann()?;
-        self.dump_ann()?;
-        self.ensure_links()
+        self.dump_ann()
     }
 
     /// The `k` nearest neighbours of every photo with an embedding, excluding the photo
@@ -258,7 +257,8 @@ impl Store {
     }
 
     /// Writes the links file of the current dump when the graph in memory is that dump and
-    /// its links are not on disk yet (a store dumped by an older version).
+    /// its links cannot be read (a store dumped by an older version, a damaged file), so
+    /// that the next `linked_graph` reads them without loading the graph.
     fn ensure_links(&mut self) -> Result<(), IndexError> {
         let Some(st) = &self.ann else {
             return Ok(());
@@ -266,11 +266,9 @@ impl Store {
         let Some(dump) = self.dump_record() else {
             return Ok(());
         };
-        let path = links_path(&self.ann_dir, &dump.basename);
-        let on_disk = std::fs::metadata(&path).map_or(0, |m| m.len());
-        let current = self
-            .links_record()
-            .is_some_and(|l| l.basename == dump.basename && l.file.0 == on_disk);
+        let current = self.links_record().is_some_and(|l| {
+            l.basename == dump.basename && links_file_is_intact(&self.ann_dir, &l)
+        });
         if !st.dumped || current {
             return Ok(());
         }

@@ -30,7 +30,6 @@ use std::path::{Path, PathBuf};
 use parking_lot::RwLock;
 use std::sync::Arc;
 
-
 use anyhow::*;
 use std::any::type_name;
 
