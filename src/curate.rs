@@ -7,6 +7,7 @@ pub mod collection;
 pub mod dups;
 pub mod keeper;
 pub mod quality;
+pub mod search;
 pub mod select;
 pub mod vectors;
 

@@ -237,26 +237,24 @@ impl Embedder {
             Descriptor::Cls => l2_rows(&self.backbone.forward(input, None, false)?),
             Descriptor::ClsGem => {
                 let (global, positions) = self.global_and_positions(input)?;
-                let cls = l2_rows(&global)?;
-                let gem = l2_rows(&gem_pool(&positions)?)?;
-                let both = Tensor::cat(&[&cls, &gem], 1)?;
-                Ok((both * std::f64::consts::FRAC_1_SQRT_2)?)
+                cls_gem(&global, &positions)
             }
         }
     }
 
-    /// Region queries `[B, R × dim]` of a batch of images, for finding crops of them (an
-    /// experiment of `eval neardup --regions`, not used by `dups`): for each of the four
-    /// corner windows and the centre window of the position grid, each 3/4 of its side,
-    /// the GeM pool of those positions, L2-normalised, in the GeM half of a
-    /// [`Descriptor::ClsGem`] vector (the CLS half zero), so that its dot product with a
-    /// stored descriptor compares the region with the stored photo's GeM part alone.
+    /// Region queries `[B, R × dim]` of a batch of images, for finding crops of them:
+    /// for each of the four corner windows and the centre window of the position grid,
+    /// each 3/4 of its side, the GeM pool of those positions, L2-normalised, in the GeM
+    /// half of a [`Descriptor::ClsGem`] vector (the CLS half zero), so that its dot product
+    /// with a stored descriptor compares the region with the stored photo's GeM part alone.
     pub fn region_queries(&self, images: &[RgbImage]) -> Result<Tensor> {
-        if self.descriptor != Descriptor::ClsGem {
-            return Err(Error::Config(
-                "region queries need the cls-gem descriptor".into(),
-            ));
-        }
+        let (_, regions) = self.embed_with_regions(images)?;
+        regions.ok_or_else(|| Error::Config("region queries need the cls-gem descriptor".into()))
+    }
+
+    /// [`Embedder::embed`] and, with the [`Descriptor::ClsGem`] descriptor, the
+    /// [`Embedder::region_queries`] of the same images, from one forward pass.
+    pub fn embed_with_regions(&self, images: &[RgbImage]) -> Result<(Tensor, Option<Tensor>)> {
         let views = images
             .iter()
             .map(|img| self.framing.view(img, self.size))
@@ -266,24 +264,12 @@ impl Embedder {
             .into_iter()
             .next()
             .ok_or_else(|| Error::Config("no image to embed".into()))?;
-        let (_, positions) = self.global_and_positions(&input)?;
-        let positions = positions.contiguous()?;
-        let (b, n, d) = positions.dims3()?;
-        let side = (n as f64).sqrt().round() as usize;
-        let window = (side * 3).div_ceil(4).max(1);
-        let far = side - window;
-        let corners = [(0, 0), (0, far), (far, 0), (far, far), (far / 2, far / 2)];
-        let zeros = Tensor::zeros((b, d), positions.dtype(), positions.device())?;
-        let mut queries = Vec::with_capacity(corners.len());
-        for (top, left) in corners {
-            let idx: Vec<u32> = (top..top + window)
-                .flat_map(|y| (left..left + window).map(move |x| (y * side + x) as u32))
-                .collect();
-            let idx = Tensor::from_vec(idx, window * window, positions.device())?;
-            let gem = l2_rows(&gem_pool(&positions.index_select(&idx, 1)?)?)?;
-            queries.push(Tensor::cat(&[&zeros, &gem], 1)?);
+        if self.descriptor != Descriptor::ClsGem {
+            return Ok((self.describe(&input)?, None));
         }
-        Ok(Tensor::cat(&queries, 1)?)
+        let (global, positions) = self.global_and_positions(&input)?;
+        let regions = region_gems(&positions.contiguous()?)?;
+        Ok((cls_gem(&global, &positions)?, Some(regions)))
     }
 
     /// The image-level vector `[B, D]` and the per-position features `[B, N, D]`: CLS
@@ -310,6 +296,35 @@ impl Embedder {
         }
         Ok(self.embed_views(views)?.to_vec2::<f32>()?)
     }
+}
+
+/// The [`Descriptor::ClsGem`] vector: the L2-normalised image-level vector `[B, D]` and
+/// GeM pool of the positions `[B, N, D]`, side by side, scaled to unit length.
+fn cls_gem(global: &Tensor, positions: &Tensor) -> Result<Tensor> {
+    let cls = l2_rows(global)?;
+    let gem = l2_rows(&gem_pool(positions)?)?;
+    Ok((Tensor::cat(&[&cls, &gem], 1)? * std::f64::consts::FRAC_1_SQRT_2)?)
+}
+
+/// The five window queries of [`Embedder::region_queries`] from positions `[B, N, D]` on a
+/// square grid, as `[B, 5 × 2D]`.
+fn region_gems(positions: &Tensor) -> Result<Tensor> {
+    let (b, n, d) = positions.dims3()?;
+    let side = (n as f64).sqrt().round() as usize;
+    let window = (side * 3).div_ceil(4).max(1);
+    let far = side - window;
+    let corners = [(0, 0), (0, far), (far, 0), (far, far), (far / 2, far / 2)];
+    let zeros = Tensor::zeros((b, d), positions.dtype(), positions.device())?;
+    let mut queries = Vec::with_capacity(corners.len());
+    for (top, left) in corners {
+        let idx: Vec<u32> = (top..top + window)
+            .flat_map(|y| (left..left + window).map(move |x| (y * side + x) as u32))
+            .collect();
+        let idx = Tensor::from_vec(idx, window * window, positions.device())?;
+        let gem = l2_rows(&gem_pool(&positions.index_select(&idx, 1)?)?)?;
+        queries.push(Tensor::cat(&[&zeros, &gem], 1)?);
+    }
+    Ok(Tensor::cat(&queries, 1)?)
 }
 
 /// Generalised mean over the token axis of `[B, N, D]` → `[B, D]`:
@@ -417,6 +432,22 @@ mod tests {
                 assert!((norm - 1.0).abs() < 1e-4, "{norm}");
             }
         }
+        Ok(())
+    }
+
+    #[test]
+    fn one_pass_gives_the_descriptor_and_the_region_queries() -> TestResult {
+        let model =
+            Embedder::random(&tiny(), 64, 7, &Device::Cpu)?.with_descriptor(Descriptor::ClsGem);
+        let (vectors, regions) = model.embed_with_regions(&photos())?;
+        let alone = model.embed(&photos())?.to_vec2::<f32>()?;
+        for (a, b) in vectors.to_vec2::<f32>()?.iter().zip(&alone) {
+            assert!(a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-6));
+        }
+        let regions = regions.ok_or("cls-gem has regions")?.to_vec2::<f32>()?;
+        assert_eq!(regions.len(), 3);
+        let cls = model.with_descriptor(Descriptor::Cls);
+        assert!(cls.embed_with_regions(&photos())?.1.is_none());
         Ok(())
     }
 

@@ -225,6 +225,69 @@ fn a_cropped_copy_is_verified_by_its_keypoints_when_hash_and_model_miss_it() -> 
     Ok(())
 }
 
+/// The label of each result of `search QUERY`, by file name, in order.
+fn search_labels(ws: &Path, query: &Path, k: &str) -> TestResult<Vec<(String, String)>> {
+    let query = query.to_str().ok_or("path")?;
+    let hits = json_of(ws, &["search", query, "-k", k, "--json"])?;
+    let hits = hits.as_array().ok_or("a list")?;
+    Ok(hits
+        .iter()
+        .map(|h| {
+            let path = h["path"].as_str().unwrap_or_default();
+            let name = Path::new(path).file_name().unwrap_or_default();
+            let label = h["label"].as_str().unwrap_or_default().to_string();
+            (name.to_string_lossy().into_owned(), label)
+        })
+        .collect())
+}
+
+#[test]
+fn search_lists_the_copies_first_with_their_evidence_then_similar_photos() -> TestResult {
+    let f = indexed_folder()?;
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/photos/garden.jpg");
+    let original = image::open(&sample)?.to_rgb8();
+    let (w, h) = original.dimensions();
+    original.save(f.photos.join("garden.png"))?;
+    std::fs::copy(
+        f.photos.join("garden.png"),
+        f.photos.join("copies/same.png"),
+    )?;
+    let crop = image::imageops::crop_imm(&original, w / 5, h / 6, w * 7 / 10, h * 3 / 4);
+    crop.to_image().save(f.photos.join("copies/crop.png"))?;
+    image::imageops::flip_horizontal(&original).save(f.photos.join("copies/mirror.png"))?;
+    reindex(&f)?;
+    let listed = search_labels(&f.ws, &f.photos.join("garden.png"), "6")?;
+    let names: Vec<&str> = listed.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(
+        !names.contains(&"garden.png"),
+        "the query itself: {listed:?}"
+    );
+    assert_eq!(listed.len(), 6, "{listed:?}");
+    assert_eq!(listed[0], ("same.png".into(), "copy: exact".into()));
+    let copies: Vec<&str> = names[..3].to_vec();
+    for copy in ["crop.png", "mirror.png"] {
+        assert!(
+            copies.contains(&copy),
+            "{copy} not among the first: {listed:?}"
+        );
+    }
+    let (_, crop_label) = listed.iter().find(|(n, _)| n == "crop.png").ok_or("crop")?;
+    assert!(crop_label.starts_with("copy: verified "), "{listed:?}");
+    for (name, label) in &listed[3..] {
+        assert!(label.starts_with("similar "), "{name}: {listed:?}");
+    }
+    // a file outside the index finds the indexed photo it is a copy of
+    let outside = f._dir.path().join("outside.png");
+    image::imageops::flip_horizontal(&crop.to_image()).save(&outside)?;
+    let listed = search_labels(&f.ws, &outside, "5")?;
+    let garden = listed.iter().find(|(n, _)| n == "garden.png");
+    assert!(
+        garden.is_some_and(|(_, label)| label.starts_with("copy: ")),
+        "{listed:?}"
+    );
+    Ok(())
+}
+
 #[test]
 fn trash_without_confirmation_moves_nothing() -> TestResult {
     let f = indexed_folder()?;

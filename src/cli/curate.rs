@@ -18,6 +18,7 @@ use dino_curate::curate::dups::{
 };
 use dino_curate::curate::keeper::KeepRule;
 use dino_curate::curate::quality::flags;
+use dino_curate::curate::search::{QueryPhoto, SearchHit};
 use dino_curate::curate::GRAPH_K;
 use dino_curate::trash::{Moved, Trash};
 use dino_curate::workspace::Workspace;
@@ -171,15 +172,25 @@ impl DupMatchArgs {
 
     /// The rule of the workspace `ws`: its calibration (see [`Self::rule`]), said on stderr.
     pub fn rule_in(&self, ws: &Workspace) -> Result<DupRule> {
-        let calibration = Calibration::load(ws.root()).unwrap_or_else(|e| {
-            eprintln!("ignoring the calibration ({e}); `dino-curate index` makes it again");
-            None
-        });
+        let calibration = Self::calibration_of(ws);
         let (rule, source) = self.rule(calibration.as_ref())?;
         if let Some(line) = rule_source_text(&rule, source, self.precision, calibration.as_ref()) {
             eprintln!("{line}");
         }
         Ok(rule)
+    }
+
+    /// [`Self::rule_in`] without saying where the rule came from (`search`, where the
+    /// rule is not the subject).
+    pub fn rule_quietly(&self, ws: &Workspace) -> Result<DupRule> {
+        Ok(self.rule(Self::calibration_of(ws).as_ref())?.0)
+    }
+
+    fn calibration_of(ws: &Workspace) -> Option<Calibration> {
+        Calibration::load(ws.root()).unwrap_or_else(|e| {
+            eprintln!("ignoring the calibration ({e}); `dino-curate index` makes it again");
+            None
+        })
     }
 }
 
@@ -660,9 +671,13 @@ pub fn quality(args: &QualityArgs, workspace: Option<&Path>) -> Result<()> {
 pub struct SearchArgs {
     /// Any image file, in the collection or not.
     image: PathBuf,
-    /// How many photos to list.
+    /// How many photos to list: the image's copies first (found as `dups` finds them),
+    /// then the most similar photos.
     #[arg(short, long, default_value_t = 10)]
     k: usize,
+    /// What counts as a copy: the rule `dups` uses.
+    #[command(flatten)]
+    matching: DupMatchArgs,
     /// Where to compute the query's vector.
     #[arg(long, value_enum, default_value = "auto")]
     device: super::DeviceArg,
@@ -677,34 +692,45 @@ pub fn search(args: &SearchArgs, workspace: Option<&Path>) -> Result<()> {
     let mut store = open_store(&ws)?;
     let device = super::device_from(args.device)?;
     let embedder = super::index::indexed_model(&ws, &store, &device)?;
-    let photo = dino_curate::photo::decode(&args.image, &Default::default())
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let query = embedder
-        .embed(std::slice::from_ref(&photo.image))?
-        .to_vec2::<f32>()?;
-    let query = query
-        .into_iter()
-        .next()
-        .context("no vector for the query")?;
-    let hits = store.search(&query, args.k)?;
-    let list: Vec<(PathBuf, f32)> = hits
-        .into_iter()
-        .filter_map(|(id, s)| Some((store.get(id).ok()??.path, s)))
+    let rule = args.matching.rule_quietly(&ws)?;
+    let mut query = QueryPhoto::of_file(&embedder, &args.image)?;
+    // the query itself, when indexed, is not one of its results
+    let absolute = std::path::absolute(&args.image)?;
+    query.id = store.get_by_path(&absolute)?.map(|(id, _)| id);
+    let found = dino_curate::curate::search::search(&mut store, &query, &rule, args.k)?;
+    let copies = found.copies.len();
+    let hits = found.top(args.k);
+    let list: Vec<(PathBuf, &SearchHit)> = hits
+        .iter()
+        .filter_map(|h| Some((store.get(h.id).ok()??.path, h)))
         .collect();
     if args.json {
-        let v: Vec<Value> = list
-            .iter()
-            .map(|(p, s)| {
-                let mut m = path_fields("path", p);
-                m.insert("similarity".into(), json!(s));
-                Value::Object(m)
-            })
-            .collect();
-        print_json(&Value::Array(v))
+        let v: Vec<Value> = list.iter().map(|(p, h)| search_hit_json(p, h)).collect();
+        print_json(&Value::Array(v))?;
     } else {
-        for (p, s) in &list {
-            println!("{s:.3} {}", p.display());
+        for (p, h) in &list {
+            println!("{:<18} {}", h.label(), p.display());
         }
-        Ok(())
     }
+    if copies > args.k {
+        eprintln!(
+            "{copies} copies found, {} listed: -k {copies} lists them all",
+            args.k
+        );
+    }
+    Ok(())
+}
+
+/// One `search --json` result: path, similarity, and whether and why it is a copy.
+fn search_hit_json(path: &Path, hit: &SearchHit) -> Value {
+    let mut m = path_fields("path", path);
+    m.insert("similarity".into(), json!(hit.similarity));
+    m.insert("copy".into(), json!(hit.copy.is_some()));
+    if let Some(c) = &hit.copy {
+        m.insert("evidence".into(), json!(c.evidence.name()));
+        m.insert("score".into(), json!(c.score));
+        m.insert("inliers".into(), json!(c.inliers));
+    }
+    m.insert("label".into(), json!(hit.label()));
+    Value::Object(m)
 }

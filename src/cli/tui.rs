@@ -9,6 +9,7 @@ use image::RgbImage;
 
 use dino_curate::attention::{attention_of, AttentionMaps, DEFAULT_SIZE};
 use dino_curate::curate::keeper::KeepRule;
+use dino_curate::curate::search::QueryPhoto;
 use dino_curate::embed::Embedder;
 use dino_curate::tui::job::{AttentionMapper, QueryEmbedder, Settings, Worker};
 use dino_curate::workspace::Workspace;
@@ -101,22 +102,13 @@ impl IndexedModel {
     }
 }
 
-/// Embeds an image file with the indexed model.
+/// Search queries from image files with the indexed model.
 fn query_embedder(model: IndexedModel) -> QueryEmbedder {
     Box::new(move |store, path| {
         model
-            .with(store, |m| embed_file(m, path))
+            .with(store, |m| Ok(QueryPhoto::of_file(m, path)?))
             .map_err(|e| format!("{e:#}"))
     })
-}
-
-fn embed_file(embedder: &Embedder, path: &Path) -> Result<Vec<f32>> {
-    let photo = dino_curate::photo::decode(path, &Default::default())
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let rows = embedder
-        .embed(std::slice::from_ref(&photo.image))?
-        .to_vec2::<f32>()?;
-    rows.into_iter().next().context("no vector for the query")
 }
 
 /// Attention maps of decoded photos with the indexed model, as `dino-curate attention`.

@@ -124,6 +124,17 @@ pub fn next_rule(rule: &KeepRule) -> KeepRule {
 }
 
 /// "largest copy, sharpest burst shot", "largest", "newest", "first under /x".
+/// "2 copies and 3 similar photos", "5 photos like this one".
+fn found_summary(found: &Found) -> String {
+    let copies = found.hits.iter().filter(|h| h.copy.is_some()).count();
+    let similar = found.hits.len() - copies;
+    match copies {
+        0 => format!("{} like this one", photos(similar)),
+        1 => format!("1 copy and {similar} similar"),
+        _ => format!("{copies} copies and {similar} similar"),
+    }
+}
+
 pub fn rule_name(rule: &KeepRule) -> String {
     match rule {
         KeepRule::Auto => "largest copy, sharpest burst shot".into(),
@@ -501,7 +512,7 @@ impl App {
                 self.refresh_rows();
             }
             Reply::Found(found) => {
-                self.status = format!("{} like this one", photos(found.hits.len()));
+                self.status = found_summary(&found);
                 self.search = Some(found);
                 self.cursors[View::Search.index()] = Cursor::default();
                 self.refresh_rows();
@@ -609,8 +620,8 @@ impl App {
         let hits = self.search.as_ref().map(|f| f.hits.as_slice());
         hits.unwrap_or_default()
             .iter()
-            .filter(|h| self.matches(h.0))
-            .map(|&(id, s)| Self::photo_row(id, Some(s)))
+            .filter(|h| self.matches(h.id))
+            .map(|h| Self::photo_row(h.id, Some(h.similarity)))
             .collect()
     }
 

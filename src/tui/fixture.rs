@@ -12,6 +12,7 @@ use crate::curate::burst::GroupKind;
 use crate::curate::collection::{DupGroup, DupMember};
 use crate::curate::dups::Evidence;
 use crate::curate::keeper::KeepRule;
+use crate::curate::search::{CopyEvidence, SearchHit};
 use crate::train::plot::Series;
 use crate::train::signal::LearnedSignal;
 
@@ -149,6 +150,34 @@ pub fn attention() -> AttentionMap {
 pub fn search() -> Found {
     Found {
         query: Query::Photo(3),
-        hits: vec![(7, 0.912), (11, 0.874), (19, 0.803), (23, 0.771)],
+        hits: vec![
+            copy(7, 0.912, Evidence::Verified, 154),
+            similar(11, 0.874),
+            similar(19, 0.803),
+            similar(23, 0.771),
+        ],
+    }
+}
+
+/// A search result that is a copy of the query.
+fn copy(id: PhotoId, similarity: f32, evidence: Evidence, inliers: u32) -> SearchHit {
+    SearchHit {
+        id,
+        similarity,
+        copy: Some(CopyEvidence {
+            evidence,
+            score: similarity,
+            inliers,
+            confidence: 0.9,
+        }),
+    }
+}
+
+/// A search result that is only similar to the query.
+fn similar(id: PhotoId, similarity: f32) -> SearchHit {
+    SearchHit {
+        id,
+        similarity,
+        copy: None,
     }
 }

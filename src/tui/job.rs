@@ -17,6 +17,7 @@ use crate::curate::clusters::default_k;
 use crate::curate::collection::{Collection, DupGroup};
 use crate::curate::dups::{candidate_graph, DupRule};
 use crate::curate::keeper::KeepRule;
+use crate::curate::search::{self, QueryPhoto, SearchHit};
 use crate::photo::{decode, DecodeOptions};
 use crate::train::plot::{series_from_metrics, Series};
 use crate::train::signal::LearnedSignal;
@@ -88,8 +89,8 @@ pub struct Snapshot {
 pub struct Found {
     /// What was searched for.
     pub query: Query,
-    /// Nearest photos with their similarity, best first.
-    pub hits: Vec<(PhotoId, f32)>,
+    /// The query's copies first (as `dups` finds them), then the nearest other photos.
+    pub hits: Vec<SearchHit>,
 }
 
 /// A photo's attention map, the heads' mean drawn over the photo.
@@ -162,9 +163,10 @@ pub struct Settings {
     pub search_k: usize,
 }
 
-/// Turns an image file outside the collection into a query vector (the indexed model).
+/// Turns an image file into a search query with the indexed model: its vector, regions,
+/// hash and keypoints ([`QueryPhoto::of_file`]).
 pub type QueryEmbedder =
-    Box<dyn FnMut(&Store, &Path) -> std::result::Result<Vec<f32>, String> + Send>;
+    Box<dyn FnMut(&Store, &Path) -> std::result::Result<QueryPhoto, String> + Send>;
 
 /// The photo as the model sees it and the last block's attention over it
 /// ([`crate::attention::attention_of`] with the indexed model, [`DEFAULT_SIZE`] pixels).
@@ -335,29 +337,46 @@ impl Worker {
     }
 
     fn search(&mut self, query: Query) -> Result<Found> {
-        let vector = match &query {
-            Query::Photo(id) => self.store.embedding(*id)?,
-            Query::Path(path) => self.vector_of_file(path)?,
-        }
-        .ok_or_else(|| Error::Config("no vector for this photo".into()))?;
+        let photo = self.query_photo(&query)?;
         let k = self.settings.search_k;
-        let mut hits = self.store.search(&vector, k + 1)?;
-        if let Query::Photo(id) = query {
-            hits.retain(|h| h.0 != id);
-        }
-        hits.truncate(k);
-        Ok(Found { query, hits })
+        let found = search::search(&mut self.store, &photo, &self.settings.rule, k)?;
+        Ok(Found {
+            query,
+            hits: found.top(k),
+        })
     }
 
-    fn vector_of_file(&mut self, path: &Path) -> Result<Option<Vec<f32>>> {
-        let path = std::path::absolute(path).map_err(|e| Error::io(path, e))?;
-        if let Some((id, _)) = self.store.get_by_path(&path)? {
-            return Ok(self.store.embedding(id)?);
+    /// What a search knows of `query`: computed from its file with the model when the
+    /// binary handed one in (regions included), else what the index stored of it.
+    fn query_photo(&mut self, query: &Query) -> Result<QueryPhoto> {
+        let (path, id) = match query {
+            Query::Photo(id) => {
+                let record = self.store.get(*id)?;
+                let record = record.ok_or_else(|| Error::Config("no longer indexed".into()))?;
+                (record.path, Some(*id))
+            }
+            Query::Path(path) => {
+                let path = std::path::absolute(path).map_err(|e| Error::io(path, e))?;
+                let id = self.store.get_by_path(&path)?.map(|(id, _)| id);
+                (path, id)
+            }
+        };
+        let computed = match self.embed.as_mut() {
+            Some(embed) => Some(embed(&self.store, &path).map_err(Error::Config)),
+            None => None,
+        };
+        match (computed, id) {
+            (Some(Ok(mut photo)), _) => {
+                photo.id = id;
+                Ok(photo)
+            }
+            // the file may be gone or unreadable since it was indexed
+            (Some(Err(_)) | None, Some(id)) => QueryPhoto::of_indexed(&self.store, id),
+            (Some(Err(e)), None) => Err(e),
+            (None, None) => Err(Error::Config(
+                "searching by a file outside the index needs the model".into(),
+            )),
         }
-        let embed = self.embed.as_mut().ok_or_else(|| {
-            Error::Config("searching by a file outside the index needs the model".into())
-        })?;
-        embed(&self.store, &path).map(Some).map_err(Error::Config)
     }
 
     /// The attention map of photo `id`.
@@ -556,6 +575,44 @@ mod tests {
             panic!("a map of no photo");
         };
         assert!(why.contains("no longer indexed"));
+        Ok(())
+    }
+
+    #[test]
+    fn search_from_an_indexed_photo_puts_its_copy_before_a_closer_photo() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("temp dir", e))?;
+        let (mut worker, first) = worker_with_a_photo(dir.path())?;
+        let hash = Some([0b1010_1010; 32]);
+        let query = worker
+            .store
+            .get(first)?
+            .ok_or(Error::Config("gone".into()))?;
+        let photo = |name: &str, blake3: u8, hash: Option<[u8; 32]>| PhotoRecord {
+            path: dir.path().join(name),
+            blake3: [blake3; 32],
+            perceptual_hash: hash,
+            ..query.clone()
+        };
+        let query = photo("q.png", 3, hash);
+        let id = worker.store.put(&query, &[0.0, 1.0])?;
+        let copy = worker.store.put(&photo("copy.png", 1, hash), &[0.8, 0.6])?;
+        let near = worker
+            .store
+            .put(&photo("near.png", 2, None), &[0.14, 0.99])?;
+        worker.settings.rule = DupRule::with_threshold(0.995).with_hash_agreement(Some(0.69));
+        let (tx, _rx) = channel();
+        let Reply::Found(found) = worker.handle(Request::Search(Query::Photo(id)), &tx)? else {
+            panic!("no search results");
+        };
+        let listed: Vec<(PhotoId, String)> = found.hits.iter().map(|h| (h.id, h.label())).collect();
+        assert_eq!(
+            listed,
+            vec![
+                (copy, "copy: hash 1.00".into()),
+                (near, "similar 0.99".into()),
+                (first, "similar 0.00".into())
+            ]
+        );
         Ok(())
     }
 }

@@ -71,6 +71,15 @@ fn header(app: &App) -> (Vec<&'static str>, Vec<Constraint>) {
             ],
         ),
         (View::Failures, _) => (vec!["path", "reason"], vec![path, Constraint::Fill(1)]),
+        (View::Search, _) => (
+            vec!["", "why", "size", "path"],
+            vec![
+                Constraint::Length(3),
+                Constraint::Length(search_why_width(app)),
+                Constraint::Length(9),
+                path,
+            ],
+        ),
         _ => (
             vec!["", "sim.", "size", "path"],
             vec![
@@ -191,6 +200,16 @@ fn cells(app: &App, row: Row, path_width: usize) -> Vec<Cell<'static>> {
                     Cell::from(rec.map(details::date).unwrap_or_default()),
                     Cell::from(path),
                 ],
+                None if app.view == View::Search => {
+                    let why = search_label(app, id).unwrap_or_default();
+                    let style = if why.starts_with("copy") {
+                        Style::new().fg(Color::Green)
+                    } else {
+                        Style::new()
+                    };
+                    let why = Cell::from(why).style(style);
+                    vec![Cell::from(mark), why, Cell::from(size), Cell::from(path)]
+                }
                 None => vec![Cell::from(mark), sim, Cell::from(size), Cell::from(path)],
             }
         }
@@ -215,6 +234,22 @@ fn why_width(app: &App) -> u16 {
         .max();
     let verified = most_inliers.map_or(0, |n| "verified ".len() + n.to_string().len());
     u16::try_from(verified.max("desc 0.993".len())).unwrap_or(u16::MAX)
+}
+
+/// Why a search result is listed: "copy: verified 57", "similar 0.83".
+fn search_label(app: &App, id: PhotoId) -> Option<String> {
+    let found = app.search.as_ref()?;
+    Some(found.hits.iter().find(|h| h.id == id)?.label())
+}
+
+/// Width of the search's "why" column: its longest label, so that no count is cut.
+fn search_why_width(app: &App) -> u16 {
+    let hits = app.search.as_ref().map(|f| f.hits.as_slice());
+    let longest = (hits.unwrap_or_default().iter())
+        .map(|h| h.label().chars().count())
+        .max()
+        .unwrap_or(0);
+    u16::try_from(longest.max("similar 0.83".len())).unwrap_or(u16::MAX)
 }
 
 /// Why a member is in its group: "hash .81", "desc .993", "exact", "verified 42".
