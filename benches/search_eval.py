@@ -6,7 +6,8 @@ the original of each group and which edits each copy has).
 usage: search_eval.py BINARY WORKSPACE BENCH_DIR [K]
 Each group's original is the query (`search ORIGINAL -k K+1 --json`); the query's own file is
 dropped from the results (older binaries list it first), the first K left are scored.
-Extra `search` arguments come from the environment variable SEARCH_ARGS.
+Extra `search` arguments come from the environment variable SEARCH_ARGS; QUERIES=N scores
+the first N groups only.
 Prints one JSON line: recall@K over all copies, per edit, queries, seconds per query.
 The workspace must hold an index of BENCH_DIR/images.
 """
@@ -30,7 +31,8 @@ def main():
             copies[r["group"]].append(r)
     found, total = collections.Counter(), collections.Counter()
     started = time.time()
-    for group, name in sorted(originals.items()):
+    queries = sorted(originals.items())[:int(os.environ.get("QUERIES", len(originals)))]
+    for group, name in queries:
         out = subprocess.run(
             [binary, "--workspace", workspace, "search", os.path.join(bench, "images", name),
              "-k", str(k + 1), "--json"] + os.environ.get("SEARCH_ARGS", "").split(),
@@ -48,8 +50,8 @@ def main():
         "k": k,
         "recall": round(found["all"] / max(total["all"], 1), 4),
         "copies": total["all"],
-        "queries": len(originals),
-        "seconds_per_query": round((time.time() - started) / max(len(originals), 1), 2),
+        "queries": len(queries),
+        "seconds_per_query": round((time.time() - started) / max(len(queries), 1), 2),
         "per_edit": {e: round(found[e] / total[e], 3) for e in sorted(total) if e != "all"},
     }), flush=True)
 

@@ -42,7 +42,7 @@ enum Command {
     /// Embed a photo collection (the released DINO model by default; downloaded once), then
     /// keep it up to date: new and changed photos, moved ones, removed ones.
     Index(index::IndexArgs),
-    /// Nearest photos to any image file.
+    /// Any image file's copies in the collection (as `dups` finds them), then its nearest photos.
     Search(curate::SearchArgs),
     /// Near-duplicate groups (exact copies included), each with the photo to keep.
     Dups(curate::DupsArgs),
