@@ -12,9 +12,11 @@
 //! of the stored ones: mirrored copies are verified without decoding anything again.
 
 mod fast;
+mod framing;
 mod keypoints;
 mod ransac;
 
+pub use framing::{framing, Framing, FramingEdit, MIN_FRAMING_INLIERS};
 pub use keypoints::{keypoints_of, Keypoint, Keypoints, MAX_KEYPOINTS, WORK_SIDE};
 
 /// Largest Hamming distance (of 256 bits) between two matched descriptors.

@@ -46,6 +46,25 @@ impl Affine {
         [a * p[0] + b * p[1] + c, d * p[0] + e * p[1] + f]
     }
 
+    /// The map taking each point back to where this one found it (`None` when it squashes
+    /// the plane flat).
+    pub fn inverse(&self) -> Option<Self> {
+        let [a, b, c, d, e, f] = self.0;
+        let det = a * e - b * d;
+        if det.abs() < 1e-9 {
+            return None;
+        }
+        let (ia, ib, id, ie) = (e / det, -b / det, -d / det, a / det);
+        Some(Self([
+            ia,
+            ib,
+            -(ia * c + ib * f),
+            id,
+            ie,
+            -(id * c + ie * f),
+        ]))
+    }
+
     /// Whether the map could turn one photo into a copy: orientation kept, area changed by
     /// at most [`AREA_RATIO`].
     fn plausible(&self) -> bool {
@@ -58,13 +77,23 @@ impl Affine {
 /// The most `pairs` (`(from, to)`) that one plausible affine map sends within `tolerance`
 /// of their partner; 0 when fewer than four pairs match.
 pub fn affine_inliers(pairs: &[([f32; 2], [f32; 2])], tolerance: f32, seed: u64) -> u32 {
+    best_affine(pairs, tolerance, seed).map_or(0, |(_, inliers)| inliers)
+}
+
+/// The plausible affine map that sends the most `pairs` within `tolerance` of their
+/// partner, with that count; `None` when fewer than four pairs match or no sample fits.
+pub fn best_affine(
+    pairs: &[([f32; 2], [f32; 2])],
+    tolerance: f32,
+    seed: u64,
+) -> Option<(Affine, u32)> {
     let n = pairs.len();
     if n < 4 {
-        return 0;
+        return None;
     }
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let tol2 = tolerance * tolerance;
-    let (mut best, mut needed) = (0usize, MAX_TRIALS);
+    let (mut best, mut needed): (Option<(Affine, usize)>, usize) = (None, MAX_TRIALS);
     let mut trial = 0;
     while trial < needed.min(MAX_TRIALS) {
         trial += 1;
@@ -82,12 +111,12 @@ pub fn affine_inliers(pairs: &[([f32; 2], [f32; 2])], tolerance: f32, seed: u64)
                 (t[0] - q[0]).powi(2) + (t[1] - q[1]).powi(2) <= tol2
             })
             .count();
-        if count > best {
-            best = count;
-            needed = trials_needed(best as f64 / n as f64);
+        if best.is_none_or(|(_, most)| count > most) {
+            best = Some((map, count));
+            needed = trials_needed(count as f64 / n as f64);
         }
     }
-    best as u32
+    best.map(|(map, count)| (map, count as u32))
 }
 
 /// Three different indices below `n` (at least 3).
@@ -140,6 +169,14 @@ mod tests {
             );
         }
         assert!(map.plausible(), "stretch 2 × 1 keeps orientation");
+        let back = map.inverse().expect("invertible");
+        for (p, q) in from.iter().zip(&to) {
+            let t = back.apply(*q);
+            assert!(
+                (t[0] - p[0]).abs() < 1e-3 && (t[1] - p[1]).abs() < 1e-3,
+                "{t:?} {p:?}"
+            );
+        }
     }
 
     #[test]

@@ -93,3 +93,104 @@ fn tiny_and_flat_photos_have_no_keypoints_and_verify_to_nothing() {
     assert!(flat.points.is_empty());
     assert_eq!(verify(&flat, &flat, 0).inliers, 0);
 }
+
+/// `img` pasted at `(x, y)` on a `w × h` canvas of one colour.
+fn padded(img: &RgbImage, w: u32, h: u32, x: i64, y: i64, colour: [u8; 3]) -> RgbImage {
+    let mut canvas = RgbImage::from_pixel(w, h, image::Rgb(colour));
+    image::imageops::overlay(&mut canvas, img, x, y);
+    canvas
+}
+
+/// How `b` was framed from `a`, and how `a` was framed from `b`.
+fn edits(a: &RgbImage, b: &RgbImage) -> (Option<FramingEdit>, Option<FramingEdit>) {
+    let found = framing(&keypoints_of(a), &keypoints_of(b), 3).expect("the pair verifies");
+    (found.edit_of_a(), found.swapped().edit_of_a())
+}
+
+#[test]
+fn framing_tells_a_crop_and_padded_copies_from_their_original() {
+    let garden = sample("garden.jpg");
+    let crop = sample("edited/garden-cropped.jpg");
+    let _ = edits(&garden, &crop);
+    assert_eq!(edits(&crop, &garden), (None, Some(FramingEdit::Crop)));
+    let (gw, gh) = garden.dimensions();
+    let letterboxed = padded(&garden, gw, gh * 3 / 2, 0, i64::from(gh / 4), [0, 0, 0]);
+    assert_eq!(
+        edits(&garden, &letterboxed),
+        (Some(FramingEdit::Padding), None)
+    );
+    let framed = padded(&garden, gw + 60, gh + 60, 30, 30, [255, 255, 255]);
+    assert_eq!(edits(&garden, &framed), (Some(FramingEdit::Padding), None));
+    let pillarboxed = padded(
+        &garden,
+        gw + gw / 2,
+        gh,
+        i64::from(gw / 4),
+        0,
+        [20, 90, 160],
+    );
+    assert_eq!(edits(&pillarboxed, &garden).1, Some(FramingEdit::Padding));
+}
+
+#[test]
+fn framing_leaves_same_frame_copies_and_other_photos_alone() {
+    let dune = sample("dune.jpg");
+    let grey = sample("edited/dune-grey.jpg");
+    assert_eq!(edits(&dune, &grey), (None, None), "same frame");
+    let ladybird = sample("ladybird.jpg");
+    let mirrored = sample("edited/ladybird-mirrored.jpg");
+    assert_eq!(
+        edits(&ladybird, &mirrored),
+        (None, None),
+        "mirrored, same frame"
+    );
+    let other = framing(
+        &keypoints_of(&sample("garden.jpg")),
+        &keypoints_of(&sample("greenmeadow.jpg")),
+        3,
+    );
+    assert!(other.is_none(), "{other:?}");
+    let storm = keypoints_of(&sample("storm.jpg"));
+    let letterboxed = keypoints_of(&sample("edited/storm-letterboxed.jpg"));
+    assert!(
+        framing(&storm, &letterboxed, 3).is_none(),
+        "too few corners to frame: the stored padding judges this pair"
+    );
+}
+
+/// `img` with a caption drawn in a band near its bottom: blocky letters, black on white
+/// boxes, as a meme generator or a watermark tool would leave.
+fn captioned(img: &RgbImage) -> RgbImage {
+    let mut out = img.clone();
+    let (w, h) = img.dimensions();
+    let (size, top) = (h / 14, h * 4 / 5);
+    for letter in 0..(w * 3 / 4 / (size + size / 3)) {
+        let left = w / 8 + letter * (size + size / 3);
+        for y in top..top + size {
+            for x in left..left + size * 3 / 4 {
+                let stroke = (x - left) < size / 6
+                    || (y - top) < size / 6
+                    || (letter % 3 == 0 && (y - top) > size / 2 && (y - top) < size * 2 / 3);
+                let v = if stroke { 0 } else { 255 };
+                out.put_pixel(x, y, image::Rgb([v, v, v]));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn framing_finds_marks_drawn_on_a_copy() {
+    let garden = sample("garden.jpg");
+    let found = framing(
+        &keypoints_of(&garden),
+        &keypoints_of(&captioned(&garden)),
+        3,
+    )
+    .expect("the pair verifies");
+    assert_eq!(
+        (found.edit_of_a(), found.swapped().edit_of_a()),
+        (Some(FramingEdit::Marks), None),
+        "{found:?}"
+    );
+}
