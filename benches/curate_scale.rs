@@ -151,6 +151,7 @@ fn record(i: usize, copy: bool) -> PhotoRecord {
         taken_at: None,
         stats: None,
         perceptual_hash: None,
+        padding: None,
     }
 }
 

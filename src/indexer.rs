@@ -186,6 +186,7 @@ impl Run<'_> {
                 taken_at: old.taken_at,
                 stats: old.stats,
                 perceptual_hash: old.perceptual_hash,
+                padding: old.padding,
                 ..record
             },
             None => record,

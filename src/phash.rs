@@ -15,7 +15,7 @@ use image_hasher::{HashAlg, Hasher, HasherConfig};
 
 mod dct;
 
-pub use dct::trim_uniform_borders;
+pub use dct::{flat_padding, trim_uniform_borders};
 
 /// Bits per hash.
 pub const BITS: u32 = 256;

@@ -238,6 +238,7 @@ fn bench_store(out: &Path, base: &[Vec<f32>], queries: &[Vec<f32>], truth: &[Vec
             taken_at: None,
             stats: None,
             perceptual_hash: None,
+            padding: None,
         };
         ids.push(store.put(&rec, v).expect("put"));
     }

@@ -118,6 +118,7 @@ fn record(i: usize) -> PhotoRecord {
         taken_at: Some(format!("2024-05-01T10:{:02}:{:02}", (i / 60) % 60, i % 60)),
         stats: None,
         perceptual_hash: Some([i as u8; 32]),
+        padding: None,
     }
 }
 

@@ -43,6 +43,10 @@ pub struct PhotoRecord {
     /// border-trimmed luma), for near-duplicates the model misses (colour edits, re-encodes,
     /// flips); absent in records written before it existed.
     pub perceptual_hash: Option<[u8; 32]>,
+    /// Fraction of the picture's area in flat bands around it (letterbox or pillarbox bars,
+    /// a frame): a copy with more of it than another is a padded copy. Absent in records
+    /// written before it existed.
+    pub padding: Option<f32>,
 }
 
 /// Cheap per-image quality statistics.
@@ -90,16 +94,27 @@ struct StoredRecord {
     stats: Option<ImageStats>,
 }
 
-/// The current layout: the first layout's fields, then the perceptual hash.
+/// The second layout: the first layout's fields, then the perceptual hash.
 #[derive(Serialize, Deserialize)]
 struct StoredRecordV2 {
     first: StoredRecord,
     perceptual_hash: Option<[u8; 32]>,
 }
 
+/// The current layout: the second layout's fields, then the padding.
+#[derive(Serialize, Deserialize)]
+struct StoredRecordV3 {
+    second: StoredRecordV2,
+    padding: Option<f32>,
+}
+
 /// Prefix of [`StoredRecordV2`] values: read as the first layout's path length it exceeds
 /// the codec's size limit, so no record of the first layout starts with it.
 const V2_PREFIX: [u8; 8] = [0xff; 8];
+
+/// What follows [`V2_PREFIX`] in [`StoredRecordV3`] values: read as the second layout's
+/// path length it exceeds the size limit too, so no record of the second layout has it.
+const V3_MARK: [u8; 8] = [0xfe; 8];
 
 /// The fields of `r` the first layout holds.
 fn first_layout(r: &PhotoRecord) -> StoredRecord {
@@ -116,11 +131,14 @@ fn first_layout(r: &PhotoRecord) -> StoredRecord {
 }
 
 pub(crate) fn encode_record(r: &PhotoRecord) -> Result<Vec<u8>, IndexError> {
-    let stored = StoredRecordV2 {
-        first: first_layout(r),
-        perceptual_hash: r.perceptual_hash,
+    let stored = StoredRecordV3 {
+        second: StoredRecordV2 {
+            first: first_layout(r),
+            perceptual_hash: r.perceptual_hash,
+        },
+        padding: r.padding,
     };
-    let mut bytes = V2_PREFIX.to_vec();
+    let mut bytes = [V2_PREFIX, V3_MARK].concat();
     codec()
         .serialize_into(&mut bytes, &stored)
         .map_err(|e| IndexError::Corrupt(format!("encoding record: {e}")))?;
@@ -135,15 +153,23 @@ pub(crate) fn codec() -> impl bincode::Options {
         .with_limit(1 << 20)
 }
 
-/// Reads a record of either layout (records of the first one have no perceptual hash).
+/// Reads a record of any layout (records of the first one have no perceptual hash, those
+/// of the first two no padding).
 pub(crate) fn decode_record(bytes: &[u8]) -> Result<PhotoRecord, IndexError> {
     let corrupt = |e: bincode::Error| IndexError::Corrupt(format!("photo record: {e}"));
-    let (s, perceptual_hash) = match bytes.strip_prefix(&V2_PREFIX) {
-        Some(body) => {
-            let v2: StoredRecordV2 = codec().deserialize(body).map_err(corrupt)?;
-            (v2.first, v2.perceptual_hash)
+    let v3_body = bytes
+        .strip_prefix(&V2_PREFIX)
+        .and_then(|rest| rest.strip_prefix(&V3_MARK));
+    let (s, perceptual_hash, padding) = match (v3_body, bytes.strip_prefix(&V2_PREFIX)) {
+        (Some(body), _) => {
+            let v3: StoredRecordV3 = codec().deserialize(body).map_err(corrupt)?;
+            (v3.second.first, v3.second.perceptual_hash, v3.padding)
         }
-        None => (codec().deserialize(bytes).map_err(corrupt)?, None),
+        (None, Some(body)) => {
+            let v2: StoredRecordV2 = codec().deserialize(body).map_err(corrupt)?;
+            (v2.first, v2.perceptual_hash, None)
+        }
+        (None, None) => (codec().deserialize(bytes).map_err(corrupt)?, None, None),
     };
     Ok(PhotoRecord {
         path: path_from_key(&s.path),
@@ -155,6 +181,7 @@ pub(crate) fn decode_record(bytes: &[u8]) -> Result<PhotoRecord, IndexError> {
         taken_at: s.taken_at,
         stats: s.stats,
         perceptual_hash,
+        padding,
     })
 }
 
@@ -247,6 +274,7 @@ mod tests {
                 entropy: 7.1,
             }),
             perceptual_hash: Some([0x5a; 32]),
+            padding: Some(0.25),
         }
     }
 
@@ -262,9 +290,26 @@ mod tests {
             read,
             PhotoRecord {
                 perceptual_hash: None,
+                padding: None,
                 ..r
             }
         );
+        Ok(())
+    }
+
+    #[test]
+    fn records_of_the_second_layout_still_read_without_padding() -> Result<(), IndexError> {
+        let r = sample();
+        let second = StoredRecordV2 {
+            first: first_layout(&r),
+            perceptual_hash: r.perceptual_hash,
+        };
+        let mut old_bytes = V2_PREFIX.to_vec();
+        codec()
+            .serialize_into(&mut old_bytes, &second)
+            .map_err(|e| IndexError::Corrupt(e.to_string()))?;
+        let read = decode_record(&old_bytes)?;
+        assert_eq!(read, PhotoRecord { padding: None, ..r });
         Ok(())
     }
 

@@ -73,6 +73,7 @@ mod tests {
             taken_at: taken.map(str::to_owned),
             stats: None,
             perceptual_hash: None,
+            padding: None,
         }
     }
 

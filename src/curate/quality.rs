@@ -75,6 +75,7 @@ mod tests {
             taken_at: None,
             stats: Some(image_stats(img)),
             perceptual_hash: None,
+            padding: None,
         }
     }
 

@@ -15,7 +15,7 @@ use super::identify::{content_hash, mtime_ns, taken_at};
 use super::plan::Candidate;
 use super::profile::{Stage, StageClock};
 use super::stats::{image_stats, STATS_SHORT_SIDE};
-use crate::phash::perceptual_hash;
+use crate::phash::{flat_padding, perceptual_hash};
 use crate::photo::{self, DecodeOptions, Skipped};
 use crate::train::views::{eval_view, View};
 use crate::verify::keypoints_of;
@@ -96,6 +96,7 @@ fn base_record(candidate: &Candidate, blake3: [u8; 32]) -> PhotoRecord {
         taken_at: None,
         stats: None,
         perceptual_hash: None,
+        padding: None,
     }
 }
 
@@ -147,6 +148,7 @@ pub fn decode_candidate(candidate: Candidate, blake3: [u8; 32], ctx: &ReadContex
         taken_at: clock.time(Stage::ExifDate, || taken_at(path)),
         stats: Some(clock.time(Stage::Stats, || stats_of(&photo.image))),
         perceptual_hash: Some(clock.time(Stage::PerceptualHash, || perceptual_hash(&photo.image))),
+        padding: Some(clock.time(Stage::PerceptualHash, || flat_padding(&photo.image))),
         ..base_record(&candidate, blake3)
     };
     let keypoints = clock.time(Stage::Keypoints, || keypoints_of(&photo.image).to_bytes());

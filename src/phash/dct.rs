@@ -17,12 +17,16 @@ const MAX_TRIM: f32 = 0.8;
 /// (row frequency `r + 1`, column frequency `c + 1`).
 type Bits = [u64; 4];
 
+/// The luma of `img` on the 0–255 scale, row by row.
+fn luma_of(img: &RgbImage) -> Vec<f32> {
+    img.pixels()
+        .map(|p| 0.299 * f32::from(p[0]) + 0.587 * f32::from(p[1]) + 0.114 * f32::from(p[2]))
+        .collect()
+}
+
 pub(super) fn sign_hash(img: &RgbImage) -> [u8; 32] {
     let (w, h) = (img.width() as usize, img.height() as usize);
-    let luma: Vec<f32> = img
-        .pixels()
-        .map(|p| 0.299 * f32::from(p[0]) + 0.587 * f32::from(p[1]) + 0.114 * f32::from(p[2]))
-        .collect();
+    let luma = luma_of(img);
     let (x0, y0, x1, y1) = trim_uniform_borders(&luma, w, h);
     let square = area_resize(&luma, w, (x0, y0, x1, y1));
     to_bytes(&coefficient_signs(&square))
@@ -44,6 +48,27 @@ pub fn trim_uniform_borders(luma: &[f32], w: usize, h: usize) -> (usize, usize, 
         return (0, 0, w, h);
     }
     (left, top, w - right, h - bottom)
+}
+
+/// Fraction of `img`'s area in flat bands around the picture: the uniform borders of
+/// [`trim_uniform_borders`] whose band is one flat colour as a whole (letterbox bars, a
+/// frame). A band of sky, uniform along each row but shaded from row to row, is not.
+pub fn flat_padding(img: &RgbImage) -> f32 {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    if w == 0 || h == 0 {
+        return 0.0;
+    }
+    let luma = luma_of(img);
+    let (x0, y0, x1, y1) = trim_uniform_borders(&luma, w, h);
+    let flat = |xs: std::ops::Range<usize>, ys: std::ops::Range<usize>| {
+        let band = ys.flat_map(|y| xs.clone().map(move |x| (x, y)));
+        std_dev(band.map(|(x, y)| luma[y * w + x])) < UNIFORM_STD
+    };
+    let left = if flat(0..x0, 0..h) { x0 } else { 0 };
+    let right = if flat(x1..w, 0..h) { x1 } else { w };
+    let top = if flat(0..w, 0..y0) { y0 } else { 0 };
+    let bottom = if flat(0..w, y1..h) { y1 } else { h };
+    1.0 - ((right - left) * (bottom - top)) as f32 / (w * h) as f32
 }
 
 fn std_dev(values: impl Iterator<Item = f32>) -> f32 {
@@ -218,6 +243,43 @@ pub(super) fn dihedral_forms(hash: &[u8; 32]) -> [Bits; 8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A textured picture (a diagonal pattern) of `w × h`.
+    fn texture(w: u32, h: u32) -> RgbImage {
+        RgbImage::from_fn(w, h, |x, y| {
+            let v = ((x * 7 + y * 13) % 97 * 2 + (x * y) % 31) as u8;
+            image::Rgb([v, v.wrapping_add(40), 255 - v])
+        })
+    }
+
+    #[test]
+    fn flat_padding_measures_bars_and_frames_but_not_a_shaded_sky() {
+        let picture = texture(200, 120);
+        assert!(flat_padding(&picture) < 0.01);
+        let mut letterboxed = RgbImage::from_pixel(200, 200, image::Rgb([0, 0, 0]));
+        image::imageops::overlay(&mut letterboxed, &picture, 0, 40);
+        let bars = flat_padding(&letterboxed);
+        assert!((bars - 0.4).abs() < 0.02, "{bars}");
+        let mut framed = RgbImage::from_pixel(220, 140, image::Rgb([250, 250, 250]));
+        image::imageops::overlay(&mut framed, &picture, 10, 10);
+        let frame = flat_padding(&framed);
+        assert!(
+            (frame - (1.0 - 200.0 * 120.0 / (220.0 * 140.0))).abs() < 0.02,
+            "{frame}"
+        );
+        let mut sky = picture.clone();
+        for y in 0..50 {
+            for x in 0..200 {
+                let v = 120 + y as u8 * 2;
+                sky.put_pixel(x, y, image::Rgb([v / 2, v, 255]));
+            }
+        }
+        let shaded = flat_padding(&sky);
+        assert!(
+            shaded < 0.01,
+            "a sky shaded row to row is no padding: {shaded}"
+        );
+    }
 
     #[test]
     fn box_weights_cover_each_source_cell_once() {

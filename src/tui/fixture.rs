@@ -32,6 +32,7 @@ fn record(i: u64, path: String) -> PhotoRecord {
             .then(|| format!("2023-0{}-1{}T10:00:00", 1 + i % 9, i % 10)),
         stats: None,
         perceptual_hash: None,
+        padding: None,
     }
 }
 

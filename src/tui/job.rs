@@ -514,6 +514,7 @@ mod tests {
             taken_at: None,
             stats: None,
             perceptual_hash: None,
+            padding: None,
         };
         let id = store.put(&record, &[1.0, 0.0])?;
         let settings = Settings {

@@ -121,6 +121,7 @@ pub fn record(path: &str, i: u64) -> dino_curate_index::PhotoRecord {
             .then(|| format!("2024-01-01T00:00:{:02}", i % 60)),
         stats: None,
         perceptual_hash: None,
+        padding: None,
     }
 }
 
