@@ -225,6 +225,77 @@ fn a_cropped_copy_is_verified_by_its_keypoints_when_hash_and_model_miss_it() -> 
     Ok(())
 }
 
+/// The keeper of the group holding `name` under `--keep rule`, and the group's size.
+fn keeper_of(ws: &Path, name: &str, rule: &str) -> TestResult<(String, usize)> {
+    let groups = json_of(ws, &["dups", "--json", "--keep", rule])?;
+    let group = groups
+        .as_array()
+        .and_then(|gs| gs.iter().find(|g| g.to_string().contains(name)))
+        .ok_or(format!("{name} in no group: {groups}"))?;
+    let keep = group["keep"].as_str().ok_or("keep")?;
+    let name_of = |p: &str| {
+        Path::new(p)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+    };
+    let members = group["members"].as_array().ok_or("members")?.len();
+    Ok((name_of(keep).ok_or("keep path")?, members + 1))
+}
+
+/// `img` with a caption of blocky letters (black strokes on white boxes) near its bottom.
+fn captioned(img: &RgbImage) -> RgbImage {
+    let mut out = img.clone();
+    let (w, h) = img.dimensions();
+    let (size, top) = (h / 14, h * 4 / 5);
+    for letter in 0..(w * 3 / 4 / (size + size / 3)) {
+        let left = w / 8 + letter * (size + size / 3);
+        for (x, y) in
+            (top..top + size).flat_map(|y| (left..left + size * 3 / 4).map(move |x| (x, y)))
+        {
+            let stroke = x - left < size / 6 || y - top < size / 6;
+            let v = if stroke { 0 } else { 255 };
+            out.put_pixel(x, y, Rgb([v, v, v]));
+        }
+    }
+    out
+}
+
+#[test]
+fn keep_auto_keeps_the_original_over_letterboxed_framed_cropped_and_captioned_copies() -> TestResult
+{
+    let f = indexed_folder()?;
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/photos/garden.jpg");
+    let original = image::open(&sample)?.to_rgb8();
+    let (w, h) = original.dimensions();
+    original.save(f.photos.join("garden.png"))?;
+    let mut letterboxed = RgbImage::from_pixel(w, h * 3 / 2, Rgb([0, 0, 0]));
+    image::imageops::overlay(&mut letterboxed, &original, 0, i64::from(h / 4));
+    letterboxed.save(f.photos.join("copies/letterboxed.png"))?;
+    let mut framed = RgbImage::from_pixel(w + w / 8, h + w / 8, Rgb([255, 255, 255]));
+    image::imageops::overlay(&mut framed, &original, i64::from(w / 16), i64::from(w / 16));
+    framed.save(f.photos.join("copies/framed.png"))?;
+    let crop = image::imageops::crop_imm(&original, w / 6, h / 6, w * 3 / 4, h * 3 / 4);
+    let resize = image::imageops::FilterType::Triangle;
+    image::imageops::resize(&crop.to_image(), w * 5 / 4, h * 5 / 4, resize)
+        .save(f.photos.join("copies/crop-enlarged.png"))?;
+    let caption = f.photos.join("copies/captioned.png");
+    captioned(&original).save(&caption)?;
+    let long_ago = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+    std::fs::File::options()
+        .write(true)
+        .open(&caption)?
+        .set_modified(long_ago)?;
+    reindex(&f)?;
+    assert_eq!(
+        keeper_of(&f.ws, "garden.png", "auto")?,
+        ("garden.png".into(), 5),
+        "three copies are larger than the original, the captioned one is older"
+    );
+    let (largest, _) = keeper_of(&f.ws, "garden.png", "largest")?;
+    assert_ne!(largest, "garden.png", "largest is literal");
+    Ok(())
+}
+
 /// The label of each result of `search QUERY`, by file name, in order.
 fn search_labels(ws: &Path, query: &Path, k: &str) -> TestResult<Vec<(String, String)>> {
     let query = query.to_str().ok_or("path")?;

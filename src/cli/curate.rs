@@ -234,8 +234,9 @@ pub fn rule_source_text(
 pub struct DupsArgs {
     #[command(flatten)]
     matching: DupMatchArgs,
-    /// Which photo of a group to keep: auto (the largest copy, the sharpest shot of a
-    /// burst), largest, sharpest, newest, oldest or path:PREFIX.
+    /// Which photo of a group to keep: auto (of copies the original, not a crop or a
+    /// letterboxed or framed copy, then the largest, sharpest, oldest; of a burst the
+    /// sharpest shot), largest, sharpest, newest, oldest or path:PREFIX.
     #[arg(long, default_value = "auto")]
     keep: KeepRule,
     /// Move every photo but the keeper of each group to the workspace trash (asks first).

@@ -26,8 +26,9 @@ pub struct TuiArgs {
     /// Compare vectors with the collection's mean removed, as `dups --centre`.
     #[arg(long)]
     centre: bool,
-    /// Which photo of a duplicate group to keep: auto (the largest copy, the sharpest shot
-    /// of a burst), largest, sharpest, newest, oldest or path:PREFIX.
+    /// Which photo of a duplicate group to keep: auto (of copies the original, not a crop
+    /// or a letterboxed or framed copy, then the largest, sharpest, oldest; of a burst the
+    /// sharpest shot), largest, sharpest, newest, oldest or path:PREFIX.
     #[arg(long, default_value = "auto")]
     keep: KeepRule,
     /// Number of clusters (default: about √(photos/2)).

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 use dino_curate_index::{PhotoId, PhotoRecord, Store};
+use rayon::prelude::*;
 
 use super::burst::{group_kind, GroupKind};
 use super::clusters::{kmeans, Cluster};
@@ -13,7 +14,7 @@ use super::dups::{
     evidence_by_row, graph_pairs, group_links, hash_links, links, DupRule, Evidence,
     KeypointLookup, Link, Signals, HASH_SCAN_LIMIT,
 };
-use super::keeper::{choose_keeper, KeepRule};
+use super::keeper::{choose_keeper_framed, framed_copies, KeepRule};
 use super::select::{diverse_subset, outliers};
 use super::vectors::{dot, normalize, Vectors};
 use super::Neighbours;
@@ -273,7 +274,7 @@ impl Collection {
         let groups = group_links(&signals, &links, rule);
         let best = evidence_by_row(&groups, &links, self.vectors.len());
         let mut out: Vec<DupGroup> = groups
-            .iter()
+            .par_iter()
             .filter_map(|group| self.describe_group(group, &best, &signals, keep))
             .collect();
         out.sort_by(|a, b| {
@@ -305,7 +306,18 @@ impl Collection {
             return None;
         }
         let kind = group_kind(&recs);
-        let keeper = *group.get(choose_keeper(&recs, &keep.for_kind(kind))?)?;
+        let rule = keep.for_kind(kind);
+        let edited = match (&rule, signals.keypoints) {
+            (KeepRule::Auto, Some(lookup)) => {
+                let keypoints: Vec<Option<Arc<Keypoints>>> =
+                    group.iter().map(|&r| lookup(r)).collect();
+                let borrowed: Vec<Option<&Keypoints>> =
+                    keypoints.iter().map(Option::as_deref).collect();
+                framed_copies(&recs, &borrowed)
+            }
+            _ => Vec::new(),
+        };
+        let keeper = *group.get(choose_keeper_framed(&recs, &rule, &edited)?)?;
         let mut members: Vec<DupMember> = group
             .iter()
             .filter(|&&r| r != keeper)
@@ -385,6 +397,7 @@ mod tests {
             taken_at: None,
             stats: None,
             perceptual_hash: None,
+            padding: None,
         }
     }
 

@@ -123,7 +123,7 @@ pub fn next_rule(rule: &KeepRule) -> KeepRule {
     }
 }
 
-/// "largest copy, sharpest burst shot", "largest", "newest", "first under /x".
+/// "original copy, sharpest burst shot", "largest", "newest", "first under /x".
 /// "2 copies and 3 similar photos", "5 photos like this one".
 fn found_summary(found: &Found) -> String {
     let copies = found.hits.iter().filter(|h| h.copy.is_some()).count();
@@ -137,7 +137,7 @@ fn found_summary(found: &Found) -> String {
 
 pub fn rule_name(rule: &KeepRule) -> String {
     match rule {
-        KeepRule::Auto => "largest copy, sharpest burst shot".into(),
+        KeepRule::Auto => "original copy, sharpest burst shot".into(),
         KeepRule::Largest => "largest".into(),
         KeepRule::Sharpest => "sharpest".into(),
         KeepRule::Newest => "newest".into(),
