@@ -235,8 +235,8 @@ pub struct DupsArgs {
     #[command(flatten)]
     matching: DupMatchArgs,
     /// Which photo of a group to keep: auto (of copies the original, not a crop or a
-    /// letterboxed or framed copy, then the largest, sharpest, oldest; of a burst the
-    /// sharpest shot), largest, sharpest, newest, oldest or path:PREFIX.
+    /// letterboxed, framed or captioned copy, then the largest, sharpest, oldest; of a burst
+    /// the sharpest shot), largest, sharpest, newest, oldest or path:PREFIX.
     #[arg(long, default_value = "auto")]
     keep: KeepRule,
     /// Move every photo but the keeper of each group to the workspace trash (asks first).

@@ -27,8 +27,8 @@ pub struct TuiArgs {
     #[arg(long)]
     centre: bool,
     /// Which photo of a duplicate group to keep: auto (of copies the original, not a crop
-    /// or a letterboxed or framed copy, then the largest, sharpest, oldest; of a burst the
-    /// sharpest shot), largest, sharpest, newest, oldest or path:PREFIX.
+    /// or a letterboxed, framed or captioned copy, then the largest, sharpest, oldest; of a
+    /// burst the sharpest shot), largest, sharpest, newest, oldest or path:PREFIX.
     #[arg(long, default_value = "auto")]
     keep: KeepRule,
     /// Number of clusters (default: about √(photos/2)).
