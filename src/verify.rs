@@ -41,17 +41,47 @@ pub struct Verification {
 /// Verifies photos `a` and `b` as they are and with `b` mirrored; the better of the two.
 /// `seed` makes the random sampling repeatable.
 pub fn verify(a: &Keypoints, b: &Keypoints, seed: u64) -> Verification {
+    best_fit(a, b, seed).map_or_else(Verification::default, |fit| Verification {
+        inliers: fit.inliers,
+        mirrored: fit.mirrored,
+    })
+}
+
+/// The affine map that explains the most matches between `a` and `b`.
+struct Fit {
+    /// From `a`'s working pixels to `b`'s (flipped left to right when `mirrored`).
+    map: ransac::Affine,
+    /// Matches it explains.
+    inliers: u32,
+    /// Whether `b` is matched mirrored.
+    mirrored: bool,
+}
+
+/// The better [`Fit`] of `a` to `b` as it is and to `b` mirrored (more inliers; unmirrored
+/// on a tie); `None` when neither has four matches that a plausible map fits.
+fn best_fit(a: &Keypoints, b: &Keypoints, seed: u64) -> Option<Fit> {
     [false, true]
         .into_iter()
-        .map(|mirrored| {
+        .filter_map(|mirrored| {
             let pairs = mutual_matches(a, b, mirrored);
-            Verification {
-                inliers: ransac::affine_inliers(&pairs, INLIER_TOLERANCE, seed),
+            let (map, inliers) = ransac::best_affine(&pairs, INLIER_TOLERANCE, seed)?;
+            Some(Fit {
+                map,
+                inliers,
                 mirrored,
-            }
+            })
         })
-        .max_by_key(|v| (v.inliers, !v.mirrored))
-        .unwrap_or_default()
+        .max_by_key(|fit| (fit.inliers, !fit.mirrored))
+}
+
+/// Where keypoint `p` of photo `k` lies, in `k` flipped left to right when `mirrored`.
+fn position(k: &Keypoints, p: &Keypoint, mirrored: bool) -> [f32; 2] {
+    let x = if mirrored {
+        k.width as f32 - 1.0 - p.x
+    } else {
+        p.x
+    };
+    [x, p.y]
 }
 
 /// Pairs of keypoints of `a` and `b` (mirrored: `b` flipped left to right) that are each
@@ -76,20 +106,13 @@ fn mutual_matches(a: &Keypoints, b: &Keypoints, mirrored: bool) -> Matches {
         a: &a_bits,
         b: &b_bits,
     });
-    let flip = |x: f32| {
-        if mirrored {
-            b.width as f32 - 1.0 - x
-        } else {
-            x
-        }
-    };
     best_for_a
         .iter()
         .enumerate()
         .filter(|&(i, &(d, j))| d <= MAX_HAMMING && best_for_b[j].1 == i)
         .map(|(i, &(_, j))| {
             let (p, q) = (&a.points[i], &b.points[j]);
-            ([p.x, p.y], [flip(q.x), q.y])
+            (position(a, p, false), position(b, q, mirrored))
         })
         .collect()
 }

@@ -16,8 +16,8 @@
 //! copies with text and on 5 of 266 other same-size copies (colour edits, whose lost corners
 //! gather in the most textured band).
 
-use super::ransac::{best_affine, Affine};
-use super::{mutual_matches, Keypoints, INLIER_TOLERANCE};
+use super::ransac::Affine;
+use super::{best_fit, position, Keypoints, INLIER_TOLERANCE};
 
 /// Fewest inliers whose map is trusted to say where one frame lies in the other.
 pub const MIN_FRAMING_INLIERS: u32 = 12;
@@ -125,31 +125,13 @@ impl Framing {
 /// they are or with `b` mirrored, as [`super::verify`] decides); `None` when no map has
 /// [`MIN_FRAMING_INLIERS`] inliers. `seed` makes the sampling repeatable.
 pub fn framing(a: &Keypoints, b: &Keypoints, seed: u64) -> Option<Framing> {
-    let (map, mirrored) = [false, true]
-        .into_iter()
-        .filter_map(|mirrored| {
-            let pairs = mutual_matches(a, b, mirrored);
-            let (map, inliers) = best_affine(&pairs, INLIER_TOLERANCE, seed)?;
-            Some((map, inliers, mirrored))
-        })
-        .filter(|&(_, inliers, _)| inliers >= MIN_FRAMING_INLIERS)
-        .max_by_key(|&(_, inliers, mirrored)| (inliers, !mirrored))
-        .map(|(map, _, mirrored)| (map, mirrored))?;
-    let back = map.inverse()?;
-    let a_points: Vec<[f32; 2]> = a.points.iter().map(|p| [p.x, p.y]).collect();
+    let fit = best_fit(a, b, seed).filter(|fit| fit.inliers >= MIN_FRAMING_INLIERS)?;
+    let (map, back) = (fit.map, fit.map.inverse()?);
+    let a_points: Vec<[f32; 2]> = a.points.iter().map(|p| position(a, p, false)).collect();
     let b_points: Vec<[f32; 2]> = b
         .points
         .iter()
-        .map(|p| {
-            [
-                if mirrored {
-                    b.width as f32 - 1.0 - p.x
-                } else {
-                    p.x
-                },
-                p.y,
-            ]
-        })
+        .map(|p| position(b, p, fit.mirrored))
         .collect();
     let (a_frame, b_frame) = (frame_of(a), frame_of(b));
     let a_shared = shared(&a_points, &map, b_frame);

@@ -74,12 +74,6 @@ impl Affine {
     }
 }
 
-/// The most `pairs` (`(from, to)`) that one plausible affine map sends within `tolerance`
-/// of their partner; 0 when fewer than four pairs match.
-pub fn affine_inliers(pairs: &[([f32; 2], [f32; 2])], tolerance: f32, seed: u64) -> u32 {
-    best_affine(pairs, tolerance, seed).map_or(0, |(_, inliers)| inliers)
-}
-
 /// The plausible affine map that sends the most `pairs` within `tolerance` of their
 /// partner, with that count; `None` when fewer than four pairs match or no sample fits.
 pub fn best_affine(
@@ -155,6 +149,11 @@ fn trials_needed(ratio: f64) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The count of [`best_affine`], 0 when it fits no map.
+    fn affine_inliers(pairs: &[([f32; 2], [f32; 2])], tolerance: f32, seed: u64) -> u32 {
+        best_affine(pairs, tolerance, seed).map_or(0, |(_, inliers)| inliers)
+    }
 
     #[test]
     fn a_map_through_three_points_sends_them_there() {
