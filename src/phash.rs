@@ -15,7 +15,7 @@ use image_hasher::{HashAlg, Hasher, HasherConfig};
 
 mod dct;
 
-pub use dct::{flat_padding, trim_uniform_borders};
+pub use dct::trim_uniform_borders;
 
 /// Bits per hash.
 pub const BITS: u32 = 256;
@@ -47,6 +47,13 @@ pub fn gradient_hash(img: &RgbImage) -> PerceptualHash {
 /// the border-trimmed luma at 64 × 64.
 pub fn perceptual_hash(img: &RgbImage) -> PerceptualHash {
     dct::sign_hash(img)
+}
+
+/// [`perceptual_hash`] and the fraction of the photo's area in flat padding around the
+/// picture (letterbox bars, a frame; not a band of sky shaded row to row), from one luma and
+/// one trimming of its borders.
+pub fn perceptual_hash_and_padding(img: &RgbImage) -> (PerceptualHash, f32) {
+    dct::sign_hash_and_padding(img)
 }
 
 /// Fraction of the bits on which two hashes agree (1 = same hash).

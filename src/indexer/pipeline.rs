@@ -15,7 +15,7 @@ use super::identify::{content_hash, mtime_ns, taken_at};
 use super::plan::Candidate;
 use super::profile::{Stage, StageClock};
 use super::stats::{image_stats, STATS_SHORT_SIDE};
-use crate::phash::{flat_padding, perceptual_hash};
+use crate::phash::perceptual_hash_and_padding;
 use crate::photo::{self, DecodeOptions, Skipped};
 use crate::train::views::{eval_view, View};
 use crate::verify::keypoints_of;
@@ -142,13 +142,16 @@ pub fn decode_candidate(candidate: Candidate, blake3: [u8; 32], ctx: &ReadContex
             }
         }
     };
+    let (hash, padding) = clock.time(Stage::PerceptualHash, || {
+        perceptual_hash_and_padding(&photo.image)
+    });
     let record = PhotoRecord {
         width: photo.original_width,
         height: photo.original_height,
         taken_at: clock.time(Stage::ExifDate, || taken_at(path)),
         stats: Some(clock.time(Stage::Stats, || stats_of(&photo.image))),
-        perceptual_hash: Some(clock.time(Stage::PerceptualHash, || perceptual_hash(&photo.image))),
-        padding: Some(clock.time(Stage::PerceptualHash, || flat_padding(&photo.image))),
+        perceptual_hash: Some(hash),
+        padding: Some(padding),
         ..base_record(&candidate, blake3)
     };
     let keypoints = clock.time(Stage::Keypoints, || keypoints_of(&photo.image).to_bytes());

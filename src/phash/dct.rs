@@ -25,11 +25,18 @@ fn luma_of(img: &RgbImage) -> Vec<f32> {
 }
 
 pub(super) fn sign_hash(img: &RgbImage) -> [u8; 32] {
+    sign_hash_and_padding(img).0
+}
+
+/// [`sign_hash`] and the fraction of the image in flat padding ([`flat_part`]), from one
+/// luma and one trimming of its borders.
+pub(super) fn sign_hash_and_padding(img: &RgbImage) -> ([u8; 32], f32) {
     let (w, h) = (img.width() as usize, img.height() as usize);
     let luma = luma_of(img);
-    let (x0, y0, x1, y1) = trim_uniform_borders(&luma, w, h);
-    let square = area_resize(&luma, w, (x0, y0, x1, y1));
-    to_bytes(&coefficient_signs(&square))
+    let trimmed = trim_uniform_borders(&luma, w, h);
+    let square = area_resize(&luma, w, trimmed);
+    let hash = to_bytes(&coefficient_signs(&square));
+    (hash, flat_part(&luma, w, h, trimmed))
 }
 
 /// The part of a `w × h` luma image inside its uniform borders, as `(x0, y0, x1, y1)`
@@ -50,16 +57,14 @@ pub fn trim_uniform_borders(luma: &[f32], w: usize, h: usize) -> (usize, usize, 
     (left, top, w - right, h - bottom)
 }
 
-/// Fraction of `img`'s area in flat bands around the picture: the uniform borders of
-/// [`trim_uniform_borders`] whose band is one flat colour as a whole (letterbox bars, a
-/// frame). A band of sky, uniform along each row but shaded from row to row, is not.
-pub fn flat_padding(img: &RgbImage) -> f32 {
-    let (w, h) = (img.width() as usize, img.height() as usize);
+/// Fraction of a `w × h` luma image outside `trimmed` (its uniform borders,
+/// [`trim_uniform_borders`]) in bands that are one flat colour as a whole: letterbox bars, a
+/// frame. A band of sky, uniform along each row but shaded from row to row, is not.
+fn flat_part(luma: &[f32], w: usize, h: usize, trimmed: (usize, usize, usize, usize)) -> f32 {
     if w == 0 || h == 0 {
         return 0.0;
     }
-    let luma = luma_of(img);
-    let (x0, y0, x1, y1) = trim_uniform_borders(&luma, w, h);
+    let (x0, y0, x1, y1) = trimmed;
     let flat = |xs: std::ops::Range<usize>, ys: std::ops::Range<usize>| {
         let band = ys.flat_map(|y| xs.clone().map(move |x| (x, y)));
         std_dev(band.map(|(x, y)| luma[y * w + x])) < UNIFORM_STD
@@ -250,6 +255,10 @@ mod tests {
             let v = ((x * 7 + y * 13) % 97 * 2 + (x * y) % 31) as u8;
             image::Rgb([v, v.wrapping_add(40), 255 - v])
         })
+    }
+
+    fn flat_padding(img: &RgbImage) -> f32 {
+        sign_hash_and_padding(img).1
     }
 
     #[test]
