@@ -157,19 +157,18 @@ pub(crate) fn codec() -> impl bincode::Options {
 /// of the first two no padding).
 pub(crate) fn decode_record(bytes: &[u8]) -> Result<PhotoRecord, IndexError> {
     let corrupt = |e: bincode::Error| IndexError::Corrupt(format!("photo record: {e}"));
-    let v3_body = bytes
-        .strip_prefix(&V2_PREFIX)
-        .and_then(|rest| rest.strip_prefix(&V3_MARK));
-    let (s, perceptual_hash, padding) = match (v3_body, bytes.strip_prefix(&V2_PREFIX)) {
-        (Some(body), _) => {
-            let v3: StoredRecordV3 = codec().deserialize(body).map_err(corrupt)?;
-            (v3.second.first, v3.second.perceptual_hash, v3.padding)
-        }
-        (None, Some(body)) => {
-            let v2: StoredRecordV2 = codec().deserialize(body).map_err(corrupt)?;
-            (v2.first, v2.perceptual_hash, None)
-        }
-        (None, None) => (codec().deserialize(bytes).map_err(corrupt)?, None, None),
+    let (s, perceptual_hash, padding) = match bytes.strip_prefix(&V2_PREFIX) {
+        Some(rest) => match rest.strip_prefix(&V3_MARK) {
+            Some(body) => {
+                let v3: StoredRecordV3 = codec().deserialize(body).map_err(corrupt)?;
+                (v3.second.first, v3.second.perceptual_hash, v3.padding)
+            }
+            None => {
+                let v2: StoredRecordV2 = codec().deserialize(rest).map_err(corrupt)?;
+                (v2.first, v2.perceptual_hash, None)
+            }
+        },
+        None => (codec().deserialize(bytes).map_err(corrupt)?, None, None),
     };
     Ok(PhotoRecord {
         path: path_from_key(&s.path),
