@@ -252,9 +252,86 @@ pub(crate) fn decode_embedding(bytes: &[u8]) -> Result<(u64, Vec<f32>), IndexErr
     Ok((seq, v))
 }
 
+/// A photo's region queries as stored: how many rows, how many leading components every
+/// row has zero (a query on part of the vector, such as the GeM half of a CLS ⊕ GeM
+/// descriptor; not stored), then the rest of each row as f16 (little-endian). Half
+/// precision is ample for proposing candidates and halves the size.
+pub(crate) fn encode_regions(rows: &[Vec<f32>]) -> Vec<u8> {
+    let width = rows.first().map_or(0, Vec::len);
+    let zeros = rows
+        .iter()
+        .map(|r| r.iter().take_while(|x| **x == 0.0).count())
+        .min()
+        .unwrap_or(0);
+    let mut out = Vec::with_capacity(8 + 2 * rows.len() * (width - zeros));
+    out.extend_from_slice(&(rows.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(zeros as u32).to_le_bytes());
+    for row in rows {
+        for x in &row[zeros..] {
+            out.extend_from_slice(&half::f16::from_f32(*x).to_le_bytes());
+        }
+    }
+    out
+}
+
+/// The rows of [`encode_regions`], each `dim` wide.
+pub(crate) fn decode_regions(bytes: &[u8], dim: usize) -> Result<Vec<Vec<f32>>, IndexError> {
+    let corrupt = || IndexError::Corrupt("region queries of invalid length".into());
+    let word = |at: usize| -> Result<usize, IndexError> {
+        let b: [u8; 4] = bytes
+            .get(at..at + 4)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(corrupt)?;
+        Ok(u32::from_le_bytes(b) as usize)
+    };
+    let (rows, zeros) = (word(0)?, word(4)?);
+    let tail = dim.checked_sub(zeros).ok_or_else(corrupt)?;
+    let body = &bytes[8..];
+    if body.len() != 2 * rows * tail {
+        return Err(corrupt());
+    }
+    Ok((0..rows)
+        .map(|r| {
+            let mut row = vec![0f32; zeros];
+            row.extend(
+                body[2 * r * tail..2 * (r + 1) * tail]
+                    .chunks_exact(2)
+                    .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()),
+            );
+            row
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn region_queries_round_trip_in_half_precision_without_their_zero_prefix() {
+        let rows = vec![
+            vec![0.0, 0.0, 0.5, -0.25, 0.125],
+            vec![0.0, 0.0, 0.0, 0.1, 0.3],
+        ];
+        let bytes = encode_regions(&rows);
+        assert_eq!(
+            bytes.len(),
+            8 + 2 * 2 * 3,
+            "the common zero prefix is not stored"
+        );
+        let back = decode_regions(&bytes, 5).expect("decodes");
+        for (a, b) in rows.iter().flatten().zip(back.iter().flatten()) {
+            assert!((a - b).abs() < 1e-3, "{a} vs {b}");
+        }
+        assert!(
+            decode_regions(&bytes, 4).is_err(),
+            "another width is corrupt"
+        );
+        assert!(decode_regions(&bytes[..9], 5).is_err());
+        assert!(decode_regions(&encode_regions(&[]), 5)
+            .expect("none")
+            .is_empty());
+    }
 
     fn sample() -> PhotoRecord {
         PhotoRecord {

@@ -7,6 +7,9 @@
 //! - `embeddings`: id → sequence number (u64 LE) ‖ vector (f32 LE)
 //! - `ann_points`: sequence number (u64 BE) → id: the live points of the graph
 //! - `failures`: raw path bytes → reason (UTF-8)
+//! - `regions`: id → the photo's region queries (rows of the vector's width, f16, see
+//!   `record::encode_regions`): parts of the photo that `dups` searches for, to find crops;
+//!   written and dropped with the embedding
 //! - `keypoints`: blake3 → the photo's verification keypoints (opaque bytes the binary
 //!   writes; derived from the content, so a cache outside the transactions: a record
 //!   without them is read again by the next `index`)
@@ -16,6 +19,7 @@
 
 mod keypoints;
 mod keys;
+mod regions;
 mod search;
 mod write;
 
@@ -65,6 +69,7 @@ struct Trees {
     hashes: sled::Tree,
     embeddings: sled::Tree,
     ann_points: sled::Tree,
+    regions: sled::Tree,
     failures: sled::Tree,
     keypoints: sled::Tree,
     meta: sled::Tree,
@@ -156,6 +161,7 @@ impl Store {
             hashes: db.open_tree("hashes")?,
             embeddings: db.open_tree("embeddings")?,
             ann_points: db.open_tree("ann_points")?,
+            regions: db.open_tree("regions")?,
             failures: db.open_tree("failures")?,
             keypoints: db.open_tree("keypoints")?,
             meta: db.open_tree("meta")?,
@@ -274,6 +280,7 @@ impl Store {
     fn purge_embeddings(&self) -> Result<(), IndexError> {
         self.t.embeddings.clear()?;
         self.t.ann_points.clear()?;
+        self.t.regions.clear()?;
         self.t.meta.remove(keys::PURGE_PENDING)?;
         self.db.flush()?;
         Ok(())

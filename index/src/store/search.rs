@@ -84,7 +84,7 @@ impl AnnState {
             .collect()
     }
 
-    fn query(
+    pub(super) fn query(
         &self,
         query: &[f32],
         k: usize,
@@ -322,7 +322,7 @@ impl Store {
     }
 
     /// Brings the in-memory graph up to date with the trees.
-    fn ensure_ann(&mut self) -> Result<(), IndexError> {
+    pub(super) fn ensure_ann(&mut self) -> Result<(), IndexError> {
         let writes = self.writes.load(Ordering::Acquire);
         let generation = get_u64(&self.t.meta, keys::GENERATION)?;
         let seq = get_u64(&self.t.meta, keys::EMB_SEQ)?;

@@ -10,8 +10,8 @@ use sled::Transactional;
 use super::keys::{abort, tx_add, tx_set_u64, tx_u64, TxResult};
 use super::{keys, Store};
 use crate::record::{
-    decode_record, decode_u64_be, embedding_seq, encode_embedding, encode_record, hash_key, id_key,
-    path_key,
+    decode_record, decode_u64_be, embedding_seq, encode_embedding, encode_record, encode_regions,
+    hash_key, id_key, path_key,
 };
 use crate::{IndexError, PhotoId, PhotoRecord};
 
@@ -22,6 +22,7 @@ struct Tx<'a> {
     hashes: &'a TransactionalTree,
     embeddings: &'a TransactionalTree,
     ann_points: &'a TransactionalTree,
+    regions: &'a TransactionalTree,
     failures: &'a TransactionalTree,
     meta: &'a TransactionalTree,
 }
@@ -50,17 +51,19 @@ impl Store {
             &t.hashes,
             &t.embeddings,
             &t.ann_points,
+            &t.regions,
             &t.failures,
             &t.meta,
         );
         let r = trees.transaction(
-            |(photos, paths, hashes, embeddings, ann_points, failures, meta)| {
+            |(photos, paths, hashes, embeddings, ann_points, regions, failures, meta)| {
                 f(&Tx {
                     photos,
                     paths,
                     hashes,
                     embeddings,
                     ann_points,
+                    regions,
                     failures,
                     meta,
                 })
@@ -73,8 +76,24 @@ impl Store {
     /// Inserts or replaces the record at `record.path` (same id if the path is known), with
     /// its embedding, in one transaction; clears a failure for that path.
     pub fn put(&self, record: &PhotoRecord, embedding: &[f32]) -> Result<PhotoId, IndexError> {
+        self.put_with_regions(record, embedding, &[])
+    }
+
+    /// [`Store::put`] with the photo's region queries (each as wide as the embedding;
+    /// none: the photo has none), which replace any stored before.
+    pub fn put_with_regions(
+        &self,
+        record: &PhotoRecord,
+        embedding: &[f32],
+        regions: &[Vec<f32>],
+    ) -> Result<PhotoId, IndexError> {
         let _shared = self.model_lock.read().unwrap_or_else(|p| p.into_inner());
-        check_vector(embedding, self.dim()?)?;
+        let dim = self.dim()?;
+        check_vector(embedding, dim)?;
+        for region in regions {
+            check_vector(region, dim)?;
+        }
+        let regions = (!regions.is_empty()).then(|| encode_regions(regions));
         let rec = encode_record(record)?;
         let pk = path_key(&record.path);
         self.tx(|t| {
@@ -110,6 +129,10 @@ impl Store {
             t.embeddings
                 .insert(&key[..], encode_embedding(seq, embedding))?;
             t.ann_points.insert(&seq.to_be_bytes()[..], &key[..])?;
+            match &regions {
+                Some(bytes) => t.regions.insert(&key[..], bytes.as_slice())?,
+                None => t.regions.remove(&key[..])?,
+            };
             t.failures.remove(pk)?;
             Ok(id)
         })
@@ -198,6 +221,7 @@ fn remove_in(t: &Tx<'_>, id: PhotoId) -> TxResult<bool> {
         t.ann_points.remove(&seq.to_be_bytes()[..])?;
         tx_add(t.meta, keys::EMB_COUNT, -1)?;
     }
+    t.regions.remove(&key[..])?;
     tx_add(t.meta, keys::PHOTO_COUNT, -1)?;
     Ok(true)
 }
