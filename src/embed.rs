@@ -242,6 +242,14 @@ impl Embedder {
         }
     }
 
+    /// Whether it makes region queries: with the [`Descriptor::ClsGem`] descriptor, on a
+    /// position grid large enough that a window differs from the whole (a ResNet at 96 px
+    /// has 3 × 3 positions, where every window is the whole grid).
+    pub fn makes_region_queries(&self) -> bool {
+        let side = self.size as usize / self.backbone.grid_stride().max(1);
+        self.descriptor == Descriptor::ClsGem && region_window(side) < side
+    }
+
     /// Region queries `[B, R × dim]` of a batch of images, for finding crops of them:
     /// for each of the four corner windows and the centre window of the position grid,
     /// each 3/4 of its side, the GeM pool of those positions, L2-normalised, in the GeM
@@ -249,22 +257,31 @@ impl Embedder {
     /// with a stored descriptor compares the region with the stored photo's GeM part alone.
     pub fn region_queries(&self, images: &[RgbImage]) -> Result<Tensor> {
         let (_, regions) = self.embed_with_regions(images)?;
-        regions.ok_or_else(|| Error::Config("region queries need the cls-gem descriptor".into()))
+        regions.ok_or_else(|| {
+            Error::Config(
+                "region queries need the cls-gem descriptor and a grid of at least 4 × 4".into(),
+            )
+        })
     }
 
-    /// [`Embedder::embed`] and, with the [`Descriptor::ClsGem`] descriptor, the
+    /// [`Embedder::embed`] and, where it [makes them](Embedder::makes_region_queries), the
     /// [`Embedder::region_queries`] of the same images, from one forward pass.
     pub fn embed_with_regions(&self, images: &[RgbImage]) -> Result<(Tensor, Option<Tensor>)> {
         let views = images
             .iter()
             .map(|img| self.framing.view(img, self.size))
             .collect::<Result<Vec<_>>>()?;
+        self.embed_views_with_regions(views)
+    }
+
+    /// [`Embedder::embed_with_regions`] on views made with [`Framing::view`].
+    pub fn embed_views_with_regions(&self, views: Vec<View>) -> Result<(Tensor, Option<Tensor>)> {
         let views: Vec<Vec<View>> = views.into_iter().map(|v| vec![v]).collect();
         let input = views_to_tensors(&views, &self.device)?
             .into_iter()
             .next()
             .ok_or_else(|| Error::Config("no image to embed".into()))?;
-        if self.descriptor != Descriptor::ClsGem {
+        if !self.makes_region_queries() {
             return Ok((self.describe(&input)?, None));
         }
         let (global, positions) = self.global_and_positions(&input)?;
@@ -296,7 +313,30 @@ impl Embedder {
         }
         Ok(self.embed_views(views)?.to_vec2::<f32>()?)
     }
+
+    /// [`Embedder::embed_views_with_regions`] as rows: per image its descriptor and its
+    /// region queries (none where it [makes none](Embedder::makes_region_queries)).
+    pub fn embed_rows_with_regions(&self, views: Vec<View>) -> Result<Vec<EmbeddedRow>> {
+        if views.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (vectors, regions) = self.embed_views_with_regions(views)?;
+        let vectors = vectors.to_vec2::<f32>()?;
+        let dim = self.dim();
+        let regions: Vec<Vec<Vec<f32>>> = match regions {
+            Some(r) => r
+                .to_vec2::<f32>()?
+                .into_iter()
+                .map(|row| row.chunks(dim).map(<[f32]>::to_vec).collect())
+                .collect(),
+            None => vec![Vec::new(); vectors.len()],
+        };
+        Ok(vectors.into_iter().zip(regions).collect())
+    }
 }
+
+/// One image's descriptor and its region queries (each as wide as the descriptor).
+pub type EmbeddedRow = (Vec<f32>, Vec<Vec<f32>>);
 
 /// The [`Descriptor::ClsGem`] vector: the L2-normalised image-level vector `[B, D]` and
 /// GeM pool of the positions `[B, N, D]`, side by side, scaled to unit length.
@@ -311,7 +351,7 @@ fn cls_gem(global: &Tensor, positions: &Tensor) -> Result<Tensor> {
 fn region_gems(positions: &Tensor) -> Result<Tensor> {
     let (b, n, d) = positions.dims3()?;
     let side = (n as f64).sqrt().round() as usize;
-    let window = (side * 3).div_ceil(4).max(1);
+    let window = region_window(side);
     let far = side - window;
     let corners = [(0, 0), (0, far), (far, 0), (far, far), (far / 2, far / 2)];
     let zeros = Tensor::zeros((b, d), positions.dtype(), positions.device())?;
@@ -325,6 +365,11 @@ fn region_gems(positions: &Tensor) -> Result<Tensor> {
         queries.push(Tensor::cat(&[&zeros, &gem], 1)?);
     }
     Ok(Tensor::cat(&queries, 1)?)
+}
+
+/// Side of a region window on a position grid of side `side`: 3/4 of it, rounded up.
+fn region_window(side: usize) -> usize {
+    (side * 3).div_ceil(4).max(1)
 }
 
 /// Generalised mean over the token axis of `[B, N, D]` → `[B, D]`:
@@ -448,6 +493,32 @@ mod tests {
         assert_eq!(regions.len(), 3);
         let cls = model.with_descriptor(Descriptor::Cls);
         assert!(cls.embed_with_regions(&photos())?.1.is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn rows_carry_five_queries_per_image_where_the_grid_has_room_for_windows() -> TestResult {
+        let vit =
+            Embedder::random(&tiny(), 64, 7, &Device::Cpu)?.with_descriptor(Descriptor::ClsGem);
+        assert!(vit.makes_region_queries(), "4 × 4 patches");
+        let views = photos()
+            .iter()
+            .map(|p| vit.framing().view(p, vit.size()))
+            .collect::<Result<Vec<_>>>()?;
+        let rows = vit.embed_rows_with_regions(views)?;
+        assert_eq!(rows.len(), 3);
+        for (vector, regions) in &rows {
+            assert_eq!(regions.len(), 5);
+            assert!(regions.iter().all(|r| r.len() == vector.len()));
+        }
+        let cfg = BackboneConfig::ResNet(crate::model::resnet::ResNetConfig::resnet18());
+        let resnet =
+            Embedder::random(cfg, 96, 7, &Device::Cpu)?.with_descriptor(Descriptor::ClsGem);
+        assert!(
+            !resnet.makes_region_queries(),
+            "3 × 3 positions: every window is the whole"
+        );
+        assert!(!vit.with_size(48).makes_region_queries(), "3 × 3 patches");
         Ok(())
     }
 

@@ -209,10 +209,14 @@ impl Run<'_> {
             keypoints.push(points);
         }
         let clock = Arc::clone(&self.ctx.clock);
-        let vectors = clock.time(Stage::Model, || self.embedder.embed_rows(views))?;
+        let embedded = clock.time(Stage::Model, || {
+            self.embedder.embed_rows_with_regions(views)
+        })?;
         clock.time(Stage::StoreWrite, || -> Result<()> {
-            for ((record, vector), points) in records.iter().zip(&vectors).zip(&keypoints) {
-                self.store.put(record, vector)?;
+            for ((record, (vector, regions)), points) in
+                records.iter().zip(&embedded).zip(&keypoints)
+            {
+                self.store.put_with_regions(record, vector, regions)?;
                 self.store.put_keypoints(&record.blake3, points)?;
             }
             Ok(())
@@ -238,7 +242,12 @@ pub fn index(
     events(IndexEvent::Stage("scanning the folders"));
     let report = photo::scan(&opts.roots).map_err(|e| Error::Config(e.to_string()))?;
     let scanned = report.files.len();
-    let plan = plan::make_plan(store, report.files, &opts.roots)?;
+    let plan = plan::make_plan(
+        store,
+        report.files,
+        &opts.roots,
+        embedder.makes_region_queries(),
+    )?;
     events(IndexEvent::Planned {
         scanned,
         to_read: plan.candidates.len(),

@@ -180,6 +180,15 @@ impl Backbone {
         }
     }
 
+    /// Pixels per position of the output grid: a ViT's patch size, a ResNet's total
+    /// stride (32).
+    pub fn grid_stride(&self) -> usize {
+        match self {
+            Backbone::Vit(v) => v.config().patch_size,
+            Backbone::ResNet(_) => 32,
+        }
+    }
+
     /// A short name for messages (`vit (384-d, patch 16)`, `resnet18`).
     pub fn name(&self) -> String {
         match self {

@@ -239,6 +239,69 @@ fn a_new_model_embeds_everything_again() -> TestResult {
     check_consistent(&ws, &photos, 6)
 }
 
+/// Photos of `ws` with region queries stored, of all records.
+fn with_regions(ws: &Path) -> TestResult<(usize, usize)> {
+    let store = Store::open(ws)?;
+    let mut have = 0;
+    let mut all = 0;
+    for entry in store.photos() {
+        let (id, _) = entry?;
+        all += 1;
+        have += usize::from(store.has_region_queries(id)?);
+    }
+    Ok((have, all))
+}
+
+#[test]
+fn region_queries_are_stored_and_an_index_from_before_them_embeds_once_more() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (ws, photos) = (dir.path().join("ws"), dir.path().join("photos"));
+    photo_folder(&photos, 6)?;
+    let weights = weights_file(dir.path())?;
+    let photos_arg = photos.to_str().ok_or("path")?;
+    let run_at = |size: u32| -> TestResult<[u64; 6]> {
+        let out = index_command_at(&ws, &weights, size, &[photos_arg, "--json"]).output()?;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(counts(&serde_json::from_slice(&out.stdout)?))
+    };
+    // 32 px: 2 × 2 patches, no room for windows: none stored, and no photo is read again
+    run_at(32)?;
+    assert_eq!(with_regions(&ws)?, (0, 6));
+    assert_eq!(run_at(32)?, [6, 0, 6, 0, 0, 0]);
+    // 64 px: 4 × 4 patches, five windows a photo
+    run_at(64)?;
+    assert_eq!(with_regions(&ws)?, (6, 6));
+    {
+        let store = Store::open(&ws)?;
+        let ids: Vec<_> = store
+            .photos()
+            .map(|e| e.map(|(id, _)| id))
+            .collect::<Result<_, _>>()?;
+        let regions = store.region_queries(ids[0])?.ok_or("stored")?;
+        assert_eq!(regions.len(), 5);
+        // an index from before region queries: records and vectors without them
+        for id in ids.iter().skip(2) {
+            let record = store.get(*id)?.ok_or("record")?;
+            let vector = store.embedding(*id)?.ok_or("vector")?;
+            store.put(&record, &vector)?;
+        }
+        store.flush()?;
+    }
+    assert_eq!(with_regions(&ws)?, (2, 6));
+    assert_eq!(
+        run_at(64)?,
+        [6, 4, 2, 0, 0, 0],
+        "the four without are embedded again"
+    );
+    assert_eq!(with_regions(&ws)?, (6, 6));
+    assert_eq!(run_at(64)?, [6, 0, 6, 0, 0, 0]);
+    check_consistent(&ws, &photos, 6)
+}
+
 #[test]
 fn errors_without_a_model_or_a_folder_are_one_clear_line() -> TestResult {
     let dir = tempfile::tempdir()?;

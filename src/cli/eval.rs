@@ -186,9 +186,9 @@ pub struct NearDupArgs {
     dups: bool,
     #[command(flatten)]
     matching: DupMatchArgs,
-    /// With --dups: also measure candidates that `dups` does not use: each photo's region
-    /// descriptors (corner and centre windows of the patch grid) and its mirror image as
-    /// queries (cls-gem models only).
+    /// With --dups: also measure other candidate sources: each photo's region queries
+    /// (corner and centre windows of the patch grid) at 1, 2 and 3 neighbours each (`dups`
+    /// takes 3) and its mirror image as a query (not used by `dups`); cls-gem models only.
     #[arg(long, requires = "dups")]
     regions: bool,
     /// Also write each image's descriptor and perceptual hash to FILE as JSON
@@ -455,10 +455,15 @@ fn dups_stages(
     )?;
     let forms: Vec<DihedralHash> = signals.iter().map(|(h, _)| DihedralHash::new(h)).collect();
     let keypoints: Vec<Keypoints> = signals.into_iter().filter_map(|(_, k)| k).collect();
+    let (regions, per_image) = match features {
+        Features::Model(model) if model.makes_region_queries() => region_rows(set, model)?,
+        _ => (Vec::new(), 0),
+    };
     let input = PipelineInput {
         rows,
         hashes: &forms,
         keypoints: &keypoints,
+        regions: (&regions, per_image),
     };
     let calibration = calibrate_on_clean_photos(set, &input, args.graph_k, CALIBRATION_SEED)?;
     let (rule, source) = args.matching.rule(Some(&calibration))?;
@@ -535,7 +540,24 @@ fn dups_stages(
     Ok(())
 }
 
-/// `--regions`: candidate recall of region queries and mirrored queries (not used by `dups`).
+/// Each image's region queries as rows, with how many an image has.
+fn region_rows(set: &NearDupSet, model: &Embedder) -> Result<(Vec<Vec<f32>>, usize)> {
+    let queries = map_photos(
+        &set.paths,
+        model.size(),
+        |imgs| model.region_queries(imgs),
+        &mut |_, _| {},
+    )?;
+    let (n, width) = queries.dims2()?;
+    let per_image = width / model.dim().max(1);
+    let rows = queries
+        .reshape((n * per_image, model.dim()))?
+        .to_vec2::<f32>()?;
+    Ok((rows, per_image))
+}
+
+/// `--regions`: candidate recall of region queries (top 1–3, which `dups` searches) and
+/// mirrored queries (not used by `dups`).
 fn extra_sources(
     set: &NearDupSet,
     input: &PipelineInput,
@@ -543,17 +565,7 @@ fn extra_sources(
     args: &NearDupArgs,
 ) -> Result<Vec<dino_curate::eval::neardup::CandidateRecall>> {
     let size = model.size();
-    let queries = map_photos(
-        &set.paths,
-        size,
-        |imgs| model.region_queries(imgs),
-        &mut |_, _| {},
-    )?;
-    let (n, width) = queries.dims2()?;
-    let per_image = width / model.dim().max(1);
-    let regions: Vec<Vec<f32>> = queries
-        .reshape((n * per_image, model.dim()))?
-        .to_vec2::<f32>()?;
+    let (regions, per_image) = region_rows(set, model)?;
     let mirror = |imgs: &[image::RgbImage]| {
         let flipped: Vec<image::RgbImage> =
             imgs.iter().map(image::imageops::flip_horizontal).collect();

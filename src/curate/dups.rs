@@ -104,9 +104,15 @@ pub const HASH_SCAN_LIMIT: usize = 50_000;
 /// docs/quality.md).
 pub const SEARCHED_GRAPH_LIMIT: usize = 200_000;
 
-/// The k-NN graph `dups` starts from, and whether it was read from the graph's links
-/// (collections over [`SEARCHED_GRAPH_LIMIT`]); the graph is freed afterwards, before the
-/// vectors are loaded.
+/// Nearest photos of each region query that become candidates (the best of top-1, 2
+/// and 3 on the near-duplicate benchmark: +1.2 pairs a photo, crops +0.05; docs/quality.md).
+pub const REGION_NEIGHBOURS: usize = 3;
+
+/// The candidate graph `dups` starts from: each photo's `k` nearest neighbours followed by
+/// the nearest [`REGION_NEIGHBOURS`] of each of its region queries (photos that show a part
+/// of it), and whether the neighbours were read from the graph's links (collections over
+/// [`SEARCHED_GRAPH_LIMIT`], where region queries are not searched either). The graph is
+/// freed afterwards, before the vectors are loaded.
 pub fn candidate_graph(
     store: &mut dino_curate_index::Store,
     k: usize,
@@ -115,10 +121,28 @@ pub fn candidate_graph(
     let graph = if linked {
         store.linked_graph(k)?
     } else {
-        store.knn_graph(k)?
+        let mut graph = store.knn_graph(k)?;
+        add_neighbours(&mut graph, store.region_neighbours(REGION_NEIGHBOURS)?);
+        graph
     };
     store.release_ann();
     Ok((graph, linked))
+}
+
+/// Appends to each photo's list of `graph` (both in id order) the photos of `more` it does
+/// not hold yet.
+fn add_neighbours(graph: &mut dino_curate_index::KnnGraph, more: dino_curate_index::KnnGraph) {
+    let mut more = more.into_iter().peekable();
+    for (id, hits) in graph.iter_mut() {
+        while more.next_if(|(other, _)| other < id).is_some() {}
+        if let Some((_, extra)) = more.next_if(|(other, _)| other == id) {
+            for hit in extra {
+                if !hits.iter().any(|h| h.0 == hit.0) {
+                    hits.push(hit);
+                }
+            }
+        }
+    }
 }
 
 /// Confidence from which one link joins two groups of any size.

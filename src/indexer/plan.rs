@@ -16,8 +16,9 @@ pub struct Candidate {
     pub file: FoundFile,
     /// The record at the same path, if any (changed size or mtime, or no vector yet).
     pub known: Option<(PhotoId, PhotoRecord)>,
-    /// Whether the known record lacks a vector (the model changed): the content must be
-    /// embedded even if it did not change.
+    /// Whether the known record lacks a vector (the model changed), or the region queries
+    /// the model makes (embedded before they were stored): the content must be embedded
+    /// even if it did not change.
     pub needs_vector: bool,
     /// Whether verification keypoints are stored for the known record's content.
     pub has_keypoints: bool,
@@ -46,17 +47,26 @@ pub(super) fn under_any(path: &Path, roots: &[PathBuf]) -> bool {
 }
 
 /// Sorts the scanned files into unchanged ones and candidates, and finds the records
-/// under `roots` whose file was not seen.
-pub fn make_plan(store: &Store, files: Vec<FoundFile>, roots: &[PathBuf]) -> Result<Plan> {
+/// under `roots` whose file was not seen. With `regions`, the model makes region queries
+/// and a record without them is embedded again.
+pub fn make_plan(
+    store: &Store,
+    files: Vec<FoundFile>,
+    roots: &[PathBuf],
+    regions: bool,
+) -> Result<Plan> {
     let without_vector: HashSet<PhotoId> = store.ids_without_embedding()?.into_iter().collect();
     let mut plan = Plan::default();
     let mut seen = HashSet::with_capacity(files.len());
     for file in files {
         seen.insert(file.path.clone());
         let known = store.get_by_path(&file.path)?;
-        let needs_vector = known
-            .as_ref()
-            .is_some_and(|(id, _)| without_vector.contains(id));
+        let needs_vector = match &known {
+            Some((id, _)) => {
+                without_vector.contains(id) || (regions && !store.has_region_queries(*id)?)
+            }
+            None => false,
+        };
         let has_keypoints = match &known {
             Some((_, rec)) => store.has_keypoints(&rec.blake3)?,
             None => false,

@@ -259,3 +259,24 @@ fn verification_links_a_crop_and_a_mirror_and_the_descriptor_alone_links_nothing
         vec![vec![0, 1, 2, 3, 4, 5]]
     );
 }
+
+#[test]
+fn region_neighbours_join_each_photos_list_once() {
+    let mut graph: dino_curate_index::KnnGraph =
+        vec![(1, vec![(2, 0.9)]), (3, vec![(1, 0.8)]), (5, vec![])];
+    let regions = vec![
+        (0, vec![(9, 0.5)]),
+        (1, vec![(2, 0.7), (4, 0.6)]),
+        (5, vec![(3, 0.4)]),
+        (7, vec![(1, 0.3)]),
+    ];
+    add_neighbours(&mut graph, regions);
+    assert_eq!(
+        graph,
+        vec![
+            (1, vec![(2, 0.9), (4, 0.6)]),
+            (3, vec![(1, 0.8)]),
+            (5, vec![(3, 0.4)]),
+        ]
+    );
+}

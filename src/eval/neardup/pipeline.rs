@@ -12,7 +12,9 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use super::{edit_recall, EditRecall, NearDupSet};
-use crate::curate::dups::{group_links, hash_links, links, DupRule, Evidence, Signals};
+use crate::curate::dups::{
+    group_links, hash_links, links, DupRule, Evidence, Signals, REGION_NEIGHBOURS,
+};
 use crate::curate::vectors::{dot, Vectors};
 use crate::phash::DihedralHash;
 use crate::verify::Keypoints;
@@ -71,6 +73,9 @@ pub struct PipelineInput<'a> {
     pub hashes: &'a [DihedralHash],
     /// Verification keypoints per image (empty: no verification).
     pub keypoints: &'a [Keypoints],
+    /// Region queries, the given number per image in image order, as `dups` searches them
+    /// (none: the model makes none).
+    pub regions: (&'a [Vec<f32>], usize),
 }
 
 /// The `k` nearest rows of each row by dot product, as `(row, neighbour)` pairs.
@@ -164,7 +169,16 @@ pub fn pipeline(
         hashes: &hashes,
         keypoints: (!input.keypoints.is_empty()).then_some(&lookup as _),
     };
-    let graph = ordered(knn_pairs(rows, graph_k));
+    let by_region = ordered(query_pairs(
+        input.regions.0,
+        input.regions.1,
+        rows,
+        REGION_NEIGHBOURS,
+    ));
+    let graph: HashSet<(usize, usize)> = ordered(knn_pairs(rows, graph_k))
+        .union(&by_region)
+        .copied()
+        .collect();
     let by_hash = ordered(
         rule.hash_candidate_agreement()
             .map_or_else(Vec::new, |min| hash_links(&hashes, min)),
@@ -173,9 +187,23 @@ pub fn pipeline(
     let mut candidates = vec![candidate_recall(
         set,
         &format!("descriptor k={graph_k}"),
-        &graph,
+        &ordered(knn_pairs(rows, graph_k)),
         true_pairs,
     )];
+    if !by_region.is_empty() {
+        candidates.push(candidate_recall(
+            set,
+            &format!("regions top-{REGION_NEIGHBOURS}"),
+            &by_region,
+            true_pairs,
+        ));
+        candidates.push(candidate_recall(
+            set,
+            "descriptor + regions",
+            &graph,
+            true_pairs,
+        ));
+    }
     if let Some(min) = rule.hash_candidate_agreement() {
         candidates.push(candidate_recall(
             set,
@@ -236,6 +264,9 @@ fn query_pairs(
     rows: &[Vec<f32>],
     k: usize,
 ) -> Vec<(usize, usize)> {
+    if per_image == 0 {
+        return Vec::new();
+    }
     queries
         .par_iter()
         .enumerate()
