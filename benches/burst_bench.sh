@@ -8,10 +8,11 @@
 # OUT/images/ gets the photos and OUT/truth.json says what each is:
 #   {"files": {name: {"scene": S, "moment": M, "burst": B or null, "copy_of": name or null}}}
 # vtest.avi: a fixed camera over a courtyard, people walking (768 x 576, 10 fps, 79.5 s):
-#   six bursts of 4 frames 1 s apart, 12 s between bursts (the same background throughout),
-#   and two single frames with two copies each (half size at JPEG q80; a 80 % crop).
+#   four bursts of 4 frames 1 s apart, starting 14 s apart (11 s from one burst's last frame
+#   to the next one's first: more than a burst's 10 s; the same background throughout), and
+#   two single frames 13 s and 15 s later, each with two copies (half size; a 90 % crop).
 # tree.avi: a hand-held shot of a tree (320 x 240, 68 frames over 29.5 s): two bursts of 3
-#   frames 1 s apart, 10 s between them.
+#   frames 1 s apart, starting 15 s apart.
 # Needs apt (ffmpeg, exiftool, and the 96 MB opencv-doc package, downloaded, not installed).
 set -euo pipefail
 out=${1:?usage: burst_bench.sh OUT}
@@ -41,14 +42,14 @@ frame() {
 truth=()
 entry() { truth+=("\"$1.jpg\": {\"scene\": \"$2\", \"moment\": $3, \"burst\": $4, \"copy_of\": $5}"); }
 
-for b in 0 1 2 3 4 5; do
+for b in 0 1 2 3; do
   for i in 0 1 2 3; do
-    t=$((4 + 12 * b + i))
+    t=$((2 + 14 * b + i))
     frame vtest.avi "$t" "court-b${b}-f${i}"
     entry "court-b${b}-f${i}" court "$t" "\"court-$b\"" null
   done
 done
-for t in 74 78; do
+for t in 60 75; do
   frame vtest.avi "$t" "court-single-$t"
   entry "court-single-$t" court "$t" null null
   ffmpeg -v error -y -i "$out/images/court-single-$t.jpg" -vf scale=iw/2:ih/2 -q:v 5 \
@@ -63,7 +64,7 @@ for t in 74 78; do
 done
 for b in 0 1; do
   for i in 0 1 2; do
-    t=$((3 + 10 * b + i))
+    t=$((2 + 15 * b + i))
     frame tree.avi "$t" "tree-b${b}-f${i}"
     entry "tree-b${b}-f${i}" tree "$t" "\"tree-$b\"" null
   done

@@ -27,7 +27,7 @@ use crate::train::views::View;
 use crate::{Error, Result};
 use pipeline::{decode_candidate, Prepared, ReadContext, Reader};
 
-pub use identify::{content_hash, mtime_ns};
+pub use identify::{content_hash, mtime_ns, taken_at};
 pub use profile::{Stage, StageClock, StageProfile, StageTime};
 
 /// How `index` decodes photos for a model that looks at `view_size` pixels: what calibrating

@@ -29,7 +29,27 @@ impl GroupKind {
 }
 
 fn taken(r: &PhotoRecord) -> Option<NaiveDateTime> {
-    NaiveDateTime::parse_from_str(r.taken_at.as_deref()?, "%Y-%m-%dT%H:%M:%S").ok()
+    parse_time(r.taken_at.as_deref()?)
+}
+
+fn parse_time(t: &str) -> Option<NaiveDateTime> {
+    NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S").ok()
+}
+
+/// Whether the EXIF times of `a` and `b` say they are two moments, not one: both are timed,
+/// more than [`BURST_SPAN_SECONDS`] apart. A copy keeps its original's time and the shots of
+/// a burst are seconds apart, so such a pair is neither, however alike: a fixed camera's
+/// frames line up by their background at every moment (docs/quality.md, real bursts).
+pub fn other_moments(a: &PhotoRecord, b: &PhotoRecord) -> bool {
+    times_apart(a.taken_at.as_deref(), b.taken_at.as_deref())
+}
+
+/// [`other_moments`] of two EXIF times as records store them (`YYYY-MM-DDTHH:MM:SS`).
+pub fn times_apart(a: Option<&str>, b: Option<&str>) -> bool {
+    match (a.and_then(parse_time), b.and_then(parse_time)) {
+        (Some(x), Some(y)) => (x - y).num_seconds().abs() > BURST_SPAN_SECONDS,
+        _ => false,
+    }
 }
 
 /// A burst when every photo has an EXIF time, they span at most [`BURST_SPAN_SECONDS`],
@@ -92,6 +112,18 @@ mod tests {
         let early = shot(Some("2024-05-02T00:00:02"), 100, 5);
         assert_eq!(kind(&[late, early]), GroupKind::Burst);
         assert_eq!(kind(&[a, b]), GroupKind::Burst);
+    }
+
+    #[test]
+    fn photos_more_than_a_burst_apart_are_other_moments() {
+        let a = shot(Some("2024-05-01T10:00:01"), 100, 1);
+        let near = shot(Some("2024-05-01T10:00:11"), 100, 2);
+        let far = shot(Some("2024-05-01T10:00:12"), 100, 3);
+        let undated = shot(None, 100, 4);
+        assert!(!other_moments(&a, &a), "a copy keeps its time");
+        assert!(!other_moments(&a, &near) && !other_moments(&near, &a));
+        assert!(other_moments(&a, &far) && other_moments(&far, &a));
+        assert!(!other_moments(&a, &undated), "no time says nothing");
     }
 
     #[test]

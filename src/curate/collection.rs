@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 use dino_curate_index::{PhotoId, PhotoRecord, Store};
 use rayon::prelude::*;
 
-use super::burst::{group_kind, GroupKind};
+use super::burst::{group_kind, other_moments, GroupKind};
 use super::clusters::{kmeans, Cluster};
 use super::dups::{
     evidence_by_row, graph_pairs, group_links, hash_links, links, DupRule, Evidence,
@@ -270,7 +270,8 @@ impl Collection {
         {
             candidates.extend(hash_links(&hashes, min));
         }
-        let links = links(&signals, &exact, candidates, rule);
+        let mut links = links(&signals, &exact, candidates, rule);
+        links.retain(|l| !self.other_moments(l.a, l.b));
         let groups = group_links(&signals, &links, rule);
         let best = evidence_by_row(&groups, &links, self.vectors.len());
         let mut out: Vec<DupGroup> = groups
@@ -284,6 +285,16 @@ impl Collection {
                 .then(a.keep.cmp(&b.keep))
         });
         out
+    }
+
+    /// Whether rows `a` and `b` were taken at two moments ([`other_moments`]): their link
+    /// makes neither a copy nor a burst.
+    fn other_moments(&self, a: usize, b: usize) -> bool {
+        let record = |row: usize| self.records.get(&self.vectors.id(row));
+        match (record(a), record(b)) {
+            (Some(x), Some(y)) => other_moments(x, y),
+            _ => false,
+        }
     }
 
     /// Whether `dups` compares every pair of hashes here (else only the k-NN graph's pairs):
@@ -384,6 +395,9 @@ mod tests {
     use dino_curate_index::PhotoRecord;
 
     use super::Collection;
+    use crate::curate::burst::GroupKind;
+    use crate::curate::dups::DupRule;
+    use crate::curate::keeper::KeepRule;
     use crate::curate::vectors::Vectors;
 
     fn record(path: &str, hash: u8) -> PhotoRecord {
@@ -418,5 +432,52 @@ mod tests {
             records,
         };
         assert_eq!(collection.exact_copies(), vec![vec![1, 2], vec![3, 6]]);
+    }
+
+    /// One scene shot at 10:00:00 and 10:00:02 (a burst), again five minutes later, and a
+    /// smaller copy of that later shot with its time: every pair looks alike.
+    #[test]
+    fn shots_of_one_scene_at_two_moments_are_a_burst_and_copies_not_one_group() {
+        let shot = |path: &str, content: u8, taken: &str, width: u32| PhotoRecord {
+            taken_at: Some(taken.to_owned()),
+            width,
+            perceptual_hash: Some([0x5a; 32]),
+            ..record(path, content)
+        };
+        let records: HashMap<u64, PhotoRecord> = [
+            (1, shot("/p/a.jpg", 1, "2024-05-01T10:00:00", 10)),
+            (2, shot("/p/b.jpg", 2, "2024-05-01T10:00:02", 10)),
+            (3, shot("/p/c.jpg", 3, "2024-05-01T10:05:00", 10)),
+            (4, shot("/p/c-small.jpg", 4, "2024-05-01T10:05:00", 5)),
+        ]
+        .into_iter()
+        .collect();
+        let mut vectors = Vectors::new(2);
+        for id in 1..=4 {
+            vectors.push(id, &[1.0, 0.0]);
+        }
+        let knn: Vec<(u64, Vec<(u64, f32)>)> = (1..=4)
+            .map(|id| (id, (1..=4).filter(|&o| o != id).map(|o| (o, 1.0)).collect()))
+            .collect();
+        let collection = Collection { vectors, records };
+        let rule = DupRule::with_threshold(0.995).with_hash_agreement(Some(0.69));
+        let groups = collection.duplicates(&knn, &rule, &KeepRule::Auto, None);
+        let mut found: Vec<(GroupKind, Vec<u64>)> = groups
+            .iter()
+            .map(|g| {
+                let mut ids: Vec<u64> = g.members.iter().map(|m| m.id).collect();
+                ids.push(g.keep);
+                ids.sort_unstable();
+                (g.kind, ids)
+            })
+            .collect();
+        found.sort_by_key(|(_, ids)| ids.clone());
+        assert_eq!(
+            found,
+            vec![
+                (GroupKind::Burst, vec![1, 2]),
+                (GroupKind::Copy, vec![3, 4])
+            ]
+        );
     }
 }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use dino_curate_index::{PhotoId, PhotoRecord, Store};
 
+use super::burst::times_apart;
 use super::dups::{DupRule, Evidence, KeypointLookup, Signals};
 use super::vectors::Vectors;
 use crate::embed::Embedder;
@@ -46,6 +47,9 @@ pub struct QueryPhoto {
     pub blake3: Option<[u8; 32]>,
     /// The query's own record, when it is an indexed photo (left out of the results).
     pub id: Option<PhotoId>,
+    /// Its EXIF time (as records store it), if any: a photo taken at another moment is
+    /// never its copy ([`other_moments`](super::burst::other_moments)).
+    pub taken_at: Option<String>,
 }
 
 impl QueryPhoto {
@@ -69,10 +73,11 @@ impl QueryPhoto {
             blake3: crate::indexer::content_hash(path).ok(),
             vector,
             id: None,
+            taken_at: crate::indexer::taken_at(path),
         })
     }
 
-    /// An indexed photo as the query, from what the index stored of it (no regions).
+    /// An indexed photo as the query, from what the index stored of it.
     pub fn of_indexed(store: &Store, id: PhotoId) -> Result<Self> {
         let record = store
             .get(id)?
@@ -83,11 +88,12 @@ impl QueryPhoto {
         let keypoints = store.keypoints(&record.blake3)?;
         Ok(Self {
             vector,
-            regions: Vec::new(),
+            regions: store.region_queries(id)?.unwrap_or_default(),
             hash: record.perceptual_hash.as_ref().map(DihedralHash::new),
             keypoints: keypoints.as_deref().and_then(Keypoints::from_bytes),
             blake3: Some(record.blake3),
             id: Some(id),
+            taken_at: record.taken_at,
         })
     }
 }
@@ -255,6 +261,8 @@ fn copies_among(
                 inliers: 0,
                 confidence: f32::INFINITY,
             })
+        } else if times_apart(query.taken_at.as_deref(), rows.taken_at[row].as_deref()) {
+            None
         } else {
             signals.link(0, row, rule).map(|link| CopyEvidence {
                 evidence: link.evidence,
@@ -283,6 +291,7 @@ struct CandidateRows {
     vectors: Vectors,
     hashes: Vec<Option<DihedralHash>>,
     keypoints: Vec<Option<Arc<Keypoints>>>,
+    taken_at: Vec<Option<String>>,
 }
 
 impl CandidateRows {
@@ -291,6 +300,7 @@ impl CandidateRows {
             vectors: Vectors::with_capacity(query.vector.len(), candidates.len() + 1),
             hashes: vec![query.hash],
             keypoints: vec![query.keypoints.clone().map(Arc::new)],
+            taken_at: vec![query.taken_at.clone()],
         };
         // the query's id is never a candidate; u64::MAX stands for "not indexed"
         rows.vectors
@@ -312,6 +322,7 @@ impl CandidateRows {
         let bytes = store.keypoints(&record.blake3)?;
         let points = bytes.as_deref().and_then(Keypoints::from_bytes);
         self.keypoints.push(points.map(Arc::new));
+        self.taken_at.push(record.taken_at.clone());
         Ok(())
     }
 }
