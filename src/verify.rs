@@ -15,9 +15,11 @@ mod fast;
 mod framing;
 mod keypoints;
 mod ransac;
+mod retrieval;
 
 pub use framing::{framing, Framing, FramingEdit, MIN_FRAMING_INLIERS};
 pub use keypoints::{keypoints_of, Keypoint, Keypoints, MAX_KEYPOINTS, WORK_SIDE};
+pub use retrieval::shared_keypoint_pairs;
 
 /// Largest Hamming distance (of 256 bits) between two matched descriptors.
 pub const MAX_HAMMING: u32 = 64;

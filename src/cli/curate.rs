@@ -14,7 +14,7 @@ use dino_curate::curate::clusters::default_k;
 use dino_curate::curate::collection::{Collection, DupGroup, DupMember};
 use dino_curate::curate::dups::{
     candidate_graph, DupRule, Evidence, DEFAULT_HASH_AGREEMENT, DEFAULT_MIN_INLIERS,
-    HASH_SCAN_LIMIT, SEARCHED_GRAPH_LIMIT,
+    HASH_SCAN_LIMIT, KEYPOINT_SCAN_LIMIT, SEARCHED_GRAPH_LIMIT,
 };
 use dino_curate::curate::keeper::KeepRule;
 use dino_curate::curate::quality::flags;
@@ -274,6 +274,13 @@ pub fn dups(args: &DupsArgs, workspace: Option<&Path>) -> Result<()> {
         eprintln!(
             "{} photos: perceptual hashes are compared along the model's neighbour graph only \
              (all pairs up to {HASH_SCAN_LIMIT})",
+            collection.vectors.len()
+        );
+    }
+    if rule.min_inliers.is_some() && !collection.keys_all_keypoints() {
+        eprintln!(
+            "{} photos: crops are found through the model's neighbours only, not also through \
+             shared keypoints (up to {KEYPOINT_SCAN_LIMIT})",
             collection.vectors.len()
         );
     }

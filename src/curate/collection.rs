@@ -12,7 +12,8 @@ use super::burst::{group_kind, other_moments, GroupKind};
 use super::clusters::{kmeans, Cluster};
 use super::dups::{
     evidence_by_row, graph_pairs, group_links, hash_links, links, DupRule, Evidence,
-    KeypointLookup, Link, Signals, HASH_SCAN_LIMIT,
+    KeypointLookup, Link, Signals, HASH_SCAN_LIMIT, KEYPOINT_PARTNERS, KEYPOINT_SCAN_LIMIT,
+    MIN_SHARED_KEYS,
 };
 use super::keeper::{choose_keeper_framed, framed_copies, KeepRule};
 use super::select::{diverse_subset, outliers};
@@ -20,7 +21,7 @@ use super::vectors::{dot, normalize, Vectors};
 use super::Neighbours;
 use crate::phash::DihedralHash;
 use crate::photo::has_raw_extension;
-use crate::verify::Keypoints;
+use crate::verify::{shared_keypoint_pairs, Keypoints};
 use crate::{Error, Result};
 
 /// Records and vectors of the indexed photos.
@@ -270,6 +271,18 @@ impl Collection {
         {
             candidates.extend(hash_links(&hashes, min));
         }
+        if signals.keypoints.is_some() && rule.min_inliers.is_some() && self.keys_all_keypoints() {
+            let all: Vec<Option<Arc<Keypoints>>> = (0..self.vectors.len())
+                .into_par_iter()
+                .map(lookup)
+                .collect();
+            let refs: Vec<Option<&Keypoints>> = all.iter().map(Option::as_deref).collect();
+            candidates.extend(shared_keypoint_pairs(
+                &refs,
+                KEYPOINT_PARTNERS,
+                MIN_SHARED_KEYS,
+            ));
+        }
         let mut links = links(&signals, &exact, candidates, rule);
         links.retain(|l| !self.other_moments(l.a, l.b));
         let groups = group_links(&signals, &links, rule);
@@ -295,6 +308,12 @@ impl Collection {
             (Some(x), Some(y)) => other_moments(x, y),
             _ => false,
         }
+    }
+
+    /// Whether `dups` keys every photo's keypoints here for candidates that share them: true
+    /// up to [`KEYPOINT_SCAN_LIMIT`] photos.
+    pub fn keys_all_keypoints(&self) -> bool {
+        self.vectors.len() <= KEYPOINT_SCAN_LIMIT
     }
 
     /// Whether `dups` compares every pair of hashes here (else only the k-NN graph's pairs):
@@ -432,6 +451,50 @@ mod tests {
             records,
         };
         assert_eq!(collection.exact_copies(), vec![vec![1, 2], vec![3, 6]]);
+    }
+
+    /// The sample garden photo, its cropped copy and four others, with no neighbour lists
+    /// and no hashes: only the keypoints they share can make the crop a candidate.
+    #[test]
+    fn a_crop_that_no_neighbour_list_holds_is_found_by_shared_keypoints() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = dino_curate_index::Store::open(dir.path()).expect("store");
+        let samples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/photos");
+        let files = [
+            "garden.jpg",
+            "edited/garden-cropped.jpg",
+            "dune.jpg",
+            "ladybird.jpg",
+            "storm.jpg",
+            "aqua.jpg",
+        ];
+        let mut records = HashMap::new();
+        let mut vectors = Vectors::new(files.len());
+        for (i, file) in files.iter().enumerate() {
+            let image = image::open(samples.join(file)).expect("sample").to_rgb8();
+            let content = [i as u8 + 1; 32];
+            let points = crate::verify::keypoints_of(&image).to_bytes();
+            store.put_keypoints(&content, &points).expect("keypoints");
+            let id = i as u64 + 1;
+            records.insert(id, record(file, content[0]));
+            let mut axis = vec![0.0; files.len()];
+            axis[i] = 1.0;
+            vectors.push(id, &axis);
+        }
+        let collection = Collection { vectors, records };
+        let knn: Vec<(u64, Vec<(u64, f32)>)> = (1..=6).map(|id| (id, Vec::new())).collect();
+        let rule = DupRule::with_threshold(0.995)
+            .with_hash_agreement(Some(0.69))
+            .with_verification(Some(16));
+        let groups = collection.duplicates(&knn, &rule, &KeepRule::Auto, Some(&store));
+        assert_eq!(groups.len(), 1, "{groups:?}");
+        assert_eq!(groups[0].keep, 1, "the original is kept");
+        let members: Vec<u64> = groups[0].members.iter().map(|m| m.id).collect();
+        assert_eq!(members, vec![2]);
+        assert_eq!(
+            groups[0].members[0].evidence,
+            crate::curate::dups::Evidence::Verified
+        );
     }
 
     /// One scene shot at 10:00:00 and 10:00:02 (a burst), again five minutes later, and a

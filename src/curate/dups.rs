@@ -1,8 +1,10 @@
 //! Near-duplicate groups, in stages that are each measured (docs/quality.md):
 //!
 //! 1. **Candidates**: photos with the same content hash, the edges of the descriptor's
-//!    k-nearest-neighbour graph, and every pair whose perceptual hashes agree under some
-//!    flip or quarter-turn ([`hash_links`]).
+//!    k-nearest-neighbour graph (with the neighbours of each photo's region queries), every
+//!    pair whose perceptual hashes agree under some flip or quarter-turn ([`hash_links`]),
+//!    and each photo's best partners by shared keypoints
+//!    ([`crate::verify::shared_keypoint_pairs`]: crops).
 //! 2. **Links**: a candidate pair becomes a link with its [`Evidence`]: `exact`, `hash`
 //!    (agreement ≥ the rule's) or `descriptor` (cosine ≥ the threshold), and a confidence:
 //!    how far above its threshold it is, as a fraction of the way to a perfect score.
@@ -144,6 +146,19 @@ fn add_neighbours(graph: &mut dino_curate_index::KnnGraph, more: dino_curate_ind
         }
     }
 }
+
+/// Photos sharing the most keypoint keys with a photo that become its candidates
+/// ([`crate::verify::shared_keypoint_pairs`]; chosen on the BSDS benchmark: 3 found 0.995 of
+/// the copy pairs in groups at precision 1.000, 5 found 0.997 at 0.994; docs/quality.md).
+pub const KEYPOINT_PARTNERS: usize = 3;
+
+/// Keypoint keys two photos must share to be candidates that way.
+pub const MIN_SHARED_KEYS: u32 = 4;
+
+/// Most photos whose keypoints are all keyed for [`KEYPOINT_PARTNERS`]: every photo's
+/// keypoints are read and 1,800 keys a photo sorted (about 25 KB a photo at the peak;
+/// 0.5 GB here).
+pub const KEYPOINT_SCAN_LIMIT: usize = 20_000;
 
 /// Confidence from which one link joins two groups of any size.
 pub const STRONG_LINK: f32 = 0.75;

@@ -13,11 +13,12 @@ use serde::Serialize;
 
 use super::{edit_recall, EditRecall, NearDupSet};
 use crate::curate::dups::{
-    group_links, hash_links, links, DupRule, Evidence, Signals, REGION_NEIGHBOURS,
+    group_links, hash_links, links, DupRule, Evidence, Signals, KEYPOINT_PARTNERS, MIN_SHARED_KEYS,
+    REGION_NEIGHBOURS,
 };
 use crate::curate::vectors::{dot, Vectors};
 use crate::phash::DihedralHash;
-use crate::verify::Keypoints;
+use crate::verify::{shared_keypoint_pairs, Keypoints};
 
 /// One candidate source (or their union).
 #[derive(Debug, Clone, Serialize)]
@@ -183,7 +184,14 @@ pub fn pipeline(
         rule.hash_candidate_agreement()
             .map_or_else(Vec::new, |min| hash_links(&hashes, min)),
     );
-    let union: HashSet<(usize, usize)> = graph.union(&by_hash).copied().collect();
+    let keypoints: Vec<Option<&Keypoints>> = input.keypoints.iter().map(Some).collect();
+    let by_points = ordered(shared_keypoint_pairs(
+        &keypoints,
+        KEYPOINT_PARTNERS,
+        MIN_SHARED_KEYS,
+    ));
+    let mut union: HashSet<(usize, usize)> = graph.union(&by_hash).copied().collect();
+    union.extend(by_points.iter().copied());
     let mut candidates = vec![candidate_recall(
         set,
         &format!("descriptor k={graph_k}"),
@@ -201,6 +209,14 @@ pub fn pipeline(
             set,
             "descriptor + regions",
             &graph,
+            true_pairs,
+        ));
+    }
+    if !by_points.is_empty() {
+        candidates.push(candidate_recall(
+            set,
+            "shared keypoints",
+            &by_points,
             true_pairs,
         ));
     }
