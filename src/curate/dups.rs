@@ -156,8 +156,8 @@ pub const KEYPOINT_PARTNERS: usize = 3;
 pub const MIN_SHARED_KEYS: u32 = 4;
 
 /// Most photos whose keypoints are all keyed for [`KEYPOINT_PARTNERS`]: every photo's
-/// keypoints are read and 1,800 keys a photo sorted (about 25 KB a photo at the peak;
-/// 0.5 GB here).
+/// keypoints are read, 1,800 keys a photo sorted and the pairs' votes counted (+110 MB
+/// peak at 1,654 photos, about 65 KB a photo: ~1.3 GB here, extrapolated).
 pub const KEYPOINT_SCAN_LIMIT: usize = 20_000;
 
 /// Confidence from which one link joins two groups of any size.
