@@ -283,8 +283,9 @@ impl Collection {
                 MIN_SHARED_KEYS,
             ));
         }
-        let mut links = links(&signals, &exact, candidates, rule);
-        links.retain(|l| !self.other_moments(l.a, l.b));
+        // photos of two moments are never linked: not verified either
+        candidates.retain(|&(a, b)| !self.other_moments(a, b));
+        let links = links(&signals, &exact, candidates, rule);
         let groups = group_links(&signals, &links, rule);
         let best = evidence_by_row(&groups, &links, self.vectors.len());
         let mut out: Vec<DupGroup> = groups
