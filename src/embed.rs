@@ -222,13 +222,16 @@ impl Embedder {
     /// [`Embedder::embed`] on views already made with [`Framing::view`] at
     /// [`Embedder::size`] (so that callers can prepare them on other threads).
     pub fn embed_views(&self, views: Vec<View>) -> Result<Tensor> {
+        self.describe(&self.input_of(views)?)
+    }
+
+    /// The `[B, 3, H, W]` input of views made with [`Framing::view`].
+    fn input_of(&self, views: Vec<View>) -> Result<Tensor> {
         let views: Vec<Vec<View>> = views.into_iter().map(|v| vec![v]).collect();
-        let batch = views_to_tensors(&views, &self.device)?;
-        let input = batch
+        views_to_tensors(&views, &self.device)?
             .into_iter()
             .next()
-            .ok_or_else(|| Error::Config("no image to embed".into()))?;
-        self.describe(&input)
+            .ok_or_else(|| Error::Config("no image to embed".into()))
     }
 
     /// The descriptor of a `[B, 3, H, W]` input (any size the patch grid divides).
@@ -276,11 +279,7 @@ impl Embedder {
 
     /// [`Embedder::embed_with_regions`] on views made with [`Framing::view`].
     pub fn embed_views_with_regions(&self, views: Vec<View>) -> Result<(Tensor, Option<Tensor>)> {
-        let views: Vec<Vec<View>> = views.into_iter().map(|v| vec![v]).collect();
-        let input = views_to_tensors(&views, &self.device)?
-            .into_iter()
-            .next()
-            .ok_or_else(|| Error::Config("no image to embed".into()))?;
+        let input = self.input_of(views)?;
         if !self.makes_region_queries() {
             return Ok((self.describe(&input)?, None));
         }
