@@ -565,7 +565,10 @@ fn extra_sources(
     args: &NearDupArgs,
 ) -> Result<Vec<dino_curate::eval::neardup::CandidateRecall>> {
     let size = model.size();
-    let (regions, per_image) = region_rows(set, model)?;
+    let (regions, per_image) = input.regions;
+    if per_image == 0 {
+        bail!("region queries need the cls-gem descriptor and a grid of at least 4 × 4");
+    }
     let mirror = |imgs: &[image::RgbImage]| {
         let flipped: Vec<image::RgbImage> =
             imgs.iter().map(image::imageops::flip_horizontal).collect();
@@ -578,7 +581,7 @@ fn extra_sources(
         input,
         args.graph_k,
         hash_min,
-        (&regions, per_image),
+        (regions, per_image),
         &mirrored,
     ))
 }

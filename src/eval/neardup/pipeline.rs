@@ -176,10 +176,8 @@ pub fn pipeline(
         rows,
         REGION_NEIGHBOURS,
     ));
-    let graph: HashSet<(usize, usize)> = ordered(knn_pairs(rows, graph_k))
-        .union(&by_region)
-        .copied()
-        .collect();
+    let by_descriptor = ordered(knn_pairs(rows, graph_k));
+    let graph: HashSet<(usize, usize)> = by_descriptor.union(&by_region).copied().collect();
     let by_hash = ordered(
         rule.hash_candidate_agreement()
             .map_or_else(Vec::new, |min| hash_links(&hashes, min)),
@@ -195,7 +193,7 @@ pub fn pipeline(
     let mut candidates = vec![candidate_recall(
         set,
         &format!("descriptor k={graph_k}"),
-        &ordered(knn_pairs(rows, graph_k)),
+        &by_descriptor,
         true_pairs,
     )];
     if !by_region.is_empty() {
